@@ -1,0 +1,334 @@
+//! The provider catalog (DESIGN §4): which providers exist, how to reach them, their limits and
+//! their prices, including time-of-day price windows and GPU-hour pricing for self-hosted models.
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::HashSet;
+
+/// Errors found while reading a catalog file.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{file}: {source}")]
+    Toml {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+}
+
+/// The whole catalog: every provider a worker may route to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub providers: Vec<ProviderSpec>,
+}
+
+/// Which HTTP API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions (also vLLM, llama.cpp, Together, Groq, OpenRouter, DeepSeek…).
+    Openai,
+    /// Anthropic messages API.
+    Anthropic,
+    /// Google Gemini `generateContent`.
+    Gemini,
+}
+
+/// One provider account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Unique name, used in results, metrics and `providers_allow` / `providers_deny`.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// API base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding the API key (keys are never in the file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Path of a file holding the API key (alternative to `api_key_env`).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    pub models: Vec<ModelOffer>,
+}
+
+/// The account's published limits; the worker enforces them per process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens (input + output) per minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+/// One model as sold by one provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOffer {
+    /// The canonical model name jobs ask for.
+    pub model: String,
+    /// The provider's own model id, sent in requests.
+    pub id: String,
+    /// Dollars per million input tokens.
+    #[serde(default)]
+    pub input_per_mtok: Option<f64>,
+    /// Dollars per million output tokens.
+    #[serde(default)]
+    pub output_per_mtok: Option<f64>,
+    /// Self-hosted pricing: dollars per GPU-hour…
+    #[serde(default)]
+    pub gpu_per_hour: Option<f64>,
+    /// …and the measured throughput in tokens per second, giving an effective $/Mtok.
+    #[serde(default)]
+    pub tokens_per_second: Option<f64>,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context: Option<u32>,
+    /// Time-of-day price windows (UTC).
+    #[serde(default)]
+    pub schedule: Vec<PriceWindow>,
+}
+
+/// A daily UTC window in which prices are multiplied by `multiplier`. `to` before `from` wraps
+/// past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceWindow {
+    #[serde(deserialize_with = "de_hhmm", serialize_with = "ser_hhmm")]
+    pub from: u32,
+    #[serde(deserialize_with = "de_hhmm", serialize_with = "ser_hhmm")]
+    pub to: u32,
+    pub multiplier: f64,
+}
+
+fn de_hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_hhmm(&s).ok_or_else(|| serde::de::Error::custom(format!("expected HH:MM, got {s:?}")))
+}
+
+fn ser_hhmm<S: serde::Serializer>(m: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{:02}:{:02}", m / 60, m % 60))
+}
+
+/// Minutes after midnight of an `HH:MM` string.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl PriceWindow {
+    /// Whether minute-of-day `m` falls in the window.
+    pub fn contains(&self, m: u32) -> bool {
+        if self.from <= self.to {
+            m >= self.from && m < self.to
+        } else {
+            m >= self.from || m < self.to
+        }
+    }
+}
+
+/// Dollars per million tokens, input and output, at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// Cost of a request with these token counts.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> crate::Usd {
+        crate::Usd::for_tokens(input_tokens, self.input_per_mtok)
+            + crate::Usd::for_tokens(output_tokens, self.output_per_mtok)
+    }
+}
+
+impl ModelOffer {
+    /// Base prices without any time window; GPU-hour pricing turned into $/Mtok.
+    pub fn base_price(&self) -> Price {
+        if let (Some(gpu), Some(tps)) = (self.gpu_per_hour, self.tokens_per_second) {
+            let per_mtok = gpu / (tps * 3600.0) * 1_000_000.0;
+            return Price {
+                input_per_mtok: self.input_per_mtok.unwrap_or(per_mtok),
+                output_per_mtok: self.output_per_mtok.unwrap_or(per_mtok),
+            };
+        }
+        Price {
+            input_per_mtok: self.input_per_mtok.unwrap_or(0.0),
+            output_per_mtok: self.output_per_mtok.unwrap_or(0.0),
+        }
+    }
+
+    /// The multiplier in force at `now` (the first window that contains it, else 1).
+    pub fn multiplier_at(&self, now: DateTime<Utc>) -> f64 {
+        let m = now.hour() * 60 + now.minute();
+        self.schedule
+            .iter()
+            .find(|w| w.contains(m))
+            .map_or(1.0, |w| w.multiplier)
+    }
+
+    /// Prices in force at `now`.
+    pub fn price_at(&self, now: DateTime<Utc>) -> Price {
+        let b = self.base_price();
+        let k = self.multiplier_at(now);
+        Price {
+            input_per_mtok: b.input_per_mtok * k,
+            output_per_mtok: b.output_per_mtok * k,
+        }
+    }
+
+    /// The next instant after `now` at which the price multiplier changes, if it ever does.
+    pub fn next_price_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.schedule.is_empty() {
+            return None;
+        }
+        let m = now.hour() * 60 + now.minute();
+        let delta = self
+            .schedule
+            .iter()
+            .flat_map(|w| [w.from, w.to])
+            .map(|b| (b + 1440 - m - 1) % 1440 + 1)
+            .min()?;
+        let start_of_minute = now
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(now);
+        Some(start_of_minute + chrono::Duration::minutes(i64::from(delta)))
+    }
+}
+
+impl Catalog {
+    /// Parses and checks a catalog; `file` names it in errors.
+    pub fn from_toml(file: &str, text: &str) -> Result<Catalog, CatalogError> {
+        let cat: Catalog = toml::from_str(text).map_err(|source| CatalogError::Toml {
+            file: file.to_string(),
+            source,
+        })?;
+        cat.check()
+            .map_err(|reason| CatalogError::Invalid { file: file.to_string(), reason })?;
+        Ok(cat)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.providers.is_empty() {
+            return Err("the catalog lists no providers".into());
+        }
+        let mut names = HashSet::new();
+        for p in &self.providers {
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("provider {:?} is listed twice", p.name));
+            }
+            if p.models.is_empty() {
+                return Err(format!("provider {:?} lists no models", p.name));
+            }
+            for m in &p.models {
+                let priced = m.input_per_mtok.is_some() && m.output_per_mtok.is_some()
+                    || m.gpu_per_hour.is_some() && m.tokens_per_second.is_some();
+                if !priced {
+                    return Err(format!(
+                        "provider {:?} model {:?}: give input_per_mtok and output_per_mtok, or gpu_per_hour and tokens_per_second",
+                        p.name, m.model
+                    ));
+                }
+                if m.tokens_per_second.is_some_and(|t| t <= 0.0) {
+                    return Err(format!("provider {:?} model {:?}: tokens_per_second must be > 0", p.name, m.model));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every canonical model name some provider serves.
+    pub fn model_names(&self) -> HashSet<String> {
+        self.providers
+            .iter()
+            .flat_map(|p| p.models.iter().map(|m| m.model.clone()))
+            .collect()
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderSpec> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn offer(schedule: Vec<PriceWindow>) -> ModelOffer {
+        ModelOffer {
+            model: "m".into(),
+            id: "m".into(),
+            input_per_mtok: Some(1.0),
+            output_per_mtok: Some(2.0),
+            gpu_per_hour: None,
+            tokens_per_second: None,
+            context: None,
+            schedule,
+        }
+    }
+
+    #[test]
+    fn price_window_wrapping_midnight_applies_on_both_sides() {
+        let o = offer(vec![PriceWindow { from: 16 * 60 + 30, to: 30, multiplier: 0.5 }]);
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 1, h, m, 0).unwrap();
+        assert_eq!(o.price_at(at(17, 0)).input_per_mtok, 0.5);
+        assert_eq!(o.price_at(at(0, 10)).output_per_mtok, 1.0);
+        assert_eq!(o.price_at(at(12, 0)).input_per_mtok, 1.0);
+        assert_eq!(o.next_price_change(at(12, 0)), Some(at(16, 30)));
+        assert_eq!(
+            o.next_price_change(at(23, 0)),
+            Some(Utc.with_ymd_and_hms(2026, 1, 2, 0, 30, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn gpu_hour_pricing_becomes_per_mtok() {
+        let mut o = offer(vec![]);
+        o.input_per_mtok = None;
+        o.output_per_mtok = None;
+        o.gpu_per_hour = Some(3.6);
+        o.tokens_per_second = Some(1000.0);
+        // 3.6 $/h over 3.6M tokens/h = 1 $/Mtok
+        assert!((o.base_price().input_per_mtok - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn catalog_rejects_duplicate_providers_and_unpriced_models() {
+        let dup = r#"
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "http://x"
+[[providers.models]]
+model = "m"
+id = "m"
+input_per_mtok = 1
+output_per_mtok = 1
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "http://x"
+[[providers.models]]
+model = "m"
+id = "m"
+input_per_mtok = 1
+output_per_mtok = 1
+"#;
+        let e = Catalog::from_toml("c.toml", dup).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let unpriced = "[[providers]]\nname='a'\nkind='openai'\nbase_url='http://x'\n[[providers.models]]\nmodel='m'\nid='m'\n";
+        let e = Catalog::from_toml("c.toml", unpriced).unwrap_err().to_string();
+        assert!(e.contains("input_per_mtok"), "{e}");
+    }
+}
