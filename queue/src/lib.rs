@@ -1,1 +1,122 @@
-//! One interface over brokers (publish, consume, ack, defer, dead-letter) with an in-process backend for local mode.
+//! One interface over brokers (DESIGN §3): publish with confirmation and a de-duplication id,
+//! consume with bounded in-flight, and settle each delivery exactly once — ack, defer (redeliver
+//! after a delay without holding the message in worker memory), release, or dead-letter.
+//!
+//! Backends implement [`Queue`], [`Consumer`] and [`Settle`]; nothing else in offpeak matches on
+//! backend names. [`memory::MemoryQueue`] is the in-process backend of local mode.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+
+pub use memory::MemoryQueue;
+
+/// A broker operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue was closed; no more deliveries will come.
+    #[error("queue closed")]
+    Closed,
+    /// The broker refused or failed an operation.
+    #[error("{backend}: {message}")]
+    Backend { backend: &'static str, message: String },
+}
+
+/// How a consumer wants its deliveries.
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    /// Deliveries handed out and not yet settled, at most. Deferred messages are settled (they
+    /// are back on the broker) and do not count.
+    pub max_in_flight: usize,
+    /// How long the broker waits for a settlement before redelivering to someone else.
+    pub ack_wait: Duration,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions { max_in_flight: 256, ack_wait: Duration::from_secs(60) }
+    }
+}
+
+/// A message source and sink for jobs.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Publishes one job message for `run_id`, returning once the broker has confirmed it.
+    /// A second publish with the same `dedup_id` inside the broker's window is dropped.
+    async fn publish(&self, run_id: &str, dedup_id: &str, payload: Bytes) -> Result<(), QueueError>;
+
+    /// Starts consuming; each call is one independent consumer sharing the same job queue.
+    async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError>;
+}
+
+/// A stream of deliveries.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `Ok(None)` when the queue is closed and drained.
+    async fn next(&mut self) -> Result<Option<Delivery>, QueueError>;
+}
+
+/// How a backend settles one delivery. Called at most once per delivery, through [`Delivery`].
+#[async_trait]
+pub trait Settle: Send + Sync {
+    /// Done: remove the message for good.
+    async fn ack(&self) -> Result<(), QueueError>;
+    /// Redeliver after `delay`, carrying `payload` (the updated envelope) where the backend can.
+    async fn defer(&self, delay: Duration, payload: Bytes) -> Result<(), QueueError>;
+    /// Give the message back for immediate redelivery (shutdown, or work not started).
+    async fn release(&self) -> Result<(), QueueError>;
+    /// Move the message to the dead-letter subject/queue with `reason`, then remove it.
+    async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), QueueError>;
+    /// Tell the broker the message is still being worked on (extends its ack deadline).
+    async fn in_progress(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// One message handed to a consumer, to be settled exactly once.
+pub struct Delivery {
+    /// The message body as published (or as last deferred).
+    pub payload: Bytes,
+    /// How many times the broker has delivered this message, this delivery included (≥ 1).
+    pub delivered: u32,
+    settle: Box<dyn Settle>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("bytes", &self.payload.len())
+            .field("delivered", &self.delivered)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Wraps a backend's settlement handle.
+    pub fn new(payload: Bytes, delivered: u32, settle: Box<dyn Settle>) -> Self {
+        Delivery { payload, delivered, settle }
+    }
+
+    pub async fn ack(self) -> Result<(), QueueError> {
+        self.settle.ack().await
+    }
+
+    pub async fn defer(self, delay: Duration, payload: Bytes) -> Result<(), QueueError> {
+        self.settle.defer(delay, payload).await
+    }
+
+    pub async fn release(self) -> Result<(), QueueError> {
+        self.settle.release().await
+    }
+
+    pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
+        let payload = self.payload.clone();
+        self.settle.dead_letter(payload, reason).await
+    }
+
+    pub async fn in_progress(&self) -> Result<(), QueueError> {
+        self.settle.in_progress().await
+    }
+}

@@ -13,12 +13,21 @@ pub struct Envelope {
     pub schema_version: u32,
     pub run_id: RunId,
     pub submitted_at: DateTime<Utc>,
-    /// Deliveries so far (0 before the first).
+    /// Provider attempts that failed so far (rate limits and deferrals do not count).
     #[serde(default)]
     pub attempt: u32,
     /// Milliseconds spent deferred so far.
     #[serde(default)]
     pub deferred_ms: u64,
+    /// Times the job has been deferred so far.
+    #[serde(default)]
+    pub deferrals: u32,
+    /// Why it was last deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defer_reason: Option<String>,
+    /// When it was last put back to wait (to measure `deferred_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_at: Option<DateTime<Utc>>,
     /// The cheapest expected cost of the job at submission, for the result row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cheapest_at_submit_usd: Option<f64>,
@@ -34,6 +43,9 @@ impl Envelope {
             submitted_at,
             attempt: 0,
             deferred_ms: 0,
+            deferrals: 0,
+            defer_reason: None,
+            deferred_at: None,
             cheapest_at_submit_usd: None,
             job,
         }

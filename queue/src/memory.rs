@@ -1,0 +1,321 @@
+//! The in-process queue of local mode: the same contract as the brokers — bounded in-flight,
+//! deferral with a delay, redelivery of anything dropped unsettled, a dead-letter list — kept in
+//! one process's memory, so `offpeak run` needs no servers.
+
+use crate::{ConsumeOptions, Consumer, Delivery, Queue, QueueError, Settle};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// A dead-lettered message and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub payload: Bytes,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Messages waiting, ordered by the instant they become visible, then by arrival.
+    ready: BinaryHeap<Reverse<(Instant, u64)>>,
+    messages: HashMap<u64, Message>,
+    in_flight: usize,
+    dedup: HashSet<String>,
+    dead: Vec<DeadLetter>,
+    next_seq: u64,
+    closed: bool,
+}
+
+struct Message {
+    payload: Bytes,
+    delivered: u32,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind, still consistent enough to
+        // carry on; poisoning would only turn one failure into many.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue(&self, at: Instant, seq: u64, msg: Message) {
+        let mut s = self.lock();
+        s.messages.insert(seq, msg);
+        s.ready.push(Reverse((at, seq)));
+        drop(s);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The in-process queue. Cloning gives another handle to the same queue.
+#[derive(Clone)]
+pub struct MemoryQueue {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryQueue")
+    }
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryQueue {
+    pub fn new() -> Self {
+        MemoryQueue {
+            shared: Arc::new(Shared { state: Mutex::new(State::default()), changed: Notify::new() }),
+        }
+    }
+
+    /// Messages not yet settled for good: waiting, deferred or in flight.
+    pub fn outstanding(&self) -> usize {
+        let s = self.shared.lock();
+        s.messages.len() + s.in_flight
+    }
+
+    /// Waits until every message published so far is settled (acked or dead-lettered).
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.shared.changed.notified();
+            if self.outstanding() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops handing out messages: consumers see the end of the stream once nothing is left to
+    /// hand them.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_waiters();
+    }
+
+    /// The dead letters so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.shared.lock().dead.clone()
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn publish(&self, _run_id: &str, dedup_id: &str, payload: Bytes) -> Result<(), QueueError> {
+        let seq = {
+            let mut s = self.shared.lock();
+            if s.closed {
+                return Err(QueueError::Closed);
+            }
+            if !s.dedup.insert(dedup_id.to_string()) {
+                return Ok(());
+            }
+            s.next_seq += 1;
+            s.next_seq
+        };
+        self.shared.enqueue(Instant::now(), seq, Message { payload, delivered: 0 });
+        Ok(())
+    }
+
+    async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError> {
+        Ok(Box::new(MemoryConsumer {
+            shared: self.shared.clone(),
+            permits: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
+        }))
+    }
+}
+
+struct MemoryConsumer {
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+}
+
+enum Poll {
+    Got(u64, Message),
+    WaitUntil(Option<Instant>),
+    Closed,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Result<Option<Delivery>, QueueError> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| QueueError::Closed)?;
+        loop {
+            let notified = self.shared.changed.notified();
+            let poll = {
+                let mut s = self.shared.lock();
+                let now = Instant::now();
+                match s.ready.peek() {
+                    Some(Reverse((at, seq))) if *at <= now => {
+                        let seq = *seq;
+                        s.ready.pop();
+                        match s.messages.remove(&seq) {
+                            Some(m) => {
+                                s.in_flight += 1;
+                                Poll::Got(seq, m)
+                            }
+                            None => Poll::WaitUntil(Some(now)),
+                        }
+                    }
+                    Some(Reverse((at, _))) => Poll::WaitUntil(Some(*at)),
+                    None if s.closed => Poll::Closed,
+                    None => Poll::WaitUntil(None),
+                }
+            };
+            match poll {
+                Poll::Got(seq, mut m) => {
+                    m.delivered += 1;
+                    let handle = MemorySettle {
+                        shared: self.shared.clone(),
+                        seq,
+                        payload: m.payload.clone(),
+                        delivered: m.delivered,
+                        settled: Mutex::new(Some(permit)),
+                    };
+                    return Ok(Some(Delivery::new(m.payload, m.delivered, Box::new(handle))));
+                }
+                Poll::Closed => return Ok(None),
+                Poll::WaitUntil(Some(at)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = notified => {}
+                    }
+                }
+                Poll::WaitUntil(None) => notified.await,
+            }
+        }
+    }
+}
+
+/// Settles one in-process delivery; dropped unsettled, it puts the message back (as a broker
+/// redelivers after a crashed consumer's ack wait).
+struct MemorySettle {
+    shared: Arc<Shared>,
+    seq: u64,
+    payload: Bytes,
+    delivered: u32,
+    settled: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl MemorySettle {
+    /// Marks the delivery settled; false if it already was.
+    fn settle(&self) -> bool {
+        let permit = self.settled.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if permit.is_none() {
+            return false;
+        }
+        self.shared.lock().in_flight -= 1;
+        true
+    }
+
+    fn requeue(&self, delay: Duration, payload: Bytes) -> Result<(), QueueError> {
+        if !self.settle() {
+            return Err(already_settled());
+        }
+        let msg = Message { payload, delivered: self.delivered };
+        self.shared.enqueue(Instant::now() + delay, self.seq, msg);
+        Ok(())
+    }
+}
+
+fn already_settled() -> QueueError {
+    QueueError::Backend { backend: "memory", message: "delivery already settled".into() }
+}
+
+#[async_trait]
+impl Settle for MemorySettle {
+    async fn ack(&self) -> Result<(), QueueError> {
+        if !self.settle() {
+            return Err(already_settled());
+        }
+        self.shared.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn defer(&self, delay: Duration, payload: Bytes) -> Result<(), QueueError> {
+        self.requeue(delay, payload)
+    }
+
+    async fn release(&self) -> Result<(), QueueError> {
+        self.requeue(Duration::ZERO, self.payload.clone())
+    }
+
+    async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), QueueError> {
+        if !self.settle() {
+            return Err(already_settled());
+        }
+        self.shared.lock().dead.push(DeadLetter { payload, reason: reason.to_string() });
+        self.shared.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Drop for MemorySettle {
+    fn drop(&mut self) {
+        if self.settle() {
+            let msg = Message { payload: self.payload.clone(), delivered: self.delivered };
+            self.shared.enqueue(Instant::now(), self.seq, msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn next(c: &mut Box<dyn Consumer>) -> Delivery {
+        tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn deferred_message_does_not_block_others_and_returns_after_its_delay() {
+        let q = MemoryQueue::new();
+        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
+        q.publish("r", "r/b", Bytes::from_static(b"b")).await.unwrap();
+        let mut c = q.consume(ConsumeOptions { max_in_flight: 1, ..Default::default() }).await.unwrap();
+        let a = next(&mut c).await;
+        assert_eq!(&a.payload[..], b"a");
+        let t0 = Instant::now();
+        a.defer(Duration::from_millis(300), Bytes::from_static(b"a2")).await.unwrap();
+        let b = next(&mut c).await;
+        assert_eq!(&b.payload[..], b"b");
+        assert!(t0.elapsed() < Duration::from_millis(250), "b waited behind the deferred a");
+        b.ack().await.unwrap();
+        let a = next(&mut c).await;
+        assert_eq!(&a.payload[..], b"a2");
+        assert_eq!(a.delivered, 2);
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        a.ack().await.unwrap();
+        assert_eq!(q.outstanding(), 0);
+    }
+
+    #[tokio::test]
+    async fn duplicate_publish_is_dropped_and_unsettled_delivery_comes_back() {
+        let q = MemoryQueue::new();
+        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
+        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
+        assert_eq!(q.outstanding(), 1);
+        let mut c = q.consume(ConsumeOptions::default()).await.unwrap();
+        drop(next(&mut c).await);
+        let again = next(&mut c).await;
+        assert_eq!(again.delivered, 2);
+        again.dead_letter("bad").await.unwrap();
+        assert_eq!(q.dead_letters().len(), 1);
+        q.close();
+        assert!(c.next().await.unwrap().is_none());
+        q.drained().await;
+    }
+}

@@ -1,0 +1,170 @@
+//! The flusher: one task per worker that buffers finished rows per run, writes a Parquet file when
+//! a buffer is big or old enough (or at shutdown), and settles the messages behind a file only
+//! after the file is durable. While the store is down it keeps the rows and retries; the bounded
+//! channel in front of it then pushes back on the job tasks instead of growing memory.
+
+use crate::sink::{encode_parquet, ResultSink};
+use crate::stats::Stats;
+use queue::Delivery;
+use schemas::ResultRow;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// When to write a results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlushConfig {
+    /// Rows per file at most.
+    pub max_rows: usize,
+    /// Approximate bytes of row data per file at most.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered row that forces a flush (seconds). Must stay below the
+    /// broker's redelivery timeout.
+    pub max_age_s: f64,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig { max_rows: 1000, max_bytes: 32 << 20, max_age_s: 5.0 }
+    }
+}
+
+/// What to do with a message once its row is durable.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    Ack,
+    /// The job failed: also put the message on the dead-letter subject/queue.
+    DeadLetter(String),
+}
+
+/// A finished job: its row and the delivery to settle after the row is stored.
+#[derive(Debug)]
+pub struct Outcome {
+    pub row: ResultRow,
+    pub delivery: Delivery,
+    pub settlement: Settlement,
+}
+
+struct Buffer {
+    rows: Vec<ResultRow>,
+    pending: Vec<(Delivery, Settlement)>,
+    bytes: usize,
+    since: Instant,
+}
+
+/// Starts the flusher; it ends once every sender is dropped and the last rows are stored.
+pub fn spawn_flusher(
+    sink: Arc<dyn ResultSink>,
+    worker_id: String,
+    cfg: FlushConfig,
+    stats: Arc<Stats>,
+) -> (mpsc::Sender<Outcome>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Outcome>(cfg.max_rows.max(16));
+    let task = tokio::spawn(async move {
+        let mut buffers: HashMap<String, Buffer> = HashMap::new();
+        let mut seq = 0u64;
+        let max_age = Duration::from_secs_f64(cfg.max_age_s.max(0.05));
+        loop {
+            let oldest = buffers.values().map(|b| b.since).min();
+            let deadline = oldest.map(|t| t + max_age);
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = sleep_opt(deadline) => {
+                    let now = Instant::now();
+                    let due: Vec<String> = buffers.iter().filter(|(_, b)| b.since + max_age <= now).map(|(k, _)| k.clone()).collect();
+                    for run in due {
+                        if let Some(b) = buffers.remove(&run) {
+                            flush(&*sink, &worker_id, &mut seq, &run, b, &stats, false).await;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(o) = msg else { break };
+            let run = o.row.run_id.clone();
+            let b = buffers.entry(run.clone()).or_insert_with(|| Buffer { rows: vec![], pending: vec![], bytes: 0, since: Instant::now() });
+            b.bytes += approx_size(&o.row);
+            b.rows.push(o.row);
+            b.pending.push((o.delivery, o.settlement));
+            if b.rows.len() >= cfg.max_rows || b.bytes >= cfg.max_bytes {
+                if let Some(b) = buffers.remove(&run) {
+                    flush(&*sink, &worker_id, &mut seq, &run, b, &stats, false).await;
+                }
+            }
+        }
+        for (run, b) in buffers.drain() {
+            flush(&*sink, &worker_id, &mut seq, &run, b, &stats, true).await;
+        }
+    });
+    (tx, task)
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn approx_size(r: &ResultRow) -> usize {
+    256 + r.output_text.as_ref().map_or(0, String::len)
+        + r.response_json.as_ref().map_or(0, String::len)
+        + r.metadata.len()
+        + r.error_message.as_ref().map_or(0, String::len)
+}
+
+/// Writes one buffer and settles its messages. Retries the store with backoff until it works;
+/// at shutdown it gives up after a few tries and leaves the messages unsettled, so the broker
+/// redelivers them to another worker.
+async fn flush(sink: &dyn ResultSink, worker: &str, seq: &mut u64, run: &str, b: Buffer, stats: &Stats, shutting_down: bool) {
+    let started = Instant::now();
+    let bytes = match encode_parquet(&b.rows) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(run_id = run, error = %e, "cannot encode results; messages left for redelivery");
+            return;
+        }
+    };
+    *seq += 1;
+    let name = format!("part-{worker}-{:06}.parquet", *seq);
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        // Ask for more time on every message while the store is slow or down.
+        if tries > 0 {
+            for (d, _) in &b.pending {
+                let _ = d.in_progress().await;
+            }
+        }
+        match sink.put(run, &name, bytes.clone()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tries += 1;
+                stats.flush_errors.inc();
+                tracing::warn!(run_id = run, file = %name, error = %e, tries, "storing results failed; retrying");
+                if shutting_down && tries >= 5 {
+                    tracing::error!(run_id = run, rows = b.rows.len(), "giving up at shutdown; the broker will redeliver");
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    stats.flushed_rows.add(b.rows.len() as u64);
+    stats.flush_seconds.observe(started.elapsed().as_secs_f64());
+    tracing::debug!(run_id = run, file = %name, rows = b.rows.len(), "results stored");
+    for (d, s) in b.pending {
+        let r = match s {
+            Settlement::Ack => d.ack().await,
+            Settlement::DeadLetter(reason) => d.dead_letter(&reason).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(run_id = run, error = %e, "settling a stored result failed; it may be redelivered and appear twice");
+        }
+    }
+}

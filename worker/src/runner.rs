@@ -1,0 +1,385 @@
+//! The worker loop: pull a delivery, route it with the pure policy, call the chosen provider,
+//! and hand the row plus the delivery to the flusher, which settles the message only after the
+//! row is durable. Deferral puts the message back on the broker with a delay; nothing waits in
+//! memory longer than a short inline pause.
+
+use crate::capacity::{BreakerConfig, Capacity};
+use crate::flush::{spawn_flusher, FlushConfig, Outcome, Settlement};
+use crate::policy::{dearest_price, route, Decision, PolicyConfig};
+use crate::provider::{ChatRequest, ErrorClass, Provider};
+use crate::sink::ResultSink;
+use crate::stats::Stats;
+use chrono::{DateTime, Utc};
+use queue::{ConsumeOptions, Consumer, Delivery};
+use schemas::{Catalog, Envelope, ResultRow, ResultStatus, SCHEMA_VERSION};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A worker's settings (the `[worker]` table of the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs processed at once.
+    pub concurrency: usize,
+    /// Failed provider attempts after which a job ends as `failed`.
+    pub max_attempts: u32,
+    /// Timeout of one provider request (seconds).
+    pub request_timeout_s: f64,
+    /// Waits shorter than this are taken inline instead of deferring through the broker (seconds).
+    pub inline_wait_s: f64,
+    /// How long shutdown waits for in-flight jobs before releasing them (seconds).
+    pub shutdown_grace_s: f64,
+    pub policy: PolicyConfig,
+    pub breaker: BreakerConfig,
+    pub flush: FlushConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 64,
+            max_attempts: 8,
+            request_timeout_s: 120.0,
+            inline_wait_s: 0.5,
+            shutdown_grace_s: 30.0,
+            policy: PolicyConfig::default(),
+            breaker: BreakerConfig::default(),
+            flush: FlushConfig::default(),
+        }
+    }
+}
+
+/// One worker: its catalog, provider clients, capacity view and counters.
+pub struct Worker {
+    catalog: Arc<Catalog>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    capacity: Mutex<Capacity>,
+    cfg: WorkerConfig,
+    pub stats: Arc<Stats>,
+    pub id: String,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).finish()
+    }
+}
+
+/// A job's delivery, decoded.
+struct Job {
+    env: Envelope,
+    delivery: Delivery,
+}
+
+impl Worker {
+    /// Builds a worker with one client per catalog provider.
+    pub fn new(id: String, catalog: Arc<Catalog>, providers: HashMap<String, Arc<dyn Provider>>, cfg: WorkerConfig) -> Self {
+        let capacity = Mutex::new(Capacity::new(&catalog, Utc::now()));
+        Worker { catalog, providers, capacity, cfg, stats: Arc::new(Stats::default()), id }
+    }
+
+    /// Options to consume with: room for the jobs in progress plus a file's worth of rows
+    /// waiting to be stored (their messages stay unacked until then).
+    pub fn consume_options(&self) -> ConsumeOptions {
+        ConsumeOptions {
+            max_in_flight: self.cfg.concurrency + self.cfg.flush.max_rows,
+            ack_wait: Duration::from_secs_f64((self.cfg.flush.max_age_s * 6.0).max(30.0) + self.cfg.request_timeout_s),
+        }
+    }
+
+    /// Runs until the consumer ends or `shutdown` fires; then stops pulling, lets in-flight jobs
+    /// finish (up to the grace period), stores the last rows and settles their messages.
+    pub async fn run(self: Arc<Self>, mut consumer: Box<dyn Consumer>, sink: Arc<dyn ResultSink>, shutdown: CancellationToken) {
+        let (tx, flusher) = spawn_flusher(sink, self.id.clone(), self.cfg.flush.clone(), self.stats.clone());
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = consumer.next() => n,
+            };
+            match next {
+                Ok(Some(delivery)) => {
+                    let (me, tx) = (self.clone(), tx.clone());
+                    tasks.spawn(async move {
+                        me.stats.in_flight.inc();
+                        me.handle(delivery, &tx).await;
+                        me.stats.in_flight.dec();
+                        drop(permit);
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker = %self.id, error = %e, "consume failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        drop(consumer);
+        let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            // Dropping the tasks drops their deliveries unsettled: the broker redelivers them.
+            tracing::warn!(worker = %self.id, left = tasks.len(), "grace period over; releasing in-flight jobs");
+            tasks.abort_all();
+        }
+        drop(tx);
+        let _ = flusher.await;
+    }
+
+    async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Outcome>) {
+        let env = match Envelope::from_bytes(&delivery.payload) {
+            Ok(env) if env.schema_version == SCHEMA_VERSION => env,
+            Ok(env) => {
+                let reason = format!("unknown schema_version {} (this worker reads {SCHEMA_VERSION})", env.schema_version);
+                return self.poison(delivery, reason, tx).await;
+            }
+            Err(e) => return self.poison(delivery, format!("unreadable message: {e}"), tx).await,
+        };
+        let job = Job { env, delivery };
+        self.process(job, tx).await;
+    }
+
+    /// A message no worker can process: a `failed` row where the job id is known, and the
+    /// dead-letter queue in any case.
+    async fn poison(&self, delivery: Delivery, reason: String, tx: &mpsc::Sender<Outcome>) {
+        self.stats.dead_letters.inc();
+        let v: serde_json::Value = serde_json::from_slice(&delivery.payload).unwrap_or_default();
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        tracing::warn!(worker = %self.id, %reason, "poison message");
+        if let (Some(run_id), Some(job_id)) = (field("run_id"), field("id")) {
+            let now = Utc::now();
+            self.stats.failed.inc();
+            let row = ResultRow {
+                run_id,
+                job_id,
+                status: ResultStatus::Failed,
+                model: v.get("models").and_then(|m| m.get(0)).and_then(|m| m.as_str()).unwrap_or_default().to_string(),
+                provider: None,
+                provider_model: None,
+                output_text: None,
+                finish_reason: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+                baseline_cost_usd: 0.0,
+                cheapest_at_submit_usd: None,
+                latency_ms: 0,
+                attempts: delivery.delivered,
+                deferred_ms: 0,
+                deferrals: 0,
+                route_reason: None,
+                error_kind: Some("poison".into()),
+                error_message: Some(reason.clone()),
+                priority: field("priority").unwrap_or_default(),
+                submitted_at: now,
+                completed_at: now,
+                deadline: now,
+                metadata: "{}".into(),
+                response_json: None,
+            };
+            let _ = tx.send(Outcome { row, delivery, settlement: Settlement::DeadLetter(reason) }).await;
+        } else if let Err(e) = delivery.dead_letter(&reason).await {
+            tracing::error!(error = %e, "dead-lettering a poison message failed; it will be redelivered");
+        }
+    }
+
+    async fn process(&self, mut job: Job, tx: &mpsc::Sender<Outcome>) {
+        if let Some(at) = job.env.deferred_at.take() {
+            job.env.deferred_ms += (Utc::now() - at).num_milliseconds().max(0) as u64;
+        }
+        let tokens = job.env.job.estimated_input_tokens() + job.env.job.expected_output_tokens();
+        let mut last_error: Option<(String, String)> = None;
+        loop {
+            let now = Utc::now();
+            let decision = {
+                let cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+                route(&job.env.job, &self.catalog, &|p| cap.availability(p, tokens, now), now, &self.cfg.policy)
+            };
+            match decision {
+                Decision::Fail { kind, reason } => {
+                    let (kind, reason) = match last_error.take() {
+                        Some((k, m)) => (k, format!("{reason}; last error: {m}")),
+                        None => (kind.to_string(), reason),
+                    };
+                    return self.fail(job, &kind, reason, tx).await;
+                }
+                Decision::Defer { until, reason } => {
+                    let wait = (until - now).to_std().unwrap_or_default();
+                    if wait.as_secs_f64() <= self.cfg.inline_wait_s {
+                        tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
+                        continue;
+                    }
+                    return self.defer(job, wait, reason).await;
+                }
+                Decision::Dispatch { to, reason, escalated } => {
+                    let pname = to.provider.name.clone();
+                    let acquired = {
+                        let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+                        cap.get_mut(&pname).is_some_and(|s| s.try_acquire(tokens, now))
+                    };
+                    if !acquired {
+                        continue;
+                    }
+                    let Some(client) = self.providers.get(&pname).cloned() else {
+                        return self.fail(job, "config", format!("no client for provider {pname}"), tx).await;
+                    };
+                    let req = ChatRequest {
+                        model_id: to.offer.id.clone(),
+                        messages: job.env.job.messages.clone(),
+                        max_tokens: job.env.job.max_tokens,
+                        params: job.env.job.params.clone(),
+                    };
+                    let started = std::time::Instant::now();
+                    let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %pname);
+                    let result = tracing::Instrument::instrument(client.complete(&req), span).await;
+                    let latency = started.elapsed();
+                    let now = Utc::now();
+                    self.record_outcome(&pname, result.as_ref().err(), now);
+                    match result {
+                        Ok(c) => {
+                            if escalated {
+                                self.stats.escalations.inc();
+                            }
+                            let price = to.price;
+                            let cost = price.cost(c.input_tokens, c.output_tokens);
+                            let baseline = dearest_price(&job.env.job, &self.catalog, now).map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
+                            let route_reason = match &job.env.defer_reason {
+                                Some(d) => format!("{reason}; deferred {}x, last: {d}", job.env.deferrals),
+                                None => reason,
+                            };
+                            let mut row = self.row(&job.env, ResultStatus::Succeeded, now);
+                            row.model = to.offer.model.clone();
+                            row.provider = Some(pname);
+                            row.provider_model = Some(to.offer.id.clone());
+                            row.output_text = Some(c.text);
+                            row.finish_reason = c.finish_reason;
+                            row.input_tokens = c.input_tokens;
+                            row.output_tokens = c.output_tokens;
+                            row.cost_usd = cost.0;
+                            row.baseline_cost_usd = baseline.0;
+                            row.latency_ms = latency.as_millis() as u64;
+                            row.attempts = job.env.attempt + 1;
+                            row.route_reason = Some(route_reason);
+                            row.response_json = Some(c.response_json);
+                            self.stats.succeeded.inc();
+                            self.stats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
+                            let _ = tx.send(Outcome { row, delivery: job.delivery, settlement: Settlement::Ack }).await;
+                            return;
+                        }
+                        Err(e) => {
+                            self.stats.provider_errors.inc();
+                            tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
+                            last_error = Some((e.class.as_str().to_string(), e.to_string()));
+                            match e.class {
+                                ErrorClass::RateLimited => {}
+                                ErrorClass::Terminal => {
+                                    job.env.attempt += 1;
+                                    return self.fail(job, "terminal", e.to_string(), tx).await;
+                                }
+                                ErrorClass::Transient | ErrorClass::ProviderFault => {
+                                    job.env.attempt += 1;
+                                    if job.env.attempt >= self.cfg.max_attempts {
+                                        let msg = format!("gave up after {} attempts; last error: {e}", job.env.attempt);
+                                        return self.fail(job, e.class.as_str(), msg, tx).await;
+                                    }
+                                    if e.class == ErrorClass::Transient {
+                                        let wait = backoff(job.env.attempt, rand::random::<f64>());
+                                        if wait.as_secs_f64() > self.cfg.inline_wait_s {
+                                            return self.defer(job, wait, format!("retry after {e}")).await;
+                                        }
+                                        tokio::time::sleep(wait).await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the capacity a request held and feeds its outcome to the provider's state.
+    fn record_outcome(&self, provider: &str, err: Option<&crate::provider::ProviderError>, now: DateTime<Utc>) {
+        let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = cap.get_mut(provider) else { return };
+        s.release();
+        match err.map(|e| (e.class, e.retry_after)) {
+            None => s.on_success(),
+            Some((ErrorClass::RateLimited, retry_after)) => s.on_rate_limited(retry_after, now, &self.cfg.breaker),
+            Some((ErrorClass::Transient, _)) => s.on_transient(now, &self.cfg.breaker),
+            Some((ErrorClass::ProviderFault, _)) => s.on_provider_fault(now, &self.cfg.breaker),
+            Some((ErrorClass::Terminal, _)) => {}
+        }
+    }
+
+    async fn defer(&self, mut job: Job, wait: Duration, reason: String) {
+        self.stats.deferrals.inc();
+        job.env.deferrals += 1;
+        job.env.deferred_at = Some(Utc::now());
+        tracing::debug!(run_id = %job.env.run_id, job_id = %job.env.job.id, wait_ms = wait.as_millis() as u64, %reason, "deferring");
+        job.env.defer_reason = Some(reason);
+        if let Err(e) = job.delivery.defer(wait, job.env.to_bytes().into()).await {
+            tracing::warn!(error = %e, "deferring failed; the broker will redeliver the job");
+        }
+    }
+
+    async fn fail(&self, job: Job, kind: &str, message: String, tx: &mpsc::Sender<Outcome>) {
+        self.stats.failed.inc();
+        self.stats.dead_letters.inc();
+        let mut row = self.row(&job.env, ResultStatus::Failed, Utc::now());
+        row.attempts = job.env.attempt;
+        row.error_kind = Some(kind.to_string());
+        row.error_message = Some(message.clone());
+        row.route_reason = job.env.defer_reason.clone().map(|d| format!("deferred {}x, last: {d}", job.env.deferrals));
+        let settlement = Settlement::DeadLetter(format!("{kind}: {message}"));
+        let _ = tx.send(Outcome { row, delivery: job.delivery, settlement }).await;
+    }
+
+    fn row(&self, env: &Envelope, status: ResultStatus, now: DateTime<Utc>) -> ResultRow {
+        ResultRow {
+            run_id: env.run_id.to_string(),
+            job_id: env.job.id.to_string(),
+            status,
+            model: env.job.models.first().cloned().unwrap_or_default(),
+            provider: None,
+            provider_model: None,
+            output_text: None,
+            finish_reason: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            baseline_cost_usd: 0.0,
+            cheapest_at_submit_usd: env.cheapest_at_submit_usd,
+            latency_ms: 0,
+            attempts: env.attempt,
+            deferred_ms: env.deferred_ms,
+            deferrals: env.deferrals,
+            route_reason: None,
+            error_kind: None,
+            error_message: None,
+            priority: env.job.priority.as_str().to_string(),
+            submitted_at: env.submitted_at,
+            completed_at: now,
+            deadline: env.job.deadline,
+            metadata: serde_json::Value::Object(env.job.metadata.clone()).to_string(),
+            response_json: None,
+        }
+    }
+}
+
+/// Exponential backoff with jitter for the `attempt`-th failure: 1 s, 2 s, 4 s… capped at
+/// 5 minutes, scaled by a factor in [0.5, 1) drawn from `jitter01` ∈ [0, 1).
+pub fn backoff(attempt: u32, jitter01: f64) -> Duration {
+    let base = 2f64.powi(attempt.saturating_sub(1).min(16) as i32).min(300.0);
+    Duration::from_secs_f64(base * (0.5 + 0.5 * jitter01.clamp(0.0, 1.0)))
+}
