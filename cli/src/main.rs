@@ -1,1 +1,139 @@
-fn main() {}
+//! `offpeak`: the one binary. Subcommands: `run` (local mode: the whole pipeline in one process)
+//! and `sim` (the provider simulator); the broker subcommands come with the fleet.
+//!
+//! Exit codes scripts can rely on: 0 all jobs succeeded; 1 an operational error (I/O, config,
+//! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
+//! finished but some jobs failed.
+
+mod config;
+mod run;
+mod summary;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Queue-driven batch LLM inference, routed cost-first across providers.
+#[derive(Debug, Parser)]
+#[command(name = "offpeak", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML); `OFFPEAK_<SECTION>__<KEY>` environment variables override it,
+    /// e.g. `OFFPEAK_WORKER__CONCURRENCY=128`.
+    #[arg(long, global = true, env = "OFFPEAK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (`info`, `debug`, `offpeak=debug,worker=trace`…); logs go to stderr.
+    #[arg(long, global = true, env = "OFFPEAK_LOG", default_value = "warn")]
+    log: String,
+    /// Log as JSON lines (for production log collectors).
+    #[arg(long, global = true, env = "OFFPEAK_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Local mode: validate a job file, route every job cost-first, and write Parquet results to
+    /// a local directory — in one process, with an embedded queue and no servers.
+    Run(run::RunArgs),
+    /// Run the provider simulator (OpenAI- and Anthropic-compatible HTTP APIs) until ctrl-c.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Scenario file (TOML): providers, latencies, error rates, rate limits, outages.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Build the scenario from a provider catalog instead (no errors, low latency).
+    #[arg(long, conflicts_with = "scenario")]
+    catalog: Option<PathBuf>,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+}
+
+/// An error and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+/// Marks an error as the user's input being invalid (exit code 2).
+pub fn invalid(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: e.into(),
+    }
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let cfg = config::Config::load(cli.config.as_deref()).map_err(invalid)?;
+        match cli.command {
+            Command::Run(args) => run::run(args, cfg).await,
+            Command::Sim(args) => sim_cmd(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn sim_cmd(args: SimArgs) -> Result<u8, Failure> {
+    let scenario = match (&args.scenario, &args.catalog) {
+        (Some(p), _) => run::load_scenario(p)?,
+        (None, Some(c)) => sim::Scenario::from_catalog(&run::load_catalog(c)?),
+        (None, None) => {
+            return Err(invalid(anyhow::anyhow!(
+                "give --scenario FILE or --catalog FILE"
+            )))
+        }
+    };
+    let addr = std::net::SocketAddr::new(args.host, args.port);
+    for p in &scenario.providers {
+        println!("{:<16} http://{addr}/{}/v1", p.name, p.name);
+    }
+    sim::serve_forever(scenario, addr).await?;
+    Ok(0)
+}

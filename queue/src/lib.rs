@@ -21,7 +21,10 @@ pub enum QueueError {
     Closed,
     /// The broker refused or failed an operation.
     #[error("{backend}: {message}")]
-    Backend { backend: &'static str, message: String },
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 /// How a consumer wants its deliveries.
@@ -36,7 +39,10 @@ pub struct ConsumeOptions {
 
 impl Default for ConsumeOptions {
     fn default() -> Self {
-        ConsumeOptions { max_in_flight: 256, ack_wait: Duration::from_secs(60) }
+        ConsumeOptions {
+            max_in_flight: 256,
+            ack_wait: Duration::from_secs(60),
+        }
     }
 }
 
@@ -45,7 +51,8 @@ impl Default for ConsumeOptions {
 pub trait Queue: Send + Sync {
     /// Publishes one job message for `run_id`, returning once the broker has confirmed it.
     /// A second publish with the same `dedup_id` inside the broker's window is dropped.
-    async fn publish(&self, run_id: &str, dedup_id: &str, payload: Bytes) -> Result<(), QueueError>;
+    async fn publish(&self, run_id: &str, dedup_id: &str, payload: Bytes)
+        -> Result<(), QueueError>;
 
     /// Starts consuming; each call is one independent consumer sharing the same job queue.
     async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError>;
@@ -96,7 +103,11 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// Wraps a backend's settlement handle.
     pub fn new(payload: Bytes, delivered: u32, settle: Box<dyn Settle>) -> Self {
-        Delivery { payload, delivered, settle }
+        Delivery {
+            payload,
+            delivered,
+            settle,
+        }
     }
 
     pub async fn ack(self) -> Result<(), QueueError> {

@@ -78,7 +78,10 @@ impl Default for MemoryQueue {
 impl MemoryQueue {
     pub fn new() -> Self {
         MemoryQueue {
-            shared: Arc::new(Shared { state: Mutex::new(State::default()), changed: Notify::new() }),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed: Notify::new(),
+            }),
         }
     }
 
@@ -114,7 +117,12 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn publish(&self, _run_id: &str, dedup_id: &str, payload: Bytes) -> Result<(), QueueError> {
+    async fn publish(
+        &self,
+        _run_id: &str,
+        dedup_id: &str,
+        payload: Bytes,
+    ) -> Result<(), QueueError> {
         let seq = {
             let mut s = self.shared.lock();
             if s.closed {
@@ -126,7 +134,14 @@ impl Queue for MemoryQueue {
             s.next_seq += 1;
             s.next_seq
         };
-        self.shared.enqueue(Instant::now(), seq, Message { payload, delivered: 0 });
+        self.shared.enqueue(
+            Instant::now(),
+            seq,
+            Message {
+                payload,
+                delivered: 0,
+            },
+        );
         Ok(())
     }
 
@@ -152,7 +167,12 @@ enum Poll {
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Result<Option<Delivery>, QueueError> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| QueueError::Closed)?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| QueueError::Closed)?;
         loop {
             let notified = self.shared.changed.notified();
             let poll = {
@@ -185,7 +205,11 @@ impl Consumer for MemoryConsumer {
                         delivered: m.delivered,
                         settled: Mutex::new(Some(permit)),
                     };
-                    return Ok(Some(Delivery::new(m.payload, m.delivered, Box::new(handle))));
+                    return Ok(Some(Delivery::new(
+                        m.payload,
+                        m.delivered,
+                        Box::new(handle),
+                    )));
                 }
                 Poll::Closed => return Ok(None),
                 Poll::WaitUntil(Some(at)) => {
@@ -213,7 +237,11 @@ struct MemorySettle {
 impl MemorySettle {
     /// Marks the delivery settled; false if it already was.
     fn settle(&self) -> bool {
-        let permit = self.settled.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let permit = self
+            .settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if permit.is_none() {
             return false;
         }
@@ -225,14 +253,20 @@ impl MemorySettle {
         if !self.settle() {
             return Err(already_settled());
         }
-        let msg = Message { payload, delivered: self.delivered };
+        let msg = Message {
+            payload,
+            delivered: self.delivered,
+        };
         self.shared.enqueue(Instant::now() + delay, self.seq, msg);
         Ok(())
     }
 }
 
 fn already_settled() -> QueueError {
-    QueueError::Backend { backend: "memory", message: "delivery already settled".into() }
+    QueueError::Backend {
+        backend: "memory",
+        message: "delivery already settled".into(),
+    }
 }
 
 #[async_trait]
@@ -257,7 +291,10 @@ impl Settle for MemorySettle {
         if !self.settle() {
             return Err(already_settled());
         }
-        self.shared.lock().dead.push(DeadLetter { payload, reason: reason.to_string() });
+        self.shared.lock().dead.push(DeadLetter {
+            payload,
+            reason: reason.to_string(),
+        });
         self.shared.changed.notify_waiters();
         Ok(())
     }
@@ -266,7 +303,10 @@ impl Settle for MemorySettle {
 impl Drop for MemorySettle {
     fn drop(&mut self) {
         if self.settle() {
-            let msg = Message { payload: self.payload.clone(), delivered: self.delivered };
+            let msg = Message {
+                payload: self.payload.clone(),
+                delivered: self.delivered,
+            };
             self.shared.enqueue(Instant::now(), self.seq, msg);
         }
     }
@@ -277,22 +317,41 @@ mod tests {
     use super::*;
 
     async fn next(c: &mut Box<dyn Consumer>) -> Delivery {
-        tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn deferred_message_does_not_block_others_and_returns_after_its_delay() {
         let q = MemoryQueue::new();
-        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
-        q.publish("r", "r/b", Bytes::from_static(b"b")).await.unwrap();
-        let mut c = q.consume(ConsumeOptions { max_in_flight: 1, ..Default::default() }).await.unwrap();
+        q.publish("r", "r/a", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        q.publish("r", "r/b", Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        let mut c = q
+            .consume(ConsumeOptions {
+                max_in_flight: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let a = next(&mut c).await;
         assert_eq!(&a.payload[..], b"a");
         let t0 = Instant::now();
-        a.defer(Duration::from_millis(300), Bytes::from_static(b"a2")).await.unwrap();
+        a.defer(Duration::from_millis(300), Bytes::from_static(b"a2"))
+            .await
+            .unwrap();
         let b = next(&mut c).await;
         assert_eq!(&b.payload[..], b"b");
-        assert!(t0.elapsed() < Duration::from_millis(250), "b waited behind the deferred a");
+        assert!(
+            t0.elapsed() < Duration::from_millis(250),
+            "b waited behind the deferred a"
+        );
         b.ack().await.unwrap();
         let a = next(&mut c).await;
         assert_eq!(&a.payload[..], b"a2");
@@ -305,8 +364,12 @@ mod tests {
     #[tokio::test]
     async fn duplicate_publish_is_dropped_and_unsettled_delivery_comes_back() {
         let q = MemoryQueue::new();
-        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
-        q.publish("r", "r/a", Bytes::from_static(b"a")).await.unwrap();
+        q.publish("r", "r/a", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        q.publish("r", "r/a", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
         assert_eq!(q.outstanding(), 1);
         let mut c = q.consume(ConsumeOptions::default()).await.unwrap();
         drop(next(&mut c).await);

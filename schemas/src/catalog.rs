@@ -213,8 +213,10 @@ impl Catalog {
             file: file.to_string(),
             source,
         })?;
-        cat.check()
-            .map_err(|reason| CatalogError::Invalid { file: file.to_string(), reason })?;
+        cat.check().map_err(|reason| CatalogError::Invalid {
+            file: file.to_string(),
+            reason,
+        })?;
         Ok(cat)
     }
 
@@ -240,7 +242,10 @@ impl Catalog {
                     ));
                 }
                 if m.tokens_per_second.is_some_and(|t| t <= 0.0) {
-                    return Err(format!("provider {:?} model {:?}: tokens_per_second must be > 0", p.name, m.model));
+                    return Err(format!(
+                        "provider {:?} model {:?}: tokens_per_second must be > 0",
+                        p.name, m.model
+                    ));
                 }
             }
         }
@@ -253,6 +258,23 @@ impl Catalog {
             .iter()
             .flat_map(|p| p.models.iter().map(|m| m.model.clone()))
             .collect()
+    }
+
+    /// The lowest expected cost of `job` over every pair that serves one of its models and that
+    /// the job allows, at the prices in force at `now`, ignoring capacity.
+    pub fn cheapest_expected_cost(
+        &self,
+        job: &crate::Job,
+        now: DateTime<Utc>,
+    ) -> Option<crate::Usd> {
+        let (tin, tout) = (job.estimated_input_tokens(), job.expected_output_tokens());
+        self.providers
+            .iter()
+            .filter(|p| job.provider_allowed(&p.name))
+            .flat_map(|p| p.models.iter())
+            .filter(|m| job.models.contains(&m.model))
+            .map(|m| m.price_at(now).cost(tin, tout))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderSpec> {
@@ -280,7 +302,11 @@ mod tests {
 
     #[test]
     fn price_window_wrapping_midnight_applies_on_both_sides() {
-        let o = offer(vec![PriceWindow { from: 16 * 60 + 30, to: 30, multiplier: 0.5 }]);
+        let o = offer(vec![PriceWindow {
+            from: 16 * 60 + 30,
+            to: 30,
+            multiplier: 0.5,
+        }]);
         let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 1, h, m, 0).unwrap();
         assert_eq!(o.price_at(at(17, 0)).input_per_mtok, 0.5);
         assert_eq!(o.price_at(at(0, 10)).output_per_mtok, 1.0);
@@ -328,7 +354,9 @@ output_per_mtok = 1
         let e = Catalog::from_toml("c.toml", dup).unwrap_err().to_string();
         assert!(e.contains("listed twice"), "{e}");
         let unpriced = "[[providers]]\nname='a'\nkind='openai'\nbase_url='http://x'\n[[providers.models]]\nmodel='m'\nid='m'\n";
-        let e = Catalog::from_toml("c.toml", unpriced).unwrap_err().to_string();
+        let e = Catalog::from_toml("c.toml", unpriced)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("input_per_mtok"), "{e}");
     }
 }

@@ -92,7 +92,11 @@ impl Job {
     /// A cheap estimate of the prompt's tokens (about four characters a token, plus framing),
     /// good enough to rank providers; the bill uses the provider's own count.
     pub fn estimated_input_tokens(&self) -> u64 {
-        let chars: usize = self.messages.iter().map(|m| m.text().len() + m.role.len()).sum();
+        let chars: usize = self
+            .messages
+            .iter()
+            .map(|m| m.text().len() + m.role.len())
+            .sum();
         (chars as u64).div_ceil(4) + 4 * self.messages.len() as u64
     }
 
@@ -119,7 +123,11 @@ pub struct JobError {
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: field `{}`: {}", self.line, self.field, self.reason)
+        write!(
+            f,
+            "line {}: field `{}`: {}",
+            self.line, self.field, self.reason
+        )
     }
 }
 
@@ -137,7 +145,11 @@ pub struct JobDefaults {
 
 impl JobDefaults {
     pub fn new(now: DateTime<Utc>) -> Self {
-        JobDefaults { deadline_in: Duration::hours(24), priority: Priority::Deferrable, now }
+        JobDefaults {
+            deadline_in: Duration::hours(24),
+            priority: Priority::Deferrable,
+            now,
+        }
     }
 }
 
@@ -189,13 +201,21 @@ pub struct JobParser {
 }
 
 fn err(line: usize, field: &str, reason: impl Into<String>) -> JobError {
-    JobError { line, field: field.to_string(), reason: reason.into() }
+    JobError {
+        line,
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl JobParser {
     /// `known_models`: the catalog's canonical model names; `None` accepts any model.
     pub fn new(defaults: JobDefaults, known_models: Option<HashSet<String>>) -> Self {
-        JobParser { defaults, known_models, seen: HashMap::new() }
+        JobParser {
+            defaults,
+            known_models,
+            seen: HashMap::new(),
+        }
     }
 
     /// Parses one JSONL line (native or OpenAI Batch, detected by `custom_id`).
@@ -226,10 +246,18 @@ impl JobParser {
         Ok(job)
     }
 
-    fn parse_openai_batch(&self, line: usize, mut obj: Map<String, Value>) -> Result<Job, JobError> {
+    fn parse_openai_batch(
+        &self,
+        line: usize,
+        mut obj: Map<String, Value>,
+    ) -> Result<Job, JobError> {
         for k in obj.keys() {
             if !["custom_id", "method", "url", "body"].contains(&k.as_str()) {
-                return Err(err(line, k, "unknown field in an OpenAI Batch line (expected custom_id, method, url, body)"));
+                return Err(err(
+                    line,
+                    k,
+                    "unknown field in an OpenAI Batch line (expected custom_id, method, url, body)",
+                ));
             }
         }
         let id = take_id(line, &mut obj, "custom_id")?;
@@ -241,7 +269,11 @@ impl JobParser {
         if let Some(u) = obj.get("url") {
             let u = u.as_str().unwrap_or_default();
             if u != "/v1/chat/completions" {
-                return Err(err(line, "url", format!("only /v1/chat/completions is supported, got {u:?}")));
+                return Err(err(
+                    line,
+                    "url",
+                    format!("only /v1/chat/completions is supported, got {u:?}"),
+                ));
             }
         }
         let Some(Value::Object(mut body)) = obj.remove("body") else {
@@ -264,7 +296,11 @@ impl JobParser {
             Some(_) => return Err(err(line, "body.metadata", "must be an object")),
         };
         if body.get("stream").and_then(Value::as_bool) == Some(true) {
-            return Err(err(line, "body.stream", "streaming is not supported in batch jobs"));
+            return Err(err(
+                line,
+                "body.stream",
+                "streaming is not supported in batch jobs",
+            ));
         }
         body.remove("stream");
         Ok(Job {
@@ -289,7 +325,11 @@ impl JobParser {
                 continue;
             }
             if !NATIVE.contains(&k.as_str()) {
-                return Err(err(line, k, "unknown field (see docs/job-format.md for the accepted fields)"));
+                return Err(err(
+                    line,
+                    k,
+                    "unknown field (see docs/job-format.md for the accepted fields)",
+                ));
             }
         }
         for k in PASSTHROUGH {
@@ -299,7 +339,9 @@ impl JobParser {
         }
         let id = take_id(line, &mut obj, "id")?;
         let models = match (obj.remove("model"), obj.remove("models")) {
-            (Some(_), Some(_)) => return Err(err(line, "models", "give `model` or `models`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(err(line, "models", "give `model` or `models`, not both"))
+            }
             (Some(Value::String(m)), None) => vec![m],
             (Some(_), None) => return Err(err(line, "model", "must be a string")),
             (None, Some(Value::Array(a))) => {
@@ -321,7 +363,9 @@ impl JobParser {
         let field = if models.len() == 1 { "model" } else { "models" };
         let models = self.check_models(line, field, models)?;
         let messages = match (obj.remove("messages"), obj.remove("prompt")) {
-            (Some(_), Some(_)) => return Err(err(line, "prompt", "give `messages` or `prompt`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(err(line, "prompt", "give `messages` or `prompt`, not both"))
+            }
             (None, Some(Value::String(p))) => vec![ChatMessage {
                 role: "user".into(),
                 content: Value::String(p),
@@ -337,26 +381,53 @@ impl JobParser {
         let priority = match obj.remove("priority") {
             None | Some(Value::Null) => self.defaults.priority,
             Some(v) => serde_json::from_value(v).map_err(|_| {
-                err(line, "priority", "must be one of \"critical\", \"standard\", \"deferrable\"")
+                err(
+                    line,
+                    "priority",
+                    "must be one of \"critical\", \"standard\", \"deferrable\"",
+                )
             })?,
         };
         let deadline = match (obj.remove("deadline"), obj.remove("deadline_in")) {
-            (Some(_), Some(_)) => return Err(err(line, "deadline_in", "give `deadline` or `deadline_in`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    line,
+                    "deadline_in",
+                    "give `deadline` or `deadline_in`, not both",
+                ))
+            }
             (Some(Value::String(s)), None) => DateTime::parse_from_rfc3339(&s)
-                .map_err(|e| err(line, "deadline", format!("not an RFC 3339 time ({e}): {s:?}")))?
+                .map_err(|e| {
+                    err(
+                        line,
+                        "deadline",
+                        format!("not an RFC 3339 time ({e}): {s:?}"),
+                    )
+                })?
                 .with_timezone(&Utc),
             (Some(_), None) => return Err(err(line, "deadline", "must be an RFC 3339 string")),
             (None, Some(Value::String(s))) => {
-                let d = humantime::parse_duration(&s)
-                    .map_err(|e| err(line, "deadline_in", format!("not a duration like \"6h\" ({e})")))?;
+                let d = humantime::parse_duration(&s).map_err(|e| {
+                    err(
+                        line,
+                        "deadline_in",
+                        format!("not a duration like \"6h\" ({e})"),
+                    )
+                })?;
                 let d = Duration::from_std(d).map_err(|_| err(line, "deadline_in", "too long"))?;
                 self.defaults.now + d
             }
-            (None, Some(_)) => return Err(err(line, "deadline_in", "must be a string like \"6h\"")),
+            (None, Some(_)) => {
+                return Err(err(line, "deadline_in", "must be a string like \"6h\""))
+            }
             (None, None) => self.defaults.now + self.defaults.deadline_in,
         };
         if deadline <= self.defaults.now {
-            return Err(err(line, "deadline", format!("{} is already past", deadline.to_rfc3339())));
+            return Err(err(
+                line,
+                "deadline",
+                format!("{} is already past", deadline.to_rfc3339()),
+            ));
         }
         let max_cost_usd = match obj.remove("max_cost_usd") {
             None | Some(Value::Null) => None,
@@ -387,7 +458,12 @@ impl JobParser {
         })
     }
 
-    fn check_models(&self, line: usize, field: &str, models: Vec<String>) -> Result<Vec<String>, JobError> {
+    fn check_models(
+        &self,
+        line: usize,
+        field: &str,
+        models: Vec<String>,
+    ) -> Result<Vec<String>, JobError> {
         if let Some(known) = &self.known_models {
             for m in &models {
                 if !known.contains(m) {
@@ -444,11 +520,21 @@ fn string_list(line: usize, field: &str, v: Option<Value>) -> Result<Vec<String>
     }
 }
 
-fn parse_messages(line: usize, field: &str, v: Option<Value>) -> Result<Vec<ChatMessage>, JobError> {
+fn parse_messages(
+    line: usize,
+    field: &str,
+    v: Option<Value>,
+) -> Result<Vec<ChatMessage>, JobError> {
     let a = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => return Err(err(line, field, "must not be empty")),
-        Some(_) => return Err(err(line, field, "must be a list of {role, content} objects")),
+        Some(_) => {
+            return Err(err(
+                line,
+                field,
+                "must be a list of {role, content} objects",
+            ))
+        }
         None => return Err(err(line, field, "missing")),
     };
     a.into_iter()
@@ -460,14 +546,26 @@ fn parse_messages(line: usize, field: &str, v: Option<Value>) -> Result<Vec<Chat
             };
             match o.get("role").and_then(Value::as_str) {
                 Some("system" | "user" | "assistant" | "tool" | "developer") => {}
-                Some(r) => return Err(err(line, &format!("{f}.role"), format!("unknown role {r:?}"))),
+                Some(r) => {
+                    return Err(err(
+                        line,
+                        &format!("{f}.role"),
+                        format!("unknown role {r:?}"),
+                    ))
+                }
                 None => return Err(err(line, &format!("{f}.role"), "missing")),
             }
             match o.get("content") {
                 Some(Value::String(_) | Value::Array(_)) => {}
                 Some(Value::Null) | None if o.contains_key("tool_calls") => {}
                 None => return Err(err(line, &format!("{f}.content"), "missing")),
-                Some(_) => return Err(err(line, &format!("{f}.content"), "must be a string or a list of parts")),
+                Some(_) => {
+                    return Err(err(
+                        line,
+                        &format!("{f}.content"),
+                        "must be a string or a list of parts",
+                    ))
+                }
             }
             serde_json::from_value(Value::Object(o)).map_err(|e| err(line, &f, e.to_string()))
         })
@@ -481,7 +579,10 @@ mod tests {
 
     fn parser() -> JobParser {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
-        JobParser::new(JobDefaults::new(now), Some(["m1".to_string(), "m2".to_string()].into()))
+        JobParser::new(
+            JobDefaults::new(now),
+            Some(["m1".to_string(), "m2".to_string()].into()),
+        )
     }
 
     #[test]
@@ -490,7 +591,10 @@ mod tests {
             .parse_line(1, r#"{"id":"a","model":"m1","messages":[{"role":"user","content":"hi"}],"temperature":0,"deadline_in":"6h","metadata":{"s":1}}"#)
             .unwrap();
         assert_eq!(j.priority, Priority::Deferrable);
-        assert_eq!(j.deadline, Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap());
+        assert_eq!(
+            j.deadline,
+            Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap()
+        );
         assert_eq!(j.params.get("temperature"), Some(&Value::from(0)));
         assert_eq!(j.metadata.get("s"), Some(&Value::from(1)));
     }
@@ -511,23 +615,51 @@ mod tests {
         let mut p = parser();
         let e = p.parse_line(7, "{not json").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (7, "-"));
-        let e = p.parse_line(8, r#"{"id":"a","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        let e = p
+            .parse_line(
+                8,
+                r#"{"id":"a","messages":[{"role":"user","content":"x"}]}"#,
+            )
+            .unwrap_err();
         assert_eq!(e.field, "model");
-        let e = p.parse_line(9, r#"{"id":"a","model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        let e = p
+            .parse_line(
+                9,
+                r#"{"id":"a","model":"gpt-9","messages":[{"role":"user","content":"x"}]}"#,
+            )
+            .unwrap_err();
         assert!(e.reason.contains("unknown model \"gpt-9\""), "{e}");
-        let e = p.parse_line(10, r#"{"id":"a","model":"m1","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err();
+        let e = p
+            .parse_line(
+                10,
+                r#"{"id":"a","model":"m1","messages":[{"role":"robot","content":"x"}]}"#,
+            )
+            .unwrap_err();
         assert_eq!(e.field, "messages[0].role");
-        let e = p.parse_line(11, r#"{"id":"a","model":"m1","messages":[],"priority":"urgent"}"#).unwrap_err();
+        let e = p
+            .parse_line(
+                11,
+                r#"{"id":"a","model":"m1","messages":[],"priority":"urgent"}"#,
+            )
+            .unwrap_err();
         assert_eq!(e.field, "messages");
-        let e = p.parse_line(12, r#"{"id":"a","model":"m1","prompt":"x","tempreature":1}"#).unwrap_err();
+        let e = p
+            .parse_line(
+                12,
+                r#"{"id":"a","model":"m1","prompt":"x","tempreature":1}"#,
+            )
+            .unwrap_err();
         assert_eq!(e.field, "tempreature");
     }
 
     #[test]
     fn duplicate_id_names_the_first_line() {
         let mut p = parser();
-        p.parse_line(1, r#"{"id":"a","model":"m1","prompt":"x"}"#).unwrap();
-        let e = p.parse_line(5, r#"{"id":"a","model":"m1","prompt":"y"}"#).unwrap_err();
+        p.parse_line(1, r#"{"id":"a","model":"m1","prompt":"x"}"#)
+            .unwrap();
+        let e = p
+            .parse_line(5, r#"{"id":"a","model":"m1","prompt":"y"}"#)
+            .unwrap_err();
         assert_eq!(e.field, "id");
         assert!(e.reason.contains("line 1"), "{e}");
     }
@@ -535,7 +667,10 @@ mod tests {
     #[test]
     fn past_deadline_is_rejected() {
         let e = parser()
-            .parse_line(2, r#"{"id":"a","model":"m1","prompt":"x","deadline":"2020-01-01T00:00:00Z"}"#)
+            .parse_line(
+                2,
+                r#"{"id":"a","model":"m1","prompt":"x","deadline":"2020-01-01T00:00:00Z"}"#,
+            )
             .unwrap_err();
         assert_eq!(e.field, "deadline");
     }

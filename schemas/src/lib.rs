@@ -9,7 +9,9 @@ pub mod money;
 pub mod result;
 pub mod wire;
 
-pub use catalog::{Catalog, CatalogError, Limits, ModelOffer, PriceWindow, ProviderKind, ProviderSpec};
+pub use catalog::{
+    Catalog, CatalogError, Limits, ModelOffer, PriceWindow, ProviderKind, ProviderSpec,
+};
 pub use ids::{JobId, RunId};
 pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};
 pub use money::Usd;

@@ -135,7 +135,8 @@ pub fn to_record_batch(rows: &[ResultRow]) -> Result<RecordBatch, ArrowError> {
     }
     fn times(rows: &[ResultRow], f: impl Fn(&ResultRow) -> DateTime<Utc>) -> ArrayRef {
         let mut b = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-        rows.iter().for_each(|r| b.append_value(f(r).timestamp_millis()));
+        rows.iter()
+            .for_each(|r| b.append_value(f(r).timestamp_millis()));
         Arc::new(b.finish())
     }
     let cols: Vec<ArrayRef> = vec![
@@ -175,12 +176,20 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
     fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ArrowError> {
         b.column_by_name(name)
             .and_then(|c| c.as_any().downcast_ref::<T>())
-            .ok_or_else(|| ArrowError::SchemaError(format!("result column {name:?} missing or of the wrong type")))
+            .ok_or_else(|| {
+                ArrowError::SchemaError(format!(
+                    "result column {name:?} missing or of the wrong type"
+                ))
+            })
     }
     let s = |n| col::<StringArray>(batch, n);
     let (run_id, job_id, status, model) = (s("run_id")?, s("job_id")?, s("status")?, s("model")?);
-    let (provider, provider_model, output_text, finish_reason) =
-        (s("provider")?, s("provider_model")?, s("output_text")?, s("finish_reason")?);
+    let (provider, provider_model, output_text, finish_reason) = (
+        s("provider")?,
+        s("provider_model")?,
+        s("output_text")?,
+        s("finish_reason")?,
+    );
     let (route_reason, error_kind, error_message, priority, metadata, response_json) = (
         s("route_reason")?,
         s("error_kind")?,
@@ -190,14 +199,23 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
         s("response_json")?,
     );
     let u = |n| col::<UInt64Array>(batch, n);
-    let (input_tokens, output_tokens, latency_ms, deferred_ms) =
-        (u("input_tokens")?, u("output_tokens")?, u("latency_ms")?, u("deferred_ms")?);
+    let (input_tokens, output_tokens, latency_ms, deferred_ms) = (
+        u("input_tokens")?,
+        u("output_tokens")?,
+        u("latency_ms")?,
+        u("deferred_ms")?,
+    );
     let attempts = col::<UInt32Array>(batch, "attempts")?;
     let deferrals = col::<UInt32Array>(batch, "deferrals")?;
     let f = |n| col::<Float64Array>(batch, n);
-    let (cost, baseline, cheapest) = (f("cost_usd")?, f("baseline_cost_usd")?, f("cheapest_at_submit_usd")?);
+    let (cost, baseline, cheapest) = (
+        f("cost_usd")?,
+        f("baseline_cost_usd")?,
+        f("cheapest_at_submit_usd")?,
+    );
     let t = |n| col::<TimestampMillisecondArray>(batch, n);
-    let (submitted_at, completed_at, deadline) = (t("submitted_at")?, t("completed_at")?, t("deadline")?);
+    let (submitted_at, completed_at, deadline) =
+        (t("submitted_at")?, t("completed_at")?, t("deadline")?);
     let opt = |a: &StringArray, i| (!a.is_null(i)).then(|| a.value(i).to_string());
     let time = |a: &TimestampMillisecondArray, i| {
         DateTime::from_timestamp_millis(a.value(i)).unwrap_or_default()

@@ -1,1 +1,154 @@
-//! Provider simulator: OpenAI- and Anthropic-compatible HTTP server with scripted latency, errors, rate limits, outages and prices.
+//! Provider simulator: OpenAI- and Anthropic-compatible HTTP server with scripted latency,
+//! errors, rate limits, outages and prices.
+//!
+//! One server hosts many simulated providers; provider `P` answers at `http://HOST:PORT/P/v1/…`
+//! (`chat/completions` and `models` for OpenAI, `messages` and `models` for Anthropic). What each
+//! provider does is set by a [`Scenario`]. Completions are deterministic: the text is a function
+//! of the model id, the prompt and the scenario's seed.
+
+mod anthropic;
+mod limiter;
+mod openai;
+mod scenario;
+mod server;
+mod text;
+
+pub use scenario::{Scenario, SimKind, SimProvider, Window};
+
+use server::SimState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Errors of the simulator: bad scenario files, or a port it cannot bind.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario file is not valid TOML for a [`Scenario`].
+    #[error("{file}: {source}")]
+    Toml {
+        /// The scenario's file name.
+        file: String,
+        /// What the TOML parser said.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The scenario parses but makes no sense (duplicate names, probabilities above 1, …).
+    #[error("{file}: {reason}")]
+    Invalid {
+        /// The scenario's file name.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The listening socket could not be opened or served.
+    #[error("simulator on {addr}: {source}")]
+    Io {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters of one simulated provider's completion requests (model lists are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderStats {
+    /// Completion requests received.
+    pub requests: u64,
+    /// Answered with a completion.
+    pub ok: u64,
+    /// Answered 429 (token buckets, concurrency, rate-limited windows).
+    pub rate_limited: u64,
+    /// Answered with any other error status (401, 400, 404, injected errors, outages).
+    pub errors: u64,
+}
+
+/// A running simulator. Dropping it leaves the server running until the runtime stops; call
+/// [`SimHandle::shutdown`] to stop it.
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl SimHandle {
+    /// The address the server listens on (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API base URL of `provider`: `http://ADDR/<provider>/v1`.
+    pub fn base_url(&self, provider: &str) -> String {
+        format!("http://{}/{provider}/v1", self.addr)
+    }
+
+    /// The counters of `provider` so far (zeros for an unknown name).
+    pub fn stats(&self, provider: &str) -> ProviderStats {
+        self.state
+            .providers
+            .get(provider)
+            .map(|p| p.stats())
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting connections, lets requests in progress finish, and waits for the server.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "simulator server ended with an error");
+        }
+    }
+}
+
+/// Checks `scenario`, binds `addr` (port 0 picks a free port) and serves in a tokio task.
+pub async fn start(scenario: Scenario, addr: SocketAddr) -> Result<SimHandle, SimError> {
+    scenario.check().map_err(|reason| SimError::Invalid {
+        file: "<scenario>".into(),
+        reason,
+    })?;
+    let io = |source| SimError::Io { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+    let bound = listener.local_addr().map_err(io)?;
+    let state = Arc::new(SimState::new(scenario));
+    let app = server::router(Arc::clone(&state));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(SimHandle {
+        addr: bound,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// Serves `scenario` on `addr` until ctrl-c, logging each provider's base URL; for
+/// `offpeak sim`.
+pub async fn serve_forever(scenario: Scenario, addr: SocketAddr) -> Result<(), SimError> {
+    let names: Vec<String> = scenario.providers.iter().map(|p| p.name.clone()).collect();
+    let handle = start(scenario, addr).await?;
+    for n in &names {
+        tracing::info!(provider = %n, base_url = %handle.base_url(n), "simulating");
+    }
+    let waited = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    waited.map_err(|source| SimError::Io { addr, source })
+}
+
+/// A copy of `catalog` whose providers' `base_url`s point at the simulator behind `handle`
+/// (key settings unchanged).
+pub fn rewrite_catalog(catalog: &schemas::Catalog, handle: &SimHandle) -> schemas::Catalog {
+    let mut out = catalog.clone();
+    for p in &mut out.providers {
+        p.base_url = handle.base_url(&p.name);
+    }
+    out
+}

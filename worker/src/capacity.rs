@@ -27,7 +27,13 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig { failure_threshold: 5, open_s: 10.0, max_open_s: 300.0, fault_open_s: 600.0, rate_limit_backoff_s: 1.0 }
+        BreakerConfig {
+            failure_threshold: 5,
+            open_s: 10.0,
+            max_open_s: 300.0,
+            fault_open_s: 600.0,
+            rate_limit_backoff_s: 1.0,
+        }
     }
 }
 
@@ -42,7 +48,12 @@ struct Bucket {
 
 impl Bucket {
     fn per_minute(n: f64, now: DateTime<Utc>) -> Bucket {
-        Bucket { capacity: n, per_s: n / 60.0, level: n, at: now }
+        Bucket {
+            capacity: n,
+            per_s: n / 60.0,
+            level: n,
+            at: now,
+        }
     }
 
     fn refill(&mut self, now: DateTime<Utc>) {
@@ -112,8 +123,8 @@ impl ProviderState {
             return Availability::At(t, Busy::RateLimited);
         }
         if self.concurrency.is_some_and(|c| self.in_flight >= c) {
-            // Unknown when a slot frees; a second is a fair guess and cheap to re-check.
-            return Availability::At(now + Duration::seconds(1), Busy::Concurrency);
+            // Unknown when a slot frees; re-checking shortly is cheap and waits inline, not on the broker.
+            return Availability::At(now + Duration::milliseconds(200), Busy::Concurrency);
         }
         let ready = [
             self.rpm.as_ref().map(|b| b.ready_at(1.0, now)),
@@ -158,7 +169,12 @@ impl ProviderState {
     }
 
     /// A 429: block until `retry_after`, or an exponential backoff when the answer gave none.
-    pub fn on_rate_limited(&mut self, retry_after: Option<std::time::Duration>, now: DateTime<Utc>, cfg: &BreakerConfig) {
+    pub fn on_rate_limited(
+        &mut self,
+        retry_after: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+        cfg: &BreakerConfig,
+    ) {
         self.rate_limit_streak += 1;
         let wait = match retry_after {
             Some(d) => Duration::from_std(d).unwrap_or(Duration::seconds(60)),
@@ -199,12 +215,18 @@ pub struct Capacity {
 impl Capacity {
     pub fn new(catalog: &Catalog, now: DateTime<Utc>) -> Self {
         Capacity {
-            providers: catalog.providers.iter().map(|p| (p.name.clone(), ProviderState::new(&p.limits, now))).collect(),
+            providers: catalog
+                .providers
+                .iter()
+                .map(|p| (p.name.clone(), ProviderState::new(&p.limits, now)))
+                .collect(),
         }
     }
 
     pub fn availability(&self, provider: &str, tokens: u64, now: DateTime<Utc>) -> Availability {
-        self.providers.get(provider).map_or(Availability::Excluded, |s| s.availability(tokens, now))
+        self.providers
+            .get(provider)
+            .map_or(Availability::Excluded, |s| s.availability(tokens, now))
     }
 
     pub fn get_mut(&mut self, provider: &str) -> Option<&mut ProviderState> {
@@ -223,17 +245,34 @@ mod tests {
 
     #[test]
     fn rpm_bucket_runs_dry_then_refills() {
-        let mut s = ProviderState::new(&Limits { rpm: Some(60), tpm: None, concurrency: None }, t0());
+        let mut s = ProviderState::new(
+            &Limits {
+                rpm: Some(60),
+                tpm: None,
+                concurrency: None,
+            },
+            t0(),
+        );
         for _ in 0..60 {
             assert!(s.try_acquire(10, t0()));
         }
-        assert_eq!(s.availability(10, t0()), Availability::At(t0() + Duration::seconds(1), Busy::RateLimited));
+        assert_eq!(
+            s.availability(10, t0()),
+            Availability::At(t0() + Duration::seconds(1), Busy::RateLimited)
+        );
         assert!(s.try_acquire(10, t0() + Duration::seconds(1)));
     }
 
     #[test]
     fn concurrency_limit_blocks_until_release() {
-        let mut s = ProviderState::new(&Limits { rpm: None, tpm: None, concurrency: Some(1) }, t0());
+        let mut s = ProviderState::new(
+            &Limits {
+                rpm: None,
+                tpm: None,
+                concurrency: Some(1),
+            },
+            t0(),
+        );
         assert!(s.try_acquire(1, t0()));
         assert!(!s.try_acquire(1, t0()));
         s.release();
@@ -245,18 +284,30 @@ mod tests {
         let cfg = BreakerConfig::default();
         let mut s = ProviderState::new(&Limits::default(), t0());
         s.on_rate_limited(Some(std::time::Duration::from_secs(7)), t0(), &cfg);
-        assert_eq!(s.availability(1, t0()), Availability::At(t0() + Duration::seconds(7), Busy::RateLimited));
+        assert_eq!(
+            s.availability(1, t0()),
+            Availability::At(t0() + Duration::seconds(7), Busy::RateLimited)
+        );
         let now = t0() + Duration::seconds(8);
         for _ in 0..cfg.failure_threshold {
             s.on_transient(now, &cfg);
         }
-        assert_eq!(s.availability(1, now), Availability::At(now + Duration::seconds(10), Busy::Down));
+        assert_eq!(
+            s.availability(1, now),
+            Availability::At(now + Duration::seconds(10), Busy::Down)
+        );
         // Half-open after the period: one more failure re-opens for twice as long.
         let later = now + Duration::seconds(11);
         assert_eq!(s.availability(1, later), Availability::Now);
         s.on_transient(later, &cfg);
-        assert_eq!(s.availability(1, later), Availability::At(later + Duration::seconds(20), Busy::Down));
+        assert_eq!(
+            s.availability(1, later),
+            Availability::At(later + Duration::seconds(20), Busy::Down)
+        );
         s.on_provider_fault(later, &cfg);
-        assert_eq!(s.availability(1, later + Duration::seconds(599)), Availability::Excluded);
+        assert_eq!(
+            s.availability(1, later + Duration::seconds(599)),
+            Availability::Excluded
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct FlushConfig {
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig { max_rows: 1000, max_bytes: 32 << 20, max_age_s: 5.0 }
+        FlushConfig {
+            max_rows: 1000,
+            max_bytes: 32 << 20,
+            max_age_s: 5.0,
+        }
     }
 }
 
@@ -86,7 +90,12 @@ pub fn spawn_flusher(
             };
             let Some(o) = msg else { break };
             let run = o.row.run_id.clone();
-            let b = buffers.entry(run.clone()).or_insert_with(|| Buffer { rows: vec![], pending: vec![], bytes: 0, since: Instant::now() });
+            let b = buffers.entry(run.clone()).or_insert_with(|| Buffer {
+                rows: vec![],
+                pending: vec![],
+                bytes: 0,
+                since: Instant::now(),
+            });
             b.bytes += approx_size(&o.row);
             b.rows.push(o.row);
             b.pending.push((o.delivery, o.settlement));
@@ -120,7 +129,15 @@ fn approx_size(r: &ResultRow) -> usize {
 /// Writes one buffer and settles its messages. Retries the store with backoff until it works;
 /// at shutdown it gives up after a few tries and leaves the messages unsettled, so the broker
 /// redelivers them to another worker.
-async fn flush(sink: &dyn ResultSink, worker: &str, seq: &mut u64, run: &str, b: Buffer, stats: &Stats, shutting_down: bool) {
+async fn flush(
+    sink: &dyn ResultSink,
+    worker: &str,
+    seq: &mut u64,
+    run: &str,
+    b: Buffer,
+    stats: &Stats,
+    shutting_down: bool,
+) {
     let started = Instant::now();
     let bytes = match encode_parquet(&b.rows) {
         Ok(bytes) => bytes,
@@ -147,7 +164,11 @@ async fn flush(sink: &dyn ResultSink, worker: &str, seq: &mut u64, run: &str, b:
                 stats.flush_errors.inc();
                 tracing::warn!(run_id = run, file = %name, error = %e, tries, "storing results failed; retrying");
                 if shutting_down && tries >= 5 {
-                    tracing::error!(run_id = run, rows = b.rows.len(), "giving up at shutdown; the broker will redeliver");
+                    tracing::error!(
+                        run_id = run,
+                        rows = b.rows.len(),
+                        "giving up at shutdown; the broker will redeliver"
+                    );
                     return;
                 }
                 tokio::time::sleep(delay).await;

@@ -80,9 +80,16 @@ pub struct Candidate<'a> {
 #[derive(Debug, Clone)]
 pub enum Decision<'a> {
     /// Send it to this pair; `reason` is `cheapest` or why it escalated.
-    Dispatch { to: Candidate<'a>, reason: String, escalated: bool },
+    Dispatch {
+        to: Candidate<'a>,
+        reason: String,
+        escalated: bool,
+    },
     /// Put it back on the broker until `until`.
-    Defer { until: DateTime<Utc>, reason: String },
+    Defer {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     /// No pair can ever serve it (model, context, budget, deadline): fail it.
     Fail { kind: &'static str, reason: String },
 }
@@ -105,7 +112,12 @@ pub fn candidates<'a>(
         .filter(|(_, m)| m.context.is_none_or(|c| tin + tout <= u64::from(c)))
         .map(|(provider, offer)| {
             let price = offer.price_at(now);
-            Candidate { provider, offer, expected_cost: price.cost(tin, tout), price }
+            Candidate {
+                provider,
+                offer,
+                expected_cost: price.cost(tin, tout),
+                price,
+            }
         })
         .collect();
     out.sort_by(|a, b| a.expected_cost.0.total_cmp(&b.expected_cost.0));
@@ -123,7 +135,8 @@ pub fn dearest_price(job: &Job, catalog: &Catalog, now: DateTime<Utc>) -> Option
 impl PolicyConfig {
     /// Seconds a request to serve `job` is expected to take.
     pub fn expected_latency(&self, job: &Job) -> Duration {
-        let s = self.latency_base_s + self.latency_per_output_token_s * job.expected_output_tokens() as f64;
+        let s = self.latency_base_s
+            + self.latency_per_output_token_s * job.expected_output_tokens() as f64;
         secs(s)
     }
 
@@ -151,7 +164,10 @@ pub fn route<'a>(
     cfg: &PolicyConfig,
 ) -> Decision<'a> {
     if now >= job.deadline {
-        return Decision::Fail { kind: "deadline_passed", reason: format!("deadline {} has passed", job.deadline.to_rfc3339()) };
+        return Decision::Fail {
+            kind: "deadline_passed",
+            reason: format!("deadline {} has passed", job.deadline.to_rfc3339()),
+        };
     }
     let mut ranked = candidates(job, catalog, avail, now);
     if ranked.is_empty() {
@@ -166,7 +182,10 @@ pub fn route<'a>(
     if let Some(budget) = job.max_cost_usd {
         ranked.retain(|c| c.expected_cost <= budget);
         if ranked.is_empty() {
-            return Decision::Fail { kind: "over_budget", reason: format!("every provider's expected cost exceeds max_cost_usd {budget}") };
+            return Decision::Fail {
+                kind: "over_budget",
+                reason: format!("every provider's expected cost exceeds max_cost_usd {budget}"),
+            };
         }
     }
     let slack = cfg.slack(job, now);
@@ -183,27 +202,64 @@ pub fn route<'a>(
     if job.priority != Priority::Critical {
         if let Some((at, cost)) = cheaper_window(job, &ranked, now, now + slack, cfg) {
             if may_wait(at - now) {
-                return defer(now, at, cfg, format!("cheaper_window: {cost} expected at {} vs {} now", at.to_rfc3339(), cheapest.expected_cost));
+                return defer(
+                    now,
+                    at,
+                    cfg,
+                    format!(
+                        "cheaper_window: {cost} expected at {} vs {} now",
+                        at.to_rfc3339(),
+                        cheapest.expected_cost
+                    ),
+                );
             }
         }
     }
 
     match avail(&cheapest.provider.name) {
-        Availability::Now => Decision::Dispatch { to: cheapest.clone(), reason: "cheapest".into(), escalated: false },
+        Availability::Now => Decision::Dispatch {
+            to: cheapest.clone(),
+            reason: "cheapest".into(),
+            escalated: false,
+        },
         Availability::At(ready, busy) => {
             let wait = ready - now;
             if may_wait(wait) {
-                return defer(now, ready, cfg, format!("cheapest {} {} until {}", cheapest.provider.name, busy.as_str(), ready.to_rfc3339()));
+                return defer(
+                    now,
+                    ready,
+                    cfg,
+                    format!(
+                        "cheapest {} {} until {}",
+                        cheapest.provider.name,
+                        busy.as_str(),
+                        ready.to_rfc3339()
+                    ),
+                );
             }
             let why = match job.priority {
                 Priority::Critical => "critical job never waits".to_string(),
-                Priority::Standard if wait <= slack => format!("standard job may wait at most {}s", cfg.standard_max_defer_s),
-                _ => format!("waiting {}s would miss the deadline (slack {}s)", wait.num_seconds(), slack.num_seconds()),
+                Priority::Standard if wait <= slack => format!(
+                    "standard job may wait at most {}s",
+                    cfg.standard_max_defer_s
+                ),
+                _ => format!(
+                    "waiting {}s would miss the deadline (slack {}s)",
+                    wait.num_seconds(),
+                    slack.num_seconds()
+                ),
             };
-            match ranked.iter().find(|c| avail(&c.provider.name) == Availability::Now) {
+            match ranked
+                .iter()
+                .find(|c| avail(&c.provider.name) == Availability::Now)
+            {
                 Some(c) => Decision::Dispatch {
                     to: c.clone(),
-                    reason: format!("escalated: cheapest {} {}; {why}", cheapest.provider.name, busy.as_str()),
+                    reason: format!(
+                        "escalated: cheapest {} {}; {why}",
+                        cheapest.provider.name,
+                        busy.as_str()
+                    ),
                     escalated: true,
                 },
                 None => {
@@ -220,11 +276,19 @@ pub fn route<'a>(
                 }
             }
         }
-        Availability::Excluded => Decision::Fail { kind: "no_provider", reason: "cheapest provider excluded".into() },
+        Availability::Excluded => Decision::Fail {
+            kind: "no_provider",
+            reason: "cheapest provider excluded".into(),
+        },
     }
 }
 
-fn defer<'a>(now: DateTime<Utc>, until: DateTime<Utc>, cfg: &PolicyConfig, reason: String) -> Decision<'a> {
+fn defer<'a>(
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    cfg: &PolicyConfig,
+    reason: String,
+) -> Decision<'a> {
     let until = until.min(now + secs(cfg.max_defer_s)).max(now);
     Decision::Defer { until, reason }
 }
@@ -245,12 +309,16 @@ fn cheaper_window(
         let mut t = now;
         // A day holds few window edges; 8 steps cover any sensible schedule.
         for _ in 0..8 {
-            let Some(next) = c.offer.next_price_change(t) else { break };
+            let Some(next) = c.offer.next_price_change(t) else {
+                break;
+            };
             if next > latest {
                 break;
             }
             let cost = c.offer.price_at(next).cost(tin, tout);
-            if cost.0 < best_now.0 * (1.0 - cfg.min_window_saving) && best.is_none_or(|(_, b)| cost.0 < b.0) {
+            if cost.0 < best_now.0 * (1.0 - cfg.min_window_saving)
+                && best.is_none_or(|(_, b)| cost.0 < b.0)
+            {
                 best = Some((next, cost));
             }
             t = next;

@@ -78,9 +78,21 @@ struct Job {
 
 impl Worker {
     /// Builds a worker with one client per catalog provider.
-    pub fn new(id: String, catalog: Arc<Catalog>, providers: HashMap<String, Arc<dyn Provider>>, cfg: WorkerConfig) -> Self {
+    pub fn new(
+        id: String,
+        catalog: Arc<Catalog>,
+        providers: HashMap<String, Arc<dyn Provider>>,
+        cfg: WorkerConfig,
+    ) -> Self {
         let capacity = Mutex::new(Capacity::new(&catalog, Utc::now()));
-        Worker { catalog, providers, capacity, cfg, stats: Arc::new(Stats::default()), id }
+        Worker {
+            catalog,
+            providers,
+            capacity,
+            cfg,
+            stats: Arc::new(Stats::default()),
+            id,
+        }
     }
 
     /// Options to consume with: room for the jobs in progress plus a file's worth of rows
@@ -88,14 +100,26 @@ impl Worker {
     pub fn consume_options(&self) -> ConsumeOptions {
         ConsumeOptions {
             max_in_flight: self.cfg.concurrency + self.cfg.flush.max_rows,
-            ack_wait: Duration::from_secs_f64((self.cfg.flush.max_age_s * 6.0).max(30.0) + self.cfg.request_timeout_s),
+            ack_wait: Duration::from_secs_f64(
+                (self.cfg.flush.max_age_s * 6.0).max(30.0) + self.cfg.request_timeout_s,
+            ),
         }
     }
 
     /// Runs until the consumer ends or `shutdown` fires; then stops pulling, lets in-flight jobs
     /// finish (up to the grace period), stores the last rows and settles their messages.
-    pub async fn run(self: Arc<Self>, mut consumer: Box<dyn Consumer>, sink: Arc<dyn ResultSink>, shutdown: CancellationToken) {
-        let (tx, flusher) = spawn_flusher(sink, self.id.clone(), self.cfg.flush.clone(), self.stats.clone());
+    pub async fn run(
+        self: Arc<Self>,
+        mut consumer: Box<dyn Consumer>,
+        sink: Arc<dyn ResultSink>,
+        shutdown: CancellationToken,
+    ) {
+        let (tx, flusher) = spawn_flusher(
+            sink,
+            self.id.clone(),
+            self.cfg.flush.clone(),
+            self.stats.clone(),
+        );
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         loop {
@@ -127,7 +151,10 @@ impl Worker {
         }
         drop(consumer);
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
-        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
             // Dropping the tasks drops their deliveries unsettled: the broker redelivers them.
             tracing::warn!(worker = %self.id, left = tasks.len(), "grace period over; releasing in-flight jobs");
             tasks.abort_all();
@@ -140,10 +167,17 @@ impl Worker {
         let env = match Envelope::from_bytes(&delivery.payload) {
             Ok(env) if env.schema_version == SCHEMA_VERSION => env,
             Ok(env) => {
-                let reason = format!("unknown schema_version {} (this worker reads {SCHEMA_VERSION})", env.schema_version);
+                let reason = format!(
+                    "unknown schema_version {} (this worker reads {SCHEMA_VERSION})",
+                    env.schema_version
+                );
                 return self.poison(delivery, reason, tx).await;
             }
-            Err(e) => return self.poison(delivery, format!("unreadable message: {e}"), tx).await,
+            Err(e) => {
+                return self
+                    .poison(delivery, format!("unreadable message: {e}"), tx)
+                    .await
+            }
         };
         let job = Job { env, delivery };
         self.process(job, tx).await;
@@ -163,7 +197,12 @@ impl Worker {
                 run_id,
                 job_id,
                 status: ResultStatus::Failed,
-                model: v.get("models").and_then(|m| m.get(0)).and_then(|m| m.as_str()).unwrap_or_default().to_string(),
+                model: v
+                    .get("models")
+                    .and_then(|m| m.get(0))
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 provider: None,
                 provider_model: None,
                 output_text: None,
@@ -187,7 +226,13 @@ impl Worker {
                 metadata: "{}".into(),
                 response_json: None,
             };
-            let _ = tx.send(Outcome { row, delivery, settlement: Settlement::DeadLetter(reason) }).await;
+            let _ = tx
+                .send(Outcome {
+                    row,
+                    delivery,
+                    settlement: Settlement::DeadLetter(reason),
+                })
+                .await;
         } else if let Err(e) = delivery.dead_letter(&reason).await {
             tracing::error!(error = %e, "dead-lettering a poison message failed; it will be redelivered");
         }
@@ -203,7 +248,13 @@ impl Worker {
             let now = Utc::now();
             let decision = {
                 let cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-                route(&job.env.job, &self.catalog, &|p| cap.availability(p, tokens, now), now, &self.cfg.policy)
+                route(
+                    &job.env.job,
+                    &self.catalog,
+                    &|p| cap.availability(p, tokens, now),
+                    now,
+                    &self.cfg.policy,
+                )
             };
             match decision {
                 Decision::Fail { kind, reason } => {
@@ -221,17 +272,24 @@ impl Worker {
                     }
                     return self.defer(job, wait, reason).await;
                 }
-                Decision::Dispatch { to, reason, escalated } => {
+                Decision::Dispatch {
+                    to,
+                    reason,
+                    escalated,
+                } => {
                     let pname = to.provider.name.clone();
                     let acquired = {
                         let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-                        cap.get_mut(&pname).is_some_and(|s| s.try_acquire(tokens, now))
+                        cap.get_mut(&pname)
+                            .is_some_and(|s| s.try_acquire(tokens, now))
                     };
                     if !acquired {
                         continue;
                     }
                     let Some(client) = self.providers.get(&pname).cloned() else {
-                        return self.fail(job, "config", format!("no client for provider {pname}"), tx).await;
+                        return self
+                            .fail(job, "config", format!("no client for provider {pname}"), tx)
+                            .await;
                     };
                     let req = ChatRequest {
                         model_id: to.offer.id.clone(),
@@ -252,9 +310,12 @@ impl Worker {
                             }
                             let price = to.price;
                             let cost = price.cost(c.input_tokens, c.output_tokens);
-                            let baseline = dearest_price(&job.env.job, &self.catalog, now).map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
+                            let baseline = dearest_price(&job.env.job, &self.catalog, now)
+                                .map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
                             let route_reason = match &job.env.defer_reason {
-                                Some(d) => format!("{reason}; deferred {}x, last: {d}", job.env.deferrals),
+                                Some(d) => {
+                                    format!("{reason}; deferred {}x, last: {d}", job.env.deferrals)
+                                }
                                 None => reason,
                             };
                             let mut row = self.row(&job.env, ResultStatus::Succeeded, now);
@@ -273,7 +334,13 @@ impl Worker {
                             row.response_json = Some(c.response_json);
                             self.stats.succeeded.inc();
                             self.stats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
-                            let _ = tx.send(Outcome { row, delivery: job.delivery, settlement: Settlement::Ack }).await;
+                            let _ = tx
+                                .send(Outcome {
+                                    row,
+                                    delivery: job.delivery,
+                                    settlement: Settlement::Ack,
+                                })
+                                .await;
                             return;
                         }
                         Err(e) => {
@@ -289,13 +356,18 @@ impl Worker {
                                 ErrorClass::Transient | ErrorClass::ProviderFault => {
                                     job.env.attempt += 1;
                                     if job.env.attempt >= self.cfg.max_attempts {
-                                        let msg = format!("gave up after {} attempts; last error: {e}", job.env.attempt);
+                                        let msg = format!(
+                                            "gave up after {} attempts; last error: {e}",
+                                            job.env.attempt
+                                        );
                                         return self.fail(job, e.class.as_str(), msg, tx).await;
                                     }
                                     if e.class == ErrorClass::Transient {
                                         let wait = backoff(job.env.attempt, rand::random::<f64>());
                                         if wait.as_secs_f64() > self.cfg.inline_wait_s {
-                                            return self.defer(job, wait, format!("retry after {e}")).await;
+                                            return self
+                                                .defer(job, wait, format!("retry after {e}"))
+                                                .await;
                                         }
                                         tokio::time::sleep(wait).await;
                                     }
@@ -309,13 +381,22 @@ impl Worker {
     }
 
     /// Frees the capacity a request held and feeds its outcome to the provider's state.
-    fn record_outcome(&self, provider: &str, err: Option<&crate::provider::ProviderError>, now: DateTime<Utc>) {
+    fn record_outcome(
+        &self,
+        provider: &str,
+        err: Option<&crate::provider::ProviderError>,
+        now: DateTime<Utc>,
+    ) {
         let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = cap.get_mut(provider) else { return };
+        let Some(s) = cap.get_mut(provider) else {
+            return;
+        };
         s.release();
         match err.map(|e| (e.class, e.retry_after)) {
             None => s.on_success(),
-            Some((ErrorClass::RateLimited, retry_after)) => s.on_rate_limited(retry_after, now, &self.cfg.breaker),
+            Some((ErrorClass::RateLimited, retry_after)) => {
+                s.on_rate_limited(retry_after, now, &self.cfg.breaker)
+            }
             Some((ErrorClass::Transient, _)) => s.on_transient(now, &self.cfg.breaker),
             Some((ErrorClass::ProviderFault, _)) => s.on_provider_fault(now, &self.cfg.breaker),
             Some((ErrorClass::Terminal, _)) => {}
@@ -340,9 +421,19 @@ impl Worker {
         row.attempts = job.env.attempt;
         row.error_kind = Some(kind.to_string());
         row.error_message = Some(message.clone());
-        row.route_reason = job.env.defer_reason.clone().map(|d| format!("deferred {}x, last: {d}", job.env.deferrals));
+        row.route_reason = job
+            .env
+            .defer_reason
+            .clone()
+            .map(|d| format!("deferred {}x, last: {d}", job.env.deferrals));
         let settlement = Settlement::DeadLetter(format!("{kind}: {message}"));
-        let _ = tx.send(Outcome { row, delivery: job.delivery, settlement }).await;
+        let _ = tx
+            .send(Outcome {
+                row,
+                delivery: job.delivery,
+                settlement,
+            })
+            .await;
     }
 
     fn row(&self, env: &Envelope, status: ResultStatus, now: DateTime<Utc>) -> ResultRow {
@@ -380,6 +471,8 @@ impl Worker {
 /// Exponential backoff with jitter for the `attempt`-th failure: 1 s, 2 s, 4 s… capped at
 /// 5 minutes, scaled by a factor in [0.5, 1) drawn from `jitter01` ∈ [0, 1).
 pub fn backoff(attempt: u32, jitter01: f64) -> Duration {
-    let base = 2f64.powi(attempt.saturating_sub(1).min(16) as i32).min(300.0);
+    let base = 2f64
+        .powi(attempt.saturating_sub(1).min(16) as i32)
+        .min(300.0);
     Duration::from_secs_f64(base * (0.5 + 0.5 * jitter01.clamp(0.0, 1.0)))
 }

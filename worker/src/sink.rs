@@ -43,11 +43,15 @@ pub trait ResultSink: Send + Sync {
 pub fn encode_parquet(rows: &[ResultRow]) -> Result<Vec<u8>, SinkError> {
     let batch = to_record_batch(rows).map_err(|e| SinkError::Parquet(e.to_string()))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| SinkError::Parquet(e.to_string()))?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(|e| SinkError::Parquet(e.to_string()))?,
+        ))
         .build();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, arrow_schema(), Some(props)).map_err(|e| SinkError::Parquet(e.to_string()))?;
-    w.write(&batch).map_err(|e| SinkError::Parquet(e.to_string()))?;
+    let mut w = ArrowWriter::try_new(&mut buf, arrow_schema(), Some(props))
+        .map_err(|e| SinkError::Parquet(e.to_string()))?;
+    w.write(&batch)
+        .map_err(|e| SinkError::Parquet(e.to_string()))?;
     w.close().map_err(|e| SinkError::Parquet(e.to_string()))?;
     Ok(buf)
 }
@@ -83,7 +87,9 @@ pub fn dedup(rows: Vec<ResultRow>) -> Vec<ResultRow> {
     for r in rows {
         match by_id.get(&r.job_id) {
             Some(&i) => {
-                if out[i].status != schemas::ResultStatus::Succeeded && r.status == schemas::ResultStatus::Succeeded {
+                if out[i].status != schemas::ResultStatus::Succeeded
+                    && r.status == schemas::ResultStatus::Succeeded
+                {
                     out[i] = r;
                 }
             }
@@ -113,7 +119,10 @@ impl LocalDirSink {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
-    move |source| SinkError::Io { path: path.display().to_string(), source }
+    move |source| SinkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[async_trait]
@@ -131,7 +140,9 @@ impl ResultSink for LocalDirSink {
             f.sync_all().map_err(io(&tmp))?;
             std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
             // Make the rename itself durable.
-            std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))
         })
         .await
         .map_err(|e| SinkError::Store(e.to_string()))?

@@ -43,11 +43,15 @@ pub struct Histogram {
 }
 
 /// Upper bounds of the histogram buckets, seconds.
-pub const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+pub const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { inner: Mutex::new((vec![0; BUCKETS.len()], 0.0, 0)) }
+        Histogram {
+            inner: Mutex::new((vec![0; BUCKETS.len()], 0.0, 0)),
+        }
     }
 }
 

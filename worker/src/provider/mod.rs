@@ -2,10 +2,20 @@
 //! each turning a job into a request and the answer into a [`Completion`] or a classified
 //! [`ProviderError`]. Nothing outside this module matches on provider kinds.
 
+pub mod anthropic;
+mod errors;
+mod http;
+pub mod openai;
+
+pub use anthropic::AnthropicProvider;
+pub use errors::{classify, error_message, parse_retry_after};
+pub use openai::OpenAiProvider;
+
 use async_trait::async_trait;
-use schemas::ChatMessage;
+use schemas::{ChatMessage, ProviderKind, ProviderSpec};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a worker asks a provider for.
@@ -13,7 +23,9 @@ use std::time::Duration;
 pub struct ChatRequest {
     /// The provider's own model id.
     pub model_id: String,
+    /// The conversation, as the job gave it.
     pub messages: Vec<ChatMessage>,
+    /// Output token cap, when the job sets one.
     pub max_tokens: Option<u32>,
     /// Sampling fields passed through unchanged.
     pub params: Map<String, Value>,
@@ -22,12 +34,17 @@ pub struct ChatRequest {
 /// A provider's answer.
 #[derive(Debug, Clone)]
 pub struct Completion {
+    /// The answer's text.
     pub text: String,
+    /// Why generation stopped, in the provider's words (`stop`, `length`, `end_turn`, …).
     pub finish_reason: Option<String>,
+    /// Prompt tokens billed.
     pub input_tokens: u64,
+    /// Output tokens billed.
     pub output_tokens: u64,
     /// The full response body, for the `response_json` column.
     pub response_json: String,
+    /// The provider's request id (`x-request-id` / `request-id`), for support tickets.
     pub request_id: Option<String>,
 }
 
@@ -46,6 +63,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The snake_case name used in result rows and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::RateLimited => "rate_limited",
@@ -59,10 +77,15 @@ impl ErrorClass {
 /// A failed provider call, with what a user needs to find it in the provider's logs.
 #[derive(Debug, Clone)]
 pub struct ProviderError {
+    /// What the worker should do about it.
     pub class: ErrorClass,
+    /// The catalog name of the provider.
     pub provider: String,
+    /// The HTTP status, when there was an answer.
     pub status: Option<u16>,
+    /// The wait the provider asked for (`retry-after-ms` or `retry-after`).
     pub retry_after: Option<Duration>,
+    /// The provider's request id, when it sent one.
     pub request_id: Option<String>,
     /// A short description; never contains the API key or the prompt.
     pub message: String,
@@ -90,4 +113,69 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// Sends one request and waits for the whole answer.
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError>;
+}
+
+/// The client for `spec`'s API, sending requests with `http` and giving up after `timeout`.
+/// The key comes from the environment variable `api_key_env` or, failing that, the trimmed
+/// contents of `api_key_file`; a missing variable means no key is sent (self-hosted
+/// endpoints), while an unreadable or empty key file is an error.
+pub fn build(
+    spec: &ProviderSpec,
+    http: reqwest::Client,
+    timeout: Duration,
+) -> Result<Arc<dyn Provider>, String> {
+    let key = api_key(spec)?;
+    match spec.kind {
+        ProviderKind::Openai => Ok(Arc::new(OpenAiProvider::new(
+            &spec.name,
+            &spec.base_url,
+            key,
+            http,
+            timeout,
+        ))),
+        ProviderKind::Anthropic => Ok(Arc::new(AnthropicProvider::new(
+            &spec.name,
+            &spec.base_url,
+            key,
+            http,
+            timeout,
+        ))),
+        ProviderKind::Gemini => Err("gemini is not supported yet".into()),
+    }
+}
+
+fn api_key(spec: &ProviderSpec) -> Result<Option<String>, String> {
+    let from_env = spec
+        .api_key_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    if from_env.is_some() {
+        return Ok(from_env);
+    }
+    let Some(path) = &spec.api_key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "provider {:?}: cannot read api_key_file {path:?}: {e}",
+            spec.name
+        )
+    })?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!(
+            "provider {:?}: api_key_file {path:?} is empty",
+            spec.name
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// What must never appear in an error message: the key and the prompt's texts.
+fn secrets<'a>(key: Option<&'a str>, texts: &'a [String]) -> Vec<&'a str> {
+    key.into_iter()
+        .chain(texts.iter().map(String::as_str))
+        .collect()
 }

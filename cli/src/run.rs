@@ -1,0 +1,328 @@
+//! `offpeak run`: local mode. Validates the whole job file, enqueues the jobs on the in-process
+//! queue, runs N workers against real (or simulated) providers, writes Parquet results under
+//! `<out>/run=<run_id>/`, and prints a summary computed from the files it wrote.
+
+use crate::config::Config;
+use crate::summary::Summary;
+use crate::{invalid, Failure};
+use anyhow::{anyhow, Context};
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use producer::{read_job_file, Manifest, ReadOptions};
+use queue::{MemoryQueue, Queue};
+use schemas::{Catalog, JobDefaults, RunId};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use worker::sink::{dedup, read_run};
+use worker::{LocalDirSink, ResultSink, Worker};
+
+/// Arguments of `offpeak run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Job file: JSONL (offpeak's format or OpenAI Batch) or Parquet.
+    pub jobs: PathBuf,
+    /// Provider catalog (TOML).
+    #[arg(long)]
+    pub catalog: PathBuf,
+    /// Output directory; results go to `<out>/run=<run_id>/part-*.parquet`.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Serve every provider from the built-in simulator instead of the real APIs (no keys, no cost).
+    #[arg(long)]
+    pub simulate: bool,
+    /// With --simulate: a scenario file (latencies, errors, rate limits, outages) instead of the
+    /// catalog-derived default.
+    #[arg(long, requires = "simulate")]
+    pub scenario: Option<PathBuf>,
+    /// Independent workers in this process (each with its own rate limiters and breakers).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Jobs in flight per worker (overrides the config's worker.concurrency).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Deadline for jobs that set none, e.g. `6h`, `30m`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub deadline: Duration,
+    /// Run id; re-running with the same id skips jobs that already have results (resume).
+    #[arg(long)]
+    pub run_id: Option<RunId>,
+    /// Validate only: report errors and exit without processing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Process the valid jobs and write invalid lines to `<out>/run=<id>/_rejects.jsonl`,
+    /// instead of refusing the whole file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Refuse job files with more jobs than this.
+    #[arg(long)]
+    pub max_jobs: Option<usize>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Reads and checks a catalog file.
+pub fn load_catalog(path: &Path) -> Result<Catalog, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading catalog {}", path.display()))
+        .map_err(invalid)?;
+    Catalog::from_toml(&path.display().to_string(), &text).map_err(invalid)
+}
+
+/// Reads and checks a simulator scenario file.
+pub fn load_scenario(path: &Path) -> Result<sim::Scenario, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading scenario {}", path.display()))
+        .map_err(invalid)?;
+    sim::Scenario::from_toml(&path.display().to_string(), &text).map_err(invalid)
+}
+
+pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
+    if let Some(c) = args.concurrency {
+        cfg.worker.concurrency = c;
+    }
+    let mut catalog = load_catalog(&args.catalog)?;
+    let now = Utc::now();
+    let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));
+    let deadline_in = chrono::Duration::from_std(args.deadline)
+        .map_err(|_| invalid(anyhow!("--deadline is too long")))?;
+    let opts = ReadOptions {
+        defaults: JobDefaults {
+            deadline_in,
+            ..JobDefaults::new(now)
+        },
+        known_models: Some(catalog.model_names()),
+        max_jobs: args.max_jobs,
+    };
+    let path = args.jobs.clone();
+    let report = tokio::task::spawn_blocking(move || read_job_file(&path, opts))
+        .await?
+        .map_err(invalid)?;
+    if !report.is_clean() {
+        eprintln!("{}", report.render_errors(20));
+        eprintln!(
+            "{}: {} of {} lines invalid",
+            report.file,
+            report.errors.len(),
+            report.lines
+        );
+        if !args.skip_invalid && !args.dry_run {
+            return Err(invalid(anyhow!(
+                "nothing was processed; fix the file or pass --skip-invalid"
+            )));
+        }
+    }
+    if args.dry_run {
+        println!(
+            "{}: {} valid jobs, {} invalid",
+            report.file,
+            report.jobs.len(),
+            report.errors.len()
+        );
+        return Ok(if report.is_clean() { 0 } else { 2 });
+    }
+
+    let sink = Arc::new(LocalDirSink::new(&args.out));
+    if !report.is_clean() {
+        let rejects = args
+            .out
+            .join(format!("run={run_id}"))
+            .join("_rejects.jsonl");
+        if let Some(dir) = rejects.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        producer::write_rejects(&rejects, &report)?;
+        eprintln!("invalid lines written to {}", rejects.display());
+    }
+
+    // Resume: jobs that already have a result in this run are not enqueued again.
+    let done: HashSet<String> = dedup(read_run(&*sink, run_id.as_str()).await?)
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    let manifest = Manifest {
+        run_id: run_id.to_string(),
+        job_count: report.jobs.len() as u64,
+        input_file: report.file.clone(),
+        input_sha256: producer::sha256_file(&args.jobs)?,
+        submitted_at: now,
+        catalog: serde_json::to_value(&catalog)?,
+        offpeak_version: producer::OFFPEAK_VERSION.to_string(),
+    };
+    match Manifest::read_local(&args.out, run_id.as_str())? {
+        Some(m) if m.input_sha256 != manifest.input_sha256 => {
+            return Err(invalid(anyhow!(
+                "run {run_id} was submitted from a different file ({}); use another --run-id",
+                m.input_file
+            )))
+        }
+        Some(_) => {}
+        None => {
+            manifest.write_local(&args.out)?;
+        }
+    }
+    let todo: Vec<_> = report
+        .jobs
+        .into_iter()
+        .filter(|j| !done.contains(&j.id.0))
+        .collect();
+    if !done.is_empty() {
+        eprintln!(
+            "resuming run {run_id}: {} jobs already have results, {} to go",
+            done.len(),
+            todo.len()
+        );
+    }
+
+    let sim = if args.simulate {
+        let scenario = match &args.scenario {
+            Some(p) => load_scenario(p)?,
+            None => sim::Scenario::from_catalog(&catalog),
+        };
+        let handle = sim::start(scenario, "127.0.0.1:0".parse()?).await?;
+        catalog = sim::rewrite_catalog(&catalog, &handle);
+        Some(handle)
+    } else {
+        None
+    };
+    let catalog = Arc::new(catalog);
+
+    let queue = MemoryQueue::new();
+    let total = todo.len() as u64;
+    producer::publish::publish_jobs(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await?;
+
+    let shutdown = CancellationToken::new();
+    let mut workers = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let http = reqwest_client(&cfg)?;
+    for i in 0..args.workers.max(1) {
+        let providers = build_providers(&catalog, &http, &cfg)?;
+        let w = Arc::new(Worker::new(
+            format!("local{i}-{}", std::process::id()),
+            catalog.clone(),
+            providers,
+            cfg.worker.clone(),
+        ));
+        let consumer = queue.consume(w.consume_options()).await?;
+        workers.push(w.clone());
+        let sink: Arc<dyn ResultSink> = sink.clone();
+        tasks.spawn(w.run(consumer, sink, shutdown.clone()));
+    }
+
+    let bar = progress_bar(total, args.quiet);
+    let interrupted = tokio::select! {
+        _ = queue.drained() => false,
+        _ = tick(&bar, &workers) => false,
+        _ = shutdown_signal() => true,
+    };
+    if interrupted {
+        eprintln!("interrupted: finishing jobs in flight and storing their results; re-run with --run-id {run_id} to resume");
+        shutdown.cancel();
+    }
+    queue.close();
+    while tasks.join_next().await.is_some() {}
+    bar.finish_and_clear();
+    if let Some(h) = sim {
+        h.shutdown().await;
+    }
+
+    let rows = dedup(read_run(&*sink, run_id.as_str()).await?);
+    let summary = Summary::from_rows(&run_id, &rows, manifest.job_count, &sink.location());
+    print!("{}", summary.render());
+    if let Some(p) = &args.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(if interrupted {
+        1
+    } else if summary.failed > 0 {
+        3
+    } else {
+        0
+    })
+}
+
+fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {
+    let _ = cfg;
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| Failure::from(anyhow!("HTTP client: {e}")))
+}
+
+/// One client per catalog provider.
+pub fn build_providers(
+    catalog: &Catalog,
+    http: &reqwest::Client,
+    cfg: &Config,
+) -> Result<HashMap<String, Arc<dyn worker::provider::Provider>>, Failure> {
+    let timeout = Duration::from_secs_f64(cfg.worker.request_timeout_s);
+    catalog
+        .providers
+        .iter()
+        .map(|p| {
+            worker::provider::build(p, http.clone(), timeout)
+                .map(|c| (p.name.clone(), c))
+                .map_err(|e| invalid(anyhow!("provider {}: {e}", p.name)))
+        })
+        .collect()
+}
+
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Updates the bar forever (the caller races it against completion).
+async fn tick(bar: &ProgressBar, workers: &[Arc<Worker>]) {
+    loop {
+        let (mut done, mut failed, mut deferrals, mut cost) = (0, 0, 0, 0);
+        for w in workers {
+            done += w.stats.flushed_rows.get();
+            failed += w.stats.failed.get();
+            deferrals += w.stats.deferrals.get();
+            cost += w.stats.cost_micro_usd.get();
+        }
+        bar.set_position(done);
+        bar.set_message(format!(
+            "failed {failed}  deferrals {deferrals}  cost ${:.4}",
+            cost as f64 / 1e6
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,169 @@
+//! The run summary, computed from the result rows as stored (so it always agrees with the
+//! Parquet files): outcomes, cost against the dearest-provider baseline, deferrals, escalations,
+//! a per-provider split and latency percentiles.
+
+use schemas::{ResultRow, ResultStatus, RunId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Per-provider totals.
+#[derive(Debug, Default, Serialize)]
+pub struct ProviderSplit {
+    pub jobs: u64,
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Totals of one run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub location: String,
+    pub submitted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cost_usd: f64,
+    pub baseline_cost_usd: f64,
+    pub savings_pct: f64,
+    pub deferrals: u64,
+    pub deferred_jobs: u64,
+    pub escalations: u64,
+    pub latency_p50_ms: u64,
+    pub latency_p95_ms: u64,
+    pub providers: BTreeMap<String, ProviderSplit>,
+    pub failures: BTreeMap<String, u64>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Summary {
+    /// Summarises de-duplicated rows of a run that had `submitted` jobs.
+    pub fn from_rows(
+        run_id: &RunId,
+        rows: &[ResultRow],
+        submitted: u64,
+        location: &str,
+    ) -> Summary {
+        let mut s = Summary {
+            run_id: run_id.to_string(),
+            location: location.to_string(),
+            submitted,
+            succeeded: 0,
+            failed: 0,
+            cost_usd: 0.0,
+            baseline_cost_usd: 0.0,
+            savings_pct: 0.0,
+            deferrals: 0,
+            deferred_jobs: 0,
+            escalations: 0,
+            latency_p50_ms: 0,
+            latency_p95_ms: 0,
+            providers: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        };
+        let mut lat = Vec::new();
+        for r in rows {
+            s.cost_usd += r.cost_usd;
+            s.baseline_cost_usd += r.baseline_cost_usd;
+            s.deferrals += u64::from(r.deferrals);
+            s.deferred_jobs += u64::from(r.deferrals > 0);
+            s.escalations += u64::from(
+                r.route_reason
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("escalated")),
+            );
+            match r.status {
+                ResultStatus::Succeeded => {
+                    s.succeeded += 1;
+                    lat.push(r.latency_ms);
+                    let p = s
+                        .providers
+                        .entry(r.provider.clone().unwrap_or_default())
+                        .or_default();
+                    p.jobs += 1;
+                    p.cost_usd += r.cost_usd;
+                    p.input_tokens += r.input_tokens;
+                    p.output_tokens += r.output_tokens;
+                }
+                ResultStatus::Failed => {
+                    s.failed += 1;
+                    *s.failures
+                        .entry(r.error_kind.clone().unwrap_or_default())
+                        .or_default() += 1;
+                }
+            }
+        }
+        lat.sort_unstable();
+        s.latency_p50_ms = percentile(&lat, 0.5);
+        s.latency_p95_ms = percentile(&lat, 0.95);
+        if s.baseline_cost_usd > 0.0 {
+            s.savings_pct = (1.0 - s.cost_usd / s.baseline_cost_usd) * 100.0;
+        }
+        s
+    }
+
+    /// A human-readable table.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "run {}  →  {}/run={}/",
+            self.run_id, self.location, self.run_id
+        );
+        let _ = writeln!(
+            o,
+            "  jobs        {} submitted, {} succeeded, {} failed, {} pending",
+            self.submitted,
+            self.succeeded,
+            self.failed,
+            self.submitted.saturating_sub(self.succeeded + self.failed)
+        );
+        let _ = writeln!(o, "  cost        ${:.6}", self.cost_usd);
+        let _ = writeln!(
+            o,
+            "  baseline    ${:.6}  (every job at the dearest eligible provider)",
+            self.baseline_cost_usd
+        );
+        let _ = writeln!(o, "  savings     {:.1}%", self.savings_pct);
+        let _ = writeln!(
+            o,
+            "  deferrals   {} ({} jobs)   escalations {}",
+            self.deferrals, self.deferred_jobs, self.escalations
+        );
+        let _ = writeln!(
+            o,
+            "  latency     p50 {} ms   p95 {} ms",
+            self.latency_p50_ms, self.latency_p95_ms
+        );
+        if !self.providers.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>8} {:>14} {:>12} {:>12}",
+                "provider", "jobs", "cost", "in tokens", "out tokens"
+            );
+            for (name, p) in &self.providers {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} {:>8} {:>14} {:>12} {:>12}",
+                    name,
+                    p.jobs,
+                    format!("${:.6}", p.cost_usd),
+                    p.input_tokens,
+                    p.output_tokens
+                );
+            }
+        }
+        for (kind, n) in &self.failures {
+            let _ = writeln!(o, "  failed: {n} × {kind}");
+        }
+        o
+    }
+}

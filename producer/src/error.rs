@@ -1,0 +1,71 @@
+//! The producer's errors: every variant names the file it concerns, so a message printed on its
+//! own tells the user where to look. Errors about single job lines are not here: they are
+//! [`schemas::JobError`]s collected in a [`crate::ValidationReport`].
+
+use std::path::PathBuf;
+
+/// Why reading a job file, writing a rejects file or handling a manifest failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The file could not be opened, read, written or renamed.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file concerned.
+        file: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading failed part-way through a JSONL file; `line` is the line being read.
+    #[error("{}:{line}: read error: {source}", file.display())]
+    ReadAt {
+        /// The file concerned.
+        file: PathBuf,
+        /// 1-based number of the line that could not be read.
+        line: usize,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Parquet file is not readable: not Parquet, corrupt, or a column type offpeak cannot
+    /// turn into JSON.
+    #[error("{}: cannot read Parquet: {reason}", file.display())]
+    Parquet {
+        /// The file concerned.
+        file: PathBuf,
+        /// What went wrong, including the rows concerned when known.
+        reason: String,
+    },
+    /// The file holds more valid jobs than [`crate::ReadOptions::max_jobs`] allows; reading stopped
+    /// at the first job over the limit.
+    #[error("{}: more than {limit} jobs (the limit); split the file or raise the limit", file.display())]
+    TooManyJobs {
+        /// The file concerned.
+        file: PathBuf,
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// A run manifest exists but is not a valid manifest.
+    #[error("{}: invalid run manifest: {reason}", file.display())]
+    Manifest {
+        /// The manifest file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run id that cannot name a `run=<run_id>` directory.
+    #[error("{reason}")]
+    InvalidRunId {
+        /// Why it was refused (names the run id).
+        reason: String,
+    },
+}
+
+impl ProducerError {
+    pub(crate) fn io(file: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ProducerError::Io {
+            file: file.into(),
+            source,
+        }
+    }
+}

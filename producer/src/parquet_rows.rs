@@ -1,0 +1,149 @@
+//! Parquet job files: each row becomes the JSON object its JSONL line would have been, so
+//! [`schemas::JobParser`] validates both formats alike.
+//!
+//! Columns are named like the JSONL fields; nested columns (`messages` as list<struct<role,
+//! content>>, `metadata` or `body` as structs) map to JSON naturally, and the fields that hold
+//! JSON objects or lists may also be string columns holding JSON text (`messages`, `metadata`,
+//! OpenAI-batch `body`, …). Null cells are left out, as if the field were absent. Rows are read
+//! batch by batch, never as one batch.
+
+use crate::read::Collector;
+use crate::ProducerError;
+use arrow::array::make_array;
+use arrow::datatypes::{DataType, Schema};
+use arrow::error::ArrowError;
+use arrow::json::writer::{LineDelimited, WriterBuilder};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use schemas::JobError;
+use serde_json::Value;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rows per batch: large enough to amortise decoding, small enough to keep memory flat.
+const BATCH_ROWS: usize = 4096;
+
+/// Fields that may come as a string column holding JSON. All of them must be objects or lists
+/// in a job, so a string there can only mean encoded JSON. (`stop` and `tool_choice` are not
+/// listed: plain strings are valid values for them.)
+const JSON_TEXT_FIELDS: &[&str] = &[
+    "messages",
+    "metadata",
+    "body",
+    "tools",
+    "response_format",
+    "logit_bias",
+];
+
+/// Reads every row of the Parquet file at `path` into `collector`.
+pub(crate) fn read_parquet(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
+    let parquet_err = |reason: String| ProducerError::Parquet {
+        file: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| ProducerError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| parquet_err(e.to_string()))?
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| parquet_err(e.to_string()))?;
+    let mut row = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err(format!("rows after {row}: {e}")))?;
+        let first = row + 1;
+        let last = row + batch.num_rows();
+        let text = batch_to_json_lines(&batch).map_err(|e| {
+            parquet_err(format!("rows {first}-{last}: cannot convert to JSON: {e}"))
+        })?;
+        for raw in text.lines() {
+            row += 1;
+            let value = serde_json::from_str::<Value>(raw)
+                .map_err(|e| whole_row_error(row, format!("row is not valid JSON: {e}")))
+                .and_then(|v| decode_json_text_fields(row, v));
+            collector.record_value(row, value, raw)?;
+        }
+        if row != last {
+            return Err(parquet_err(format!(
+                "rows {first}-{last}: converted {} rows instead of {}",
+                row + 1 - first,
+                batch.num_rows()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One JSON object per row, one row per line (JSON escapes newlines inside strings, so splitting
+/// on `\n` is safe). Timestamps become RFC 3339 strings in UTC; those without a time zone are
+/// taken as UTC.
+fn batch_to_json_lines(batch: &RecordBatch) -> Result<String, ArrowError> {
+    let batch = drop_timezones(batch)?;
+    let mut writer = WriterBuilder::new()
+        .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.fZ".to_string())
+        .build::<_, LineDelimited>(Vec::new());
+    writer.write(&batch)?;
+    writer.finish()?;
+    String::from_utf8(writer.into_inner())
+        .map_err(|e| ArrowError::JsonError(format!("not UTF-8: {e}")))
+}
+
+/// Timestamp values are UTC instants whatever the column's time zone, which only affects
+/// display; dropping it lets every zone name through (arrow-json would otherwise need the tz
+/// database to format `"UTC"` or `"Europe/Paris"` columns, as pandas writes them). Top-level
+/// columns only: a job's timestamps (`deadline`) are top-level fields.
+fn drop_timezones(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let zoned = |dt: &DataType| matches!(dt, DataType::Timestamp(_, Some(_)));
+    if !batch.schema().fields().iter().any(|f| zoned(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(_)) => {
+                let naive = DataType::Timestamp(*unit, None);
+                let data = column
+                    .to_data()
+                    .into_builder()
+                    .data_type(naive.clone())
+                    .build()?;
+                fields.push(field.as_ref().clone().with_data_type(naive));
+                columns.push(make_array(data));
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Replaces string cells of [`JSON_TEXT_FIELDS`] with the JSON they hold.
+fn decode_json_text_fields(row: usize, mut value: Value) -> Result<Value, JobError> {
+    let Value::Object(obj) = &mut value else {
+        return Err(whole_row_error(row, "row did not convert to a JSON object"));
+    };
+    for field in JSON_TEXT_FIELDS {
+        if let Some(Value::String(text)) = obj.get(*field) {
+            let decoded = serde_json::from_str::<Value>(text).map_err(|e| JobError {
+                line: row,
+                field: (*field).to_string(),
+                reason: format!(
+                    "a string column here must hold JSON, and this is not valid JSON: {e}"
+                ),
+            })?;
+            obj.insert((*field).to_string(), decoded);
+        }
+    }
+    Ok(value)
+}
+
+fn whole_row_error(row: usize, reason: impl Into<String>) -> JobError {
+    JobError {
+        line: row,
+        field: "-".into(),
+        reason: reason.into(),
+    }
+}

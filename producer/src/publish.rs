@@ -1,0 +1,43 @@
+//! Publishing validated jobs: one message per job, many confirmations outstanding at once but a
+//! bounded number (back-pressure: a slow broker slows the producer instead of growing memory).
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, TryStreamExt};
+use queue::{Queue, QueueError};
+use schemas::{Catalog, Envelope, Job, RunId};
+
+/// Publishes `jobs` for `run_id`, `in_flight` unconfirmed at most, calling `progress` with the
+/// count confirmed so far. Each envelope records the cheapest expected cost at submission.
+pub async fn publish_jobs(
+    queue: &dyn Queue,
+    run_id: &RunId,
+    jobs: impl IntoIterator<Item = Job>,
+    submitted_at: DateTime<Utc>,
+    catalog: &Catalog,
+    in_flight: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, QueueError> {
+    let done = std::sync::atomic::AtomicU64::new(0);
+    stream::iter(jobs.into_iter().map(|job| {
+        let mut env = Envelope::new(run_id.clone(), submitted_at, job);
+        env.cheapest_at_submit_usd = catalog
+            .cheapest_expected_cost(&env.job, submitted_at)
+            .map(|u| u.0);
+        Ok::<_, QueueError>(env)
+    }))
+    .try_for_each_concurrent(in_flight.max(1), |env| {
+        let done = &done;
+        async move {
+            let payload = Bytes::from(env.to_bytes());
+            queue
+                .publish(run_id.as_str(), &env.dedup_id(), payload)
+                .await?;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(n);
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(done.into_inner())
+}

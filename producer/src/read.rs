@@ -1,0 +1,204 @@
+//! Reading a job file into a [`ValidationReport`]: every line (JSONL) or row (Parquet) is parsed
+//! and validated by [`schemas::JobParser`], so both formats give the same errors, and the whole
+//! file is checked before anything is published (DESIGN §2).
+
+use crate::parquet_rows;
+use crate::report::{RejectedLine, ValidationReport};
+use crate::ProducerError;
+use schemas::{JobDefaults, JobError, JobParser};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// How to read and validate a job file.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Deadline, priority and submission time for jobs that do not set them.
+    pub defaults: JobDefaults,
+    /// The catalog's canonical model names; a job naming another model is rejected. `None`
+    /// accepts any model name.
+    pub known_models: Option<HashSet<String>>,
+    /// Refuse the file (with [`ProducerError::TooManyJobs`]) once it holds more valid jobs than
+    /// this; `None` means no limit.
+    pub max_jobs: Option<usize>,
+}
+
+impl ReadOptions {
+    /// Options with the given defaults, any model accepted and no job limit.
+    pub fn new(defaults: JobDefaults) -> Self {
+        ReadOptions {
+            defaults,
+            known_models: None,
+            max_jobs: None,
+        }
+    }
+}
+
+/// The layout of a job file, which decides how errors are located (`file:line` or `row N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON object per line, native or OpenAI Batch (detected per line).
+    Jsonl,
+    /// One job per row.
+    Parquet,
+}
+
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+const UTF8_BOM: &str = "\u{feff}";
+
+/// Reads and validates the whole job file at `path`.
+///
+/// The file is Parquet when its extension is `.parquet` or it starts with the `PAR1` magic, and
+/// JSONL otherwise. Every line or row is validated; valid jobs land in
+/// [`ValidationReport::jobs`] in file order and each invalid one in [`ValidationReport::errors`]
+/// with its 1-based line or row number, the field at fault and the original text. Blank JSONL
+/// lines are skipped (but counted for line numbers).
+///
+/// Errors: the file cannot be opened or read ([`ProducerError::Io`], [`ProducerError::ReadAt`]
+/// with the line), the Parquet file is unreadable ([`ProducerError::Parquet`]), or it holds more
+/// than [`ReadOptions::max_jobs`] valid jobs ([`ProducerError::TooManyJobs`]; reading stops there).
+/// This is blocking I/O.
+pub fn read_job_file(path: &Path, opts: ReadOptions) -> Result<ValidationReport, ProducerError> {
+    let format = detect_format(path)?;
+    let mut collector = Collector::new(path, format, opts);
+    match format {
+        InputFormat::Jsonl => read_jsonl(path, &mut collector)?,
+        InputFormat::Parquet => parquet_rows::read_parquet(path, &mut collector)?,
+    }
+    Ok(collector.report)
+}
+
+fn detect_format(path: &Path) -> Result<InputFormat, ProducerError> {
+    let by_extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if by_extension {
+        return Ok(InputFormat::Parquet);
+    }
+    let mut head = Vec::with_capacity(PARQUET_MAGIC.len());
+    File::open(path)
+        .and_then(|f| f.take(PARQUET_MAGIC.len() as u64).read_to_end(&mut head))
+        .map_err(|e| ProducerError::io(path, e))?;
+    Ok(if head == PARQUET_MAGIC {
+        InputFormat::Parquet
+    } else {
+        InputFormat::Jsonl
+    })
+}
+
+fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
+    let file = File::open(path).map_err(|e| ProducerError::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut line = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| ProducerError::ReadAt {
+                file: path.to_path_buf(),
+                line: line + 1,
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(text) => {
+                let text = if line == 1 {
+                    text.trim_start_matches(UTF8_BOM)
+                } else {
+                    text
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let parsed = collector.parser.parse_line(line, text);
+                collector.record(parsed, text)?;
+            }
+            Err(e) => {
+                let error = JobError {
+                    line,
+                    field: "-".into(),
+                    reason: format!(
+                        "not valid UTF-8 (at byte {} of the line)",
+                        e.valid_up_to() + 1
+                    ),
+                };
+                collector.record(Err(error), &String::from_utf8_lossy(&buf))?;
+            }
+        }
+    }
+}
+
+/// Accumulates the outcome of each line or row into the report and enforces `max_jobs`.
+pub(crate) struct Collector {
+    pub(crate) parser: JobParser,
+    report: ValidationReport,
+    path: PathBuf,
+    max_jobs: Option<usize>,
+}
+
+impl Collector {
+    fn new(path: &Path, format: InputFormat, opts: ReadOptions) -> Self {
+        Collector {
+            parser: JobParser::new(opts.defaults, opts.known_models),
+            report: ValidationReport {
+                file: path.display().to_string(),
+                format,
+                jobs: Vec::new(),
+                errors: Vec::new(),
+                lines: 0,
+            },
+            path: path.to_path_buf(),
+            max_jobs: opts.max_jobs,
+        }
+    }
+
+    /// Validates one row given as JSON; `raw` is the row's JSON text, kept for the rejects file.
+    pub(crate) fn record_value(
+        &mut self,
+        row: usize,
+        value: Result<Value, JobError>,
+        raw: &str,
+    ) -> Result<(), ProducerError> {
+        let parsed = value.and_then(|v| self.parser.parse_value(row, v));
+        self.record(parsed, raw)
+    }
+
+    fn record(
+        &mut self,
+        parsed: Result<schemas::Job, JobError>,
+        raw: &str,
+    ) -> Result<(), ProducerError> {
+        self.report.lines += 1;
+        match parsed {
+            Ok(job) => {
+                if let Some(limit) = self.max_jobs {
+                    if self.report.jobs.len() >= limit {
+                        return Err(ProducerError::TooManyJobs {
+                            file: self.path.clone(),
+                            limit,
+                        });
+                    }
+                }
+                self.report.jobs.push(job);
+            }
+            Err(error) => self.report.errors.push(RejectedLine {
+                error,
+                raw: raw.to_string(),
+            }),
+        }
+        Ok(())
+    }
+}

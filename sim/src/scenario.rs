@@ -1,0 +1,297 @@
+//! The scenario: which providers the simulator hosts and how each one behaves (latency, limits,
+//! injected errors, rate-limited and outage windows). Read from TOML or derived from a catalog.
+
+use crate::SimError;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+/// Everything the simulator serves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Seed for every random choice (latency jitter, injected errors, completion text).
+    /// Absent means 0: runs are deterministic unless a seed says otherwise.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The simulated providers; each is served under `/<name>/v1/…`.
+    #[serde(default)]
+    pub providers: Vec<SimProvider>,
+}
+
+/// Which HTTP API a simulated provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimKind {
+    /// OpenAI chat completions (`POST /v1/chat/completions`, `GET /v1/models`).
+    Openai,
+    /// Anthropic messages (`POST /v1/messages`, `GET /v1/models`).
+    Anthropic,
+}
+
+/// One simulated provider account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimProvider {
+    /// Path prefix and catalog name: served at `http://HOST:PORT/<name>/v1`.
+    pub name: String,
+    /// The API dialect.
+    pub kind: SimKind,
+    /// When set, requests must carry this key (`Authorization: Bearer` for OpenAI; `x-api-key`,
+    /// or the bearer token recent official clients send, for Anthropic) or get a 401 with the
+    /// provider's real error body.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Model ids served; any other id gets a 404 in the provider's real error shape.
+    pub models: Vec<String>,
+    /// Base latency of a successful answer, in milliseconds.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: f64,
+    /// Extra latency per generated token, in milliseconds.
+    #[serde(default)]
+    pub per_output_token_ms: f64,
+    /// Uniform jitter as a fraction of `latency_ms` (0.1 = ±10 %).
+    #[serde(default)]
+    pub jitter: f64,
+    /// Requests per minute: a token bucket of capacity `rpm` refilled at `rpm/60` per second.
+    /// Exceeding it answers 429 with `Retry-After`.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute, counting prompt tokens plus `max_tokens`; same bucket rules as `rpm`.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests in flight at once; one more gets a 429.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Probability per request of answering with the given status (keys are status codes such
+    /// as `"500"`, `"503"`, `"529"`); the probabilities must sum to at most 1.
+    #[serde(default)]
+    pub errors: BTreeMap<String, f64>,
+    /// Windows (seconds since server start) in which every request gets a 429 whose
+    /// `Retry-After` is the time left in the window.
+    #[serde(default)]
+    pub rate_limited: Vec<Window>,
+    /// Windows (seconds since server start) in which every request gets a 503.
+    #[serde(default)]
+    pub outages: Vec<Window>,
+    /// Informational price in dollars per million input tokens.
+    #[serde(default)]
+    pub input_per_mtok: Option<f64>,
+    /// Informational price in dollars per million output tokens.
+    #[serde(default)]
+    pub output_per_mtok: Option<f64>,
+}
+
+fn default_latency_ms() -> f64 {
+    20.0
+}
+
+/// A span of time in seconds since the server started: `from_s <= t < to_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start, seconds since server start (inclusive).
+    pub from_s: f64,
+    /// End, seconds since server start (exclusive).
+    pub to_s: f64,
+}
+
+impl Window {
+    /// Whether `t` (seconds since start) falls in the window.
+    pub fn contains(&self, t: f64) -> bool {
+        t >= self.from_s && t < self.to_s
+    }
+}
+
+impl SimProvider {
+    /// A provider with the given name, kind and models and otherwise default behaviour
+    /// (20 ms latency, no limits, no errors).
+    pub fn new(name: &str, kind: SimKind, models: &[&str]) -> SimProvider {
+        SimProvider {
+            name: name.to_string(),
+            kind,
+            api_key: None,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            latency_ms: default_latency_ms(),
+            per_output_token_ms: 0.0,
+            jitter: 0.0,
+            rpm: None,
+            tpm: None,
+            concurrency: None,
+            errors: BTreeMap::new(),
+            rate_limited: Vec::new(),
+            outages: Vec::new(),
+            input_per_mtok: None,
+            output_per_mtok: None,
+        }
+    }
+
+    /// The injected error statuses with their probabilities, parsed from `errors`.
+    pub(crate) fn error_table(&self) -> Vec<(u16, f64)> {
+        self.errors
+            .iter()
+            .filter_map(|(k, p)| k.parse::<u16>().ok().map(|s| (s, *p)))
+            .collect()
+    }
+}
+
+impl Scenario {
+    /// Parses and checks a scenario; `file_name` names it in errors.
+    pub fn from_toml(file_name: &str, text: &str) -> Result<Scenario, SimError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|source| SimError::Toml {
+            file: file_name.to_string(),
+            source: Box::new(source),
+        })?;
+        scenario.check().map_err(|reason| SimError::Invalid {
+            file: file_name.to_string(),
+            reason,
+        })?;
+        Ok(scenario)
+    }
+
+    /// One simulated provider per catalog provider: same name and kind (Gemini is simulated as
+    /// OpenAI), the catalog's model ids, prices and limits, 20 ms latency, no errors or outages.
+    pub fn from_catalog(catalog: &schemas::Catalog) -> Scenario {
+        let providers = catalog
+            .providers
+            .iter()
+            .map(|p| {
+                let kind = match p.kind {
+                    schemas::ProviderKind::Anthropic => SimKind::Anthropic,
+                    schemas::ProviderKind::Openai | schemas::ProviderKind::Gemini => {
+                        SimKind::Openai
+                    }
+                };
+                let ids: Vec<&str> = p.models.iter().map(|m| m.id.as_str()).collect();
+                let mut sp = SimProvider::new(&p.name, kind, &ids);
+                sp.rpm = p.limits.rpm;
+                sp.tpm = p.limits.tpm;
+                sp.concurrency = p.limits.concurrency;
+                let price = p.models.first().map(|m| m.base_price());
+                sp.input_per_mtok = price.map(|p| p.input_per_mtok);
+                sp.output_per_mtok = price.map(|p| p.output_per_mtok);
+                sp
+            })
+            .collect();
+        Scenario {
+            seed: None,
+            providers,
+        }
+    }
+
+    /// Checks what serde cannot: unique URL-safe names, sane numbers, known error statuses.
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for p in &self.providers {
+            let n = &p.name;
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "provider name {n:?} must be non-empty [A-Za-z0-9._-]"
+                ));
+            }
+            if !names.insert(n.as_str()) {
+                return Err(format!("provider {n:?} is listed twice"));
+            }
+            if p.models.is_empty() {
+                return Err(format!("provider {n:?} lists no models"));
+            }
+            let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+            if !finite_nonneg(p.latency_ms) || !finite_nonneg(p.per_output_token_ms) {
+                return Err(format!("provider {n:?}: latencies must be >= 0"));
+            }
+            if !(0.0..=1.0).contains(&p.jitter) {
+                return Err(format!("provider {n:?}: jitter must be within 0..=1"));
+            }
+            if p.rpm == Some(0) || p.tpm == Some(0) || p.concurrency == Some(0) {
+                return Err(format!(
+                    "provider {n:?}: rpm, tpm and concurrency must be > 0"
+                ));
+            }
+            let mut total = 0.0;
+            for (status, prob) in &p.errors {
+                match status.parse::<u16>() {
+                    Ok(s) if (400..600).contains(&s) => {}
+                    _ => {
+                        return Err(format!(
+                            "provider {n:?}: errors key {status:?} is not a 4xx/5xx status"
+                        ))
+                    }
+                }
+                if !(0.0..=1.0).contains(prob) {
+                    return Err(format!(
+                        "provider {n:?}: errors[{status}] must be within 0..=1"
+                    ));
+                }
+                total += prob;
+            }
+            if total > 1.0 + 1e-9 {
+                return Err(format!(
+                    "provider {n:?}: error probabilities sum to {total} > 1"
+                ));
+            }
+            for w in p.rate_limited.iter().chain(&p.outages) {
+                if !(w.from_s.is_finite() && w.to_s.is_finite() && w.from_s <= w.to_s) {
+                    return Err(format!(
+                        "provider {n:?}: window {w:?} must have from_s <= to_s"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_parses_every_documented_field() {
+        let text = r#"
+seed = 42
+[[providers]]
+name = "deepseek"
+kind = "openai"
+api_key = "sk-test"
+models = ["deepseek-chat"]
+latency_ms = 50
+per_output_token_ms = 0.0
+jitter = 0.1
+rpm = 600
+tpm = 1000000
+concurrency = 64
+errors = { "500" = 0.02, "503" = 0.01, "529" = 0.0 }
+rate_limited = [{ from_s = 0, to_s = 20 }]
+outages = [{ from_s = 30, to_s = 60 }]
+input_per_mtok = 0.27
+output_per_mtok = 1.10
+"#;
+        let s = Scenario::from_toml("s.toml", text).unwrap();
+        assert_eq!(s.seed, Some(42));
+        assert_eq!(s.providers[0].rpm, Some(600));
+        assert_eq!(s.providers[0].error_table().len(), 3);
+        assert_eq!(
+            s.providers[0].outages[0],
+            Window {
+                from_s: 30.0,
+                to_s: 60.0
+            }
+        );
+    }
+
+    #[test]
+    fn scenario_rejects_unknown_fields_and_bad_error_tables() {
+        let unknown = "[[providers]]\nname='a'\nkind='openai'\nmodels=['m']\nbogus=1\n";
+        let e = Scenario::from_toml("s.toml", unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml") && e.contains("bogus"), "{e}");
+        let bad =
+            "[[providers]]\nname='a'\nkind='openai'\nmodels=['m']\nerrors={'500'=0.7,'503'=0.6}\n";
+        let e = Scenario::from_toml("s.toml", bad).unwrap_err().to_string();
+        assert!(e.contains("sum"), "{e}");
+    }
+}

@@ -1,0 +1,324 @@
+//! The HTTP side: routes `/<provider>/v1/…` to the provider's state and runs every request
+//! through the same gauntlet a real provider applies — key, request validation, model,
+//! outage and rate-limited windows, concurrency, token buckets, injected errors, latency — before
+//! the dialect module (OpenAI or Anthropic) writes the answer in its API's shape.
+
+use crate::limiter::{retry_after_secs, InFlight, Limits};
+use crate::scenario::{Scenario, SimKind, SimProvider};
+use crate::text::{self, fnv1a, SplitMix};
+use crate::{anthropic, openai, ProviderStats};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A request the dialect module has read and checked.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub model: String,
+    /// The text of every message (and of the Anthropic `system` prompt), in order.
+    pub texts: Vec<String>,
+    /// `max_tokens` or `max_completion_tokens`, else the default.
+    pub max_tokens: u64,
+}
+
+/// Why a request is not answered with a completion.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// Malformed request; the message says what is wrong.
+    BadRequest(String),
+    /// The model id is not served by this provider.
+    ModelNotFound(String),
+    /// A rate limit refused the request; retry after this many whole seconds.
+    RateLimited { retry_after_s: u64, what: String },
+    /// A scripted error status (injected error or outage).
+    Status(u16),
+    /// No such route.
+    NotFound(String),
+}
+
+/// What the server knows about one provider while running.
+pub(crate) struct ProviderState {
+    pub spec: SimProvider,
+    errors: Vec<(u16, f64)>,
+    limits: Mutex<Limits>,
+    in_flight: Arc<InFlight>,
+    rng: Mutex<SplitMix>,
+    requests: AtomicU64,
+    ok: AtomicU64,
+    rate_limited: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ProviderState {
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> ProviderStats {
+        ProviderStats {
+            requests: self.requests.load(Ordering::SeqCst),
+            ok: self.ok.load(Ordering::SeqCst),
+            rate_limited: self.rate_limited.load(Ordering::SeqCst),
+            errors: self.failed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A uniform number in [0, 1) from this provider's seeded generator.
+    fn uniform(&self) -> f64 {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The whole server's state.
+pub(crate) struct SimState {
+    start: Instant,
+    seed: u64,
+    next_id: AtomicU64,
+    pub providers: HashMap<String, Arc<ProviderState>>,
+}
+
+impl SimState {
+    pub(crate) fn new(scenario: Scenario) -> SimState {
+        let now = Instant::now();
+        let seed = scenario.seed.unwrap_or(0);
+        let providers = scenario
+            .providers
+            .into_iter()
+            .map(|spec| {
+                let state = ProviderState {
+                    errors: spec.error_table(),
+                    limits: Mutex::new(Limits::new(spec.rpm, spec.tpm, now)),
+                    in_flight: Arc::new(InFlight::default()),
+                    rng: Mutex::new(SplitMix::new(seed ^ fnv1a(&[spec.name.as_bytes()]))),
+                    requests: AtomicU64::new(0),
+                    ok: AtomicU64::new(0),
+                    rate_limited: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    spec,
+                };
+                (state.spec.name.clone(), Arc::new(state))
+            })
+            .collect();
+        SimState {
+            start: now,
+            seed,
+            next_id: AtomicU64::new(1),
+            providers,
+        }
+    }
+
+    /// A fresh id suffix, unique within this server.
+    pub(crate) fn new_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        text::hex_id(&mut SplitMix::new(
+            self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ))
+    }
+}
+
+/// The router for every provider of `state`.
+pub(crate) fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/{provider}/v1/chat/completions", post(openai_chat))
+        .route("/{provider}/v1/messages", post(anthropic_messages))
+        .route("/{provider}/v1/models", get(models))
+        .fallback(|| async { openai::failure(&Failure::NotFound("Invalid URL".into())) })
+        .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
+        .with_state(state)
+}
+
+async fn openai_chat(
+    State(st): State<Arc<SimState>>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    complete(&st, &provider, SimKind::Openai, &headers, &body).await
+}
+
+async fn anthropic_messages(
+    State(st): State<Arc<SimState>>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    complete(&st, &provider, SimKind::Anthropic, &headers, &body).await
+}
+
+async fn models(
+    State(st): State<Arc<SimState>>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(p) = st.providers.get(&provider) else {
+        return openai::failure(&Failure::NotFound(format!("no provider {provider:?}")));
+    };
+    let kind = p.spec.kind;
+    let result = if authorized(kind, &p.spec, &headers) {
+        Ok(match kind {
+            SimKind::Openai => openai::models(&p.spec),
+            SimKind::Anthropic => anthropic::models(&p.spec),
+        })
+    } else {
+        Err(Failure::Unauthorized)
+    };
+    finish(&st, kind, result)
+}
+
+/// Serves one completion request and counts its outcome in the provider's stats.
+async fn complete(
+    st: &SimState,
+    provider: &str,
+    kind: SimKind,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let p = match st.providers.get(provider) {
+        Some(p) if p.spec.kind == kind => p,
+        _ => {
+            let f = Failure::NotFound(format!(
+                "no {kind:?} provider {provider:?} in this simulator"
+            ));
+            return finish(st, kind, Err(f));
+        }
+    };
+    p.requests.fetch_add(1, Ordering::SeqCst);
+    let result = serve(st, p, kind, headers, body).await;
+    match &result {
+        Ok(_) => &p.ok,
+        Err(Failure::RateLimited { .. }) => &p.rate_limited,
+        Err(_) => &p.failed,
+    }
+    .fetch_add(1, Ordering::SeqCst);
+    finish(st, kind, result)
+}
+
+fn authorized(kind: SimKind, spec: &SimProvider, headers: &HeaderMap) -> bool {
+    let Some(key) = &spec.api_key else {
+        return true;
+    };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Anthropic takes `x-api-key`, and recent official clients send the key as a bearer token.
+    let x_api_key = match kind {
+        SimKind::Openai => None,
+        SimKind::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+    };
+    [bearer, x_api_key]
+        .into_iter()
+        .flatten()
+        .any(|g| g.trim() == key)
+}
+
+async fn serve(
+    st: &SimState,
+    p: &ProviderState,
+    kind: SimKind,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Failure> {
+    if !authorized(kind, &p.spec, headers) {
+        return Err(Failure::Unauthorized);
+    }
+    let req = match kind {
+        SimKind::Openai => openai::parse(body)?,
+        SimKind::Anthropic => anthropic::parse(headers, body)?,
+    };
+    if !p.spec.models.contains(&req.model) {
+        return Err(Failure::ModelNotFound(req.model));
+    }
+    let t = st.start.elapsed().as_secs_f64();
+    if p.spec.outages.iter().any(|w| w.contains(t)) {
+        return Err(Failure::Status(503));
+    }
+    if let Some(w) = p.spec.rate_limited.iter().find(|w| w.contains(t)) {
+        let left = Duration::from_secs_f64((w.to_s - t).max(0.0));
+        return Err(Failure::RateLimited {
+            retry_after_s: retry_after_secs(left),
+            what: "requests per min (RPM)".into(),
+        });
+    }
+    let _slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
+        Failure::RateLimited {
+            retry_after_s: 1,
+            what: "concurrent requests".into(),
+        }
+    })?;
+    let prompt_tokens = text::prompt_tokens(&req.texts);
+    {
+        let mut limits = p.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        limits
+            .admit(prompt_tokens + req.max_tokens, Instant::now())
+            .map_err(|(wait, what)| Failure::RateLimited {
+                retry_after_s: retry_after_secs(wait),
+                what: what.into(),
+            })?;
+    }
+    let mut roll = p.uniform();
+    for (status, prob) in &p.errors {
+        if roll < *prob {
+            return Err(Failure::Status(*status));
+        }
+        roll -= prob;
+    }
+    let gen = text::generate(&req.model, &req.texts, st.seed, req.max_tokens);
+    let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
+    let ms =
+        p.spec.latency_ms * (1.0 + jitter) + p.spec.per_output_token_ms * gen.output_tokens as f64;
+    if ms > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+    }
+    let id = st.new_id();
+    Ok(match kind {
+        SimKind::Openai => openai::success(&id, &req, &gen, prompt_tokens),
+        SimKind::Anthropic => anthropic::success(&id, &req, &gen, prompt_tokens),
+    })
+}
+
+/// Adds the headers every answer carries: the request id and, on 429, `Retry-After`.
+fn finish(st: &SimState, kind: SimKind, result: Result<Response, Failure>) -> Response {
+    let (mut resp, retry) = match result {
+        Ok(r) => (r, None),
+        Err(f) => {
+            let retry = match &f {
+                Failure::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+                Failure::Status(429) => Some(1),
+                _ => None,
+            };
+            let r = match kind {
+                SimKind::Openai => openai::failure(&f),
+                SimKind::Anthropic => anthropic::failure(&f),
+            };
+            (r, retry)
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(secs) = retry {
+        h.insert("retry-after", HeaderValue::from(secs));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("req_{}", st.new_id())) {
+        h.insert(
+            match kind {
+                SimKind::Openai => "x-request-id",
+                SimKind::Anthropic => "request-id",
+            },
+            v,
+        );
+    }
+    resp
+}
+
+/// A JSON response with the given status.
+pub(crate) fn json(status: u16, body: serde_json::Value) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(body)).into_response()
+}

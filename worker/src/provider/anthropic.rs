@@ -1,0 +1,242 @@
+//! Anthropic messages (`POST {base_url}/messages`): system messages become the top-level
+//! `system` prompt, `max_tokens` is always sent, OpenAI-only fields are dropped and `stop`
+//! becomes `stop_sequences`.
+
+use super::http::{self, Answer};
+use super::{ChatRequest, Completion, Provider, ProviderError};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// The API version sent in `anthropic-version`.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `max_tokens` when neither the job nor its params give one (the API requires it).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// OpenAI request fields the messages API rejects.
+const DROPPED: &[&str] = &[
+    "seed",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "user",
+    "parallel_tool_calls",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "stop",
+    "stream",
+    "stream_options",
+];
+
+/// A client for one Anthropic account.
+pub struct AnthropicProvider {
+    name: String,
+    url: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl AnthropicProvider {
+    /// A client for the provider `name` at `base_url` (e.g. `https://api.anthropic.com/v1`);
+    /// without a key no `x-api-key` header is sent.
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        api_key: Option<String>,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Self {
+        AnthropicProvider {
+            name: name.to_string(),
+            url: format!("{}/messages", base_url.trim_end_matches('/')),
+            api_key,
+            http,
+            timeout,
+        }
+    }
+}
+
+/// The request body for `req`.
+pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
+    let mut body: Map<String, Value> = req
+        .params
+        .iter()
+        .filter(|(k, _)| !DROPPED.contains(&k.as_str()) && k.as_str() != "system")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // OpenAI's `stop` is a string or a list; Anthropic wants a list.
+    match req.params.get("stop") {
+        Some(Value::String(s)) => {
+            body.insert(
+                "stop_sequences".into(),
+                Value::Array(vec![Value::String(s.clone())]),
+            );
+        }
+        Some(list @ Value::Array(_)) => {
+            body.insert("stop_sequences".into(), list.clone());
+        }
+        _ => {}
+    }
+    let mut system: Vec<String> = req
+        .params
+        .get("system")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        if m.role == "system" || m.role == "developer" {
+            system.push(m.text());
+        } else {
+            messages.push(serde_json::to_value(m).unwrap_or(Value::Null));
+        }
+    }
+    if !system.is_empty() {
+        body.insert("system".into(), Value::String(system.join("\n\n")));
+    }
+    let max_tokens = req
+        .max_tokens
+        .or_else(|| {
+            let n = req
+                .params
+                .get("max_completion_tokens")
+                .and_then(Value::as_u64)?;
+            u32::try_from(n).ok()
+        })
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    body.insert("model".into(), Value::String(req.model_id.clone()));
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("max_tokens".into(), Value::from(max_tokens));
+    body
+}
+
+#[derive(Deserialize)]
+struct Response {
+    content: Vec<Block>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    usage: Usage,
+}
+
+#[derive(Deserialize)]
+struct Block {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// Reads a 2xx answer into a [`Completion`]. Input tokens include cache writes and reads, so
+/// they count the whole prompt.
+fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
+    let resp: Response = serde_json::from_slice(&answer.body)
+        .map_err(|e| answer.malformed(provider, &e.to_string()))?;
+    let text = resp
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect::<Vec<_>>()
+        .join("");
+    let u = &resp.usage;
+    Ok(Completion {
+        text,
+        finish_reason: resp.stop_reason,
+        input_tokens: u.input_tokens
+            + u.cache_creation_input_tokens.unwrap_or(0)
+            + u.cache_read_input_tokens.unwrap_or(0),
+        output_tokens: u.output_tokens,
+        response_json: String::from_utf8_lossy(&answer.body).into_owned(),
+        request_id: answer.request_id.clone(),
+    })
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(&request_body(req));
+        if let Some(key) = &self.api_key {
+            builder = builder.header("x-api-key", key);
+        }
+        let answer = http::send(&self.name, builder, self.timeout).await?;
+        if !answer.is_success() {
+            let texts: Vec<String> = req.messages.iter().map(|m| m.text()).collect();
+            return Err(answer.error(&self.name, &super::secrets(self.api_key.as_deref(), &texts)));
+        }
+        parse(&self.name, &answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(messages: Value, max_tokens: Option<u32>, params: Value) -> ChatRequest {
+        ChatRequest {
+            model_id: "claude".into(),
+            messages: serde_json::from_value(messages).unwrap(),
+            max_tokens,
+            params: serde_json::from_value(params).unwrap(),
+        }
+    }
+
+    #[test]
+    fn system_messages_are_lifted_and_openai_only_params_dropped() {
+        let r = req(
+            json!([{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"},
+                   {"role": "system", "content": [{"type": "text", "text": "and kind"}]}]),
+            None,
+            json!({"temperature": 0.2, "seed": 1, "response_format": {"type": "json_object"}, "stop": "END", "top_k": 5}),
+        );
+        let body = Value::Object(request_body(&r));
+        assert_eq!(
+            body,
+            json!({
+                "model": "claude", "max_tokens": DEFAULT_MAX_TOKENS, "system": "be terse\n\nand kind",
+                "messages": [{"role": "user", "content": "hi"}],
+                "temperature": 0.2, "top_k": 5, "stop_sequences": ["END"]
+            })
+        );
+    }
+
+    #[test]
+    fn max_tokens_comes_from_the_job_then_max_completion_tokens() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let b = request_body(&req(
+            msgs.clone(),
+            Some(10),
+            json!({"max_completion_tokens": 20}),
+        ));
+        assert_eq!(b["max_tokens"], 10);
+        let b = request_body(&req(msgs, None, json!({"max_completion_tokens": 20})));
+        assert_eq!(b["max_tokens"], 20);
+        assert!(!b.contains_key("max_completion_tokens"));
+    }
+}

@@ -1,0 +1,171 @@
+//! OpenAI chat completions (`POST {base_url}/chat/completions`), which also covers vLLM,
+//! llama.cpp, Together, Groq, OpenRouter, DeepSeek and the other compatible servers.
+
+use super::http::{self, Answer};
+use super::{ChatRequest, Completion, Provider, ProviderError};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Fields never passed through: the client reads whole JSON answers, not event streams.
+const DROPPED: &[&str] = &["stream", "stream_options"];
+
+/// A client for one OpenAI-compatible provider account.
+pub struct OpenAiProvider {
+    name: String,
+    url: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl OpenAiProvider {
+    /// A client for the provider `name` at `base_url` (including the version path, e.g.
+    /// `https://api.openai.com/v1`); without a key no `Authorization` header is sent.
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        api_key: Option<String>,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Self {
+        OpenAiProvider {
+            name: name.to_string(),
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            http,
+            timeout,
+        }
+    }
+}
+
+/// The request body: the params first, then the fields the worker owns, so a param can never
+/// replace the model or the messages.
+pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
+    let mut body: Map<String, Value> = req
+        .params
+        .iter()
+        .filter(|(k, _)| !DROPPED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    body.insert("model".into(), Value::String(req.model_id.clone()));
+    body.insert(
+        "messages".into(),
+        serde_json::to_value(&req.messages).unwrap_or(Value::Null),
+    );
+    if let Some(n) = req.max_tokens {
+        body.insert("max_tokens".into(), Value::from(n));
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct Response {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// Reads a 2xx answer into a [`Completion`].
+fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
+    let resp: Response = serde_json::from_slice(&answer.body)
+        .map_err(|e| answer.malformed(provider, &e.to_string()))?;
+    let choice = resp
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| answer.malformed(provider, "no choices"))?;
+    let text = match choice.message.content {
+        Some(Value::String(s)) => s,
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    let usage = resp.usage.unwrap_or_else(|| {
+        tracing::warn!(provider, "response has no usage; counting zero tokens");
+        Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    });
+    Ok(Completion {
+        text,
+        finish_reason: choice.finish_reason,
+        input_tokens: usage.prompt_tokens,
+        output_tokens: usage.completion_tokens,
+        response_json: String::from_utf8_lossy(&answer.body).into_owned(),
+        request_id: answer.request_id.clone(),
+    })
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let mut builder = self.http.post(&self.url).json(&request_body(req));
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let answer = http::send(&self.name, builder, self.timeout).await?;
+        if !answer.is_success() {
+            let texts: Vec<String> = req.messages.iter().map(|m| m.text()).collect();
+            return Err(answer.error(&self.name, &super::secrets(self.api_key.as_deref(), &texts)));
+        }
+        parse(&self.name, &answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_are_merged_at_top_level_but_cannot_replace_model_or_messages() {
+        let req = ChatRequest {
+            model_id: "m".into(),
+            messages: vec![serde_json::from_value(
+                json!({"role": "user", "content": "hi", "name": "x"}),
+            )
+            .unwrap()],
+            max_tokens: Some(7),
+            params: serde_json::from_value(
+                json!({"temperature": 0, "model": "evil", "stream": true}),
+            )
+            .unwrap(),
+        };
+        let body = Value::Object(request_body(&req));
+        assert_eq!(
+            body,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi", "name": "x"}], "max_tokens": 7, "temperature": 0})
+        );
+    }
+}
