@@ -53,6 +53,15 @@ pub enum ProducerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An `s3://` location is malformed, or the object store could not be reached or refused
+    /// the request.
+    #[error("{location}: {reason}")]
+    S3 {
+        /// The location as the user gave it (`s3://bucket/key`).
+        location: String,
+        /// What went wrong, with the store's error code and message when it answered.
+        reason: String,
+    },
     /// A run id that cannot name a `run=<run_id>` directory.
     #[error("{reason}")]
     InvalidRunId {

@@ -1,16 +1,22 @@
 //! Job-file readers (JSONL, OpenAI Batch JSONL, Parquet), whole-file validation, publishing and the run manifest.
 //!
 //! The reading side is synchronous (plain file I/O, no broker): call it from `spawn_blocking` in
-//! async code. It validates the whole file before anything is published (DESIGN §2).
+//! async code. It validates the whole file before anything is published (DESIGN §2). Job files
+//! may also be `s3://` objects: [`fetch_input`] downloads one to a temporary file first. The
+//! [`s3`] module builds the one S3 client configuration offpeak uses, here and in the worker.
 
 pub mod error;
+pub mod input;
 pub mod manifest;
 mod parquet_rows;
 pub mod publish;
 pub mod read;
 pub mod report;
+pub mod s3;
 
 pub use error::ProducerError;
+pub use input::{fetch_input, fetch_s3_input, InputFile};
 pub use manifest::{sha256_file, Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
-pub use read::{read_job_file, InputFormat, ReadOptions};
+pub use read::{read_job_file, read_job_file_named, InputFormat, ReadOptions};
 pub use report::{write_rejects, RejectedLine, ValidationReport};
+pub use s3::{S3Config, S3Url};

@@ -38,11 +38,12 @@ const JSON_TEXT_FIELDS: &[&str] = &[
 
 /// Reads every row of the Parquet file at `path` into `collector`.
 pub(crate) fn read_parquet(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
+    let name = collector.file().to_path_buf();
     let parquet_err = |reason: String| ProducerError::Parquet {
-        file: path.to_path_buf(),
+        file: name.clone(),
         reason,
     };
-    let file = File::open(path).map_err(|e| ProducerError::io(path, e))?;
+    let file = File::open(path).map_err(|e| ProducerError::io(&name, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| parquet_err(e.to_string()))?
         .with_batch_size(BATCH_ROWS)

@@ -61,8 +61,20 @@ const UTF8_BOM: &str = "\u{feff}";
 /// than [`ReadOptions::max_jobs`] valid jobs ([`ProducerError::TooManyJobs`]; reading stops there).
 /// This is blocking I/O.
 pub fn read_job_file(path: &Path, opts: ReadOptions) -> Result<ValidationReport, ProducerError> {
-    let format = detect_format(path)?;
-    let mut collector = Collector::new(path, format, opts);
+    read_job_file_named(path, &path.display().to_string(), opts)
+}
+
+/// Like [`read_job_file`], but the report and every error name the file `name` (the location
+/// the user gave, such as `s3://bucket/jobs.jsonl`) instead of `path`, the local copy actually
+/// read. A `.parquet` extension on either means Parquet.
+pub fn read_job_file_named(
+    path: &Path,
+    name: &str,
+    opts: ReadOptions,
+) -> Result<ValidationReport, ProducerError> {
+    let name = Path::new(name);
+    let format = detect_format(path, name)?;
+    let mut collector = Collector::new(name, format, opts);
     match format {
         InputFormat::Jsonl => read_jsonl(path, &mut collector)?,
         InputFormat::Parquet => parquet_rows::read_parquet(path, &mut collector)?,
@@ -70,18 +82,19 @@ pub fn read_job_file(path: &Path, opts: ReadOptions) -> Result<ValidationReport,
     Ok(collector.report)
 }
 
-fn detect_format(path: &Path) -> Result<InputFormat, ProducerError> {
-    let by_extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-    if by_extension {
+fn detect_format(path: &Path, name: &Path) -> Result<InputFormat, ProducerError> {
+    let is_parquet = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    };
+    if is_parquet(path) || is_parquet(name) {
         return Ok(InputFormat::Parquet);
     }
     let mut head = Vec::with_capacity(PARQUET_MAGIC.len());
     File::open(path)
         .and_then(|f| f.take(PARQUET_MAGIC.len() as u64).read_to_end(&mut head))
-        .map_err(|e| ProducerError::io(path, e))?;
+        .map_err(|e| ProducerError::io(name, e))?;
     Ok(if head == PARQUET_MAGIC {
         InputFormat::Parquet
     } else {
@@ -90,7 +103,7 @@ fn detect_format(path: &Path) -> Result<InputFormat, ProducerError> {
 }
 
 fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
-    let file = File::open(path).map_err(|e| ProducerError::io(path, e))?;
+    let file = File::open(path).map_err(|e| ProducerError::io(collector.file(), e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut buf = Vec::new();
     let mut line = 0usize;
@@ -99,7 +112,7 @@ fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerErro
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|source| ProducerError::ReadAt {
-                file: path.to_path_buf(),
+                file: collector.file().to_path_buf(),
                 line: line + 1,
                 source,
             })?;
@@ -145,11 +158,13 @@ fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerErro
 pub(crate) struct Collector {
     pub(crate) parser: JobParser,
     report: ValidationReport,
+    /// The file as errors name it.
     path: PathBuf,
     max_jobs: Option<usize>,
 }
 
 impl Collector {
+    /// `path` is the file as errors and the report name it.
     fn new(path: &Path, format: InputFormat, opts: ReadOptions) -> Self {
         Collector {
             parser: JobParser::new(opts.defaults, opts.known_models),
@@ -163,6 +178,11 @@ impl Collector {
             path: path.to_path_buf(),
             max_jobs: opts.max_jobs,
         }
+    }
+
+    /// The file as errors name it (the user's location, not necessarily the file read).
+    pub(crate) fn file(&self) -> &Path {
+        &self.path
     }
 
     /// Validates one row given as JSON; `raw` is the row's JSON text, kept for the rejects file.

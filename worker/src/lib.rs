@@ -7,6 +7,7 @@ pub mod flush;
 pub mod policy;
 pub mod provider;
 pub mod runner;
+pub mod s3;
 pub mod sink;
 pub mod stats;
 

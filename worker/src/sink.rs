@@ -39,6 +39,18 @@ pub trait ResultSink: Send + Sync {
     fn location(&self) -> String;
 }
 
+/// The sink for an output location: `s3://bucket/prefix` is an [`crate::s3::S3Sink`] with a
+/// client configured from the environment ([`producer::s3::S3Config::from_env`]); anything else
+/// is a local directory ([`LocalDirSink`]). Fails only on a malformed `s3://` location; nothing
+/// is contacted or created until the first write.
+pub async fn open_sink(output: &str) -> Result<std::sync::Arc<dyn ResultSink>, SinkError> {
+    if producer::s3::is_s3_location(output) {
+        Ok(std::sync::Arc::new(crate::s3::S3Sink::from_env(output).await?))
+    } else {
+        Ok(std::sync::Arc::new(LocalDirSink::new(output)))
+    }
+}
+
 /// Encodes rows as a zstd-compressed Parquet file.
 pub fn encode_parquet(rows: &[ResultRow]) -> Result<Vec<u8>, SinkError> {
     let batch = to_record_batch(rows).map_err(|e| SinkError::Parquet(e.to_string()))?;
