@@ -12,6 +12,51 @@ use worker::WorkerConfig;
 pub struct Config {
     /// Worker settings: concurrency, attempts, timeouts, policy, breaker, flushing.
     pub worker: WorkerConfig,
+    /// Broker topology: names and knobs (the URL is `--broker`).
+    pub broker: BrokerConfig,
+}
+
+/// The `[broker]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Prefix of every stream, subject and queue name, so fleets sharing a broker stay apart.
+    pub namespace: String,
+    /// NATS: de-duplication window of the jobs stream (seconds).
+    pub dedup_window_s: f64,
+    /// NATS: most messages delivered but unsettled across the fleet (deferred ones included).
+    pub max_ack_pending: i64,
+    /// RabbitMQ: TTLs of the delay queues used for deferral (seconds).
+    pub delay_tiers_s: Vec<f64>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let d = queue::BrokerOptions::default();
+        BrokerConfig {
+            namespace: d.namespace,
+            dedup_window_s: d.dedup_window.as_secs_f64(),
+            max_ack_pending: d.max_ack_pending,
+            delay_tiers_s: d.delay_tiers.iter().map(|t| t.as_secs_f64()).collect(),
+        }
+    }
+}
+
+impl Config {
+    /// The broker options this configuration asks for.
+    pub fn broker_options(&self) -> queue::BrokerOptions {
+        let b = &self.broker;
+        queue::BrokerOptions {
+            namespace: b.namespace.clone(),
+            dedup_window: std::time::Duration::from_secs_f64(b.dedup_window_s.max(0.0)),
+            max_ack_pending: b.max_ack_pending,
+            delay_tiers: b
+                .delay_tiers_s
+                .iter()
+                .map(|s| std::time::Duration::from_secs_f64(s.max(0.001)))
+                .collect(),
+        }
+    }
 }
 
 impl Config {

@@ -1,13 +1,20 @@
-//! `offpeak`: the one binary. Subcommands: `run` (local mode: the whole pipeline in one process)
-//! and `sim` (the provider simulator); the broker subcommands come with the fleet.
+//! `offpeak`: the one binary. Subcommands: `run` (local mode: the whole pipeline in one
+//! process), `submit`, `worker`, `status` and `results` (the fleet on a broker and an object
+//! store), and `sim` (the provider simulator).
 //!
 //! Exit codes scripts can rely on: 0 all jobs succeeded; 1 an operational error (I/O, config,
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
 //! finished but some jobs failed.
 
 mod config;
+mod input;
+mod results;
 mod run;
+mod status;
+mod store;
+mod submit;
 mod summary;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,6 +43,15 @@ enum Command {
     /// Local mode: validate a job file, route every job cost-first, and write Parquet results to
     /// a local directory — in one process, with an embedded queue and no servers.
     Run(run::RunArgs),
+    /// Validate a job file and enqueue one message per job on NATS JetStream or RabbitMQ.
+    Submit(submit::SubmitArgs),
+    /// Process jobs from the broker and store results as Parquet (S3 or a directory); run as
+    /// many as you like on the same broker.
+    Worker(worker_cmd::WorkerArgs),
+    /// Show a run's progress against its manifest: done, failed, pending, cost, savings.
+    Status(status::StatusArgs),
+    /// Export a run's de-duplicated results as one Parquet, JSONL or OpenAI Batch output file.
+    Results(results::ResultsArgs),
     /// Run the provider simulator (OpenAI- and Anthropic-compatible HTTP APIs) until ctrl-c.
     Sim(SimArgs),
 }
@@ -108,6 +124,10 @@ fn main() -> ExitCode {
         let cfg = config::Config::load(cli.config.as_deref()).map_err(invalid)?;
         match cli.command {
             Command::Run(args) => run::run(args, cfg).await,
+            Command::Submit(args) => submit::submit(args, cfg).await,
+            Command::Worker(args) => worker_cmd::worker(args, cfg).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Results(args) => results::results(args).await,
             Command::Sim(args) => sim_cmd(args).await,
         }
     });
@@ -123,7 +143,7 @@ fn main() -> ExitCode {
 async fn sim_cmd(args: SimArgs) -> Result<u8, Failure> {
     let scenario = match (&args.scenario, &args.catalog) {
         (Some(p), _) => run::load_scenario(p)?,
-        (None, Some(c)) => sim::Scenario::from_catalog(&run::load_catalog(c)?),
+        (None, Some(c)) => sim::Scenario::from_catalog(&input::load_catalog(c)?),
         (None, None) => {
             return Err(invalid(anyhow::anyhow!(
                 "give --scenario FILE or --catalog FILE"

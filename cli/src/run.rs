@@ -3,14 +3,16 @@
 //! `<out>/run=<run_id>/`, and prints a summary computed from the files it wrote.
 
 use crate::config::Config;
+use crate::input::{load_catalog, rejects_jsonl, validate, Checked, JobArgs, Validation};
+use crate::store;
 use crate::summary::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use producer::{read_job_file, Manifest, ReadOptions};
+use producer::Manifest;
 use queue::{MemoryQueue, Queue};
-use schemas::{Catalog, JobDefaults, RunId};
+use schemas::{Catalog, RunId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,11 +24,8 @@ use worker::{LocalDirSink, ResultSink, Worker};
 /// Arguments of `offpeak run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Job file: JSONL (offpeak's format or OpenAI Batch) or Parquet.
-    pub jobs: PathBuf,
-    /// Provider catalog (TOML).
-    #[arg(long)]
-    pub catalog: PathBuf,
+    #[command(flatten)]
+    pub input: JobArgs,
     /// Output directory; results go to `<out>/run=<run_id>/part-*.parquet`.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -43,36 +42,15 @@ pub struct RunArgs {
     /// Jobs in flight per worker (overrides the config's worker.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Deadline for jobs that set none, e.g. `6h`, `30m`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
-    pub deadline: Duration,
     /// Run id; re-running with the same id skips jobs that already have results (resume).
     #[arg(long)]
     pub run_id: Option<RunId>,
-    /// Validate only: report errors and exit without processing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Process the valid jobs and write invalid lines to `<out>/run=<id>/_rejects.jsonl`,
-    /// instead of refusing the whole file.
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// Refuse job files with more jobs than this.
-    #[arg(long)]
-    pub max_jobs: Option<usize>,
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
-}
-
-/// Reads and checks a catalog file.
-pub fn load_catalog(path: &Path) -> Result<Catalog, Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading catalog {}", path.display()))
-        .map_err(invalid)?;
-    Catalog::from_toml(&path.display().to_string(), &text).map_err(invalid)
 }
 
 /// Reads and checks a simulator scenario file.
@@ -87,58 +65,27 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
-    let mut catalog = load_catalog(&args.catalog)?;
+    let mut catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));
-    let deadline_in = chrono::Duration::from_std(args.deadline)
-        .map_err(|_| invalid(anyhow!("--deadline is too long")))?;
-    let opts = ReadOptions {
-        defaults: JobDefaults {
-            deadline_in,
-            ..JobDefaults::new(now)
-        },
-        known_models: Some(catalog.model_names()),
-        max_jobs: args.max_jobs,
+    let Checked {
+        input,
+        report,
+        sha256,
+    } = match validate(&args.input, &catalog, now).await? {
+        Validation::Proceed(c) => c,
+        Validation::Stop(code) => return Ok(code),
     };
-    let path = args.jobs.clone();
-    let report = tokio::task::spawn_blocking(move || read_job_file(&path, opts))
-        .await?
-        .map_err(invalid)?;
-    if !report.is_clean() {
-        eprintln!("{}", report.render_errors(20));
-        eprintln!(
-            "{}: {} of {} lines invalid",
-            report.file,
-            report.errors.len(),
-            report.lines
-        );
-        if !args.skip_invalid && !args.dry_run {
-            return Err(invalid(anyhow!(
-                "nothing was processed; fix the file or pass --skip-invalid"
-            )));
-        }
-    }
-    if args.dry_run {
-        println!(
-            "{}: {} valid jobs, {} invalid",
-            report.file,
-            report.jobs.len(),
-            report.errors.len()
-        );
-        return Ok(if report.is_clean() { 0 } else { 2 });
-    }
-
     let sink = Arc::new(LocalDirSink::new(&args.out));
     if !report.is_clean() {
-        let rejects = args
-            .out
-            .join(format!("run={run_id}"))
-            .join("_rejects.jsonl");
-        if let Some(dir) = rejects.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        producer::write_rejects(&rejects, &report)?;
-        eprintln!("invalid lines written to {}", rejects.display());
+        sink.put(run_id.as_str(), "_rejects.jsonl", rejects_jsonl(&report)?)
+            .await?;
+        eprintln!(
+            "invalid lines written to {}",
+            args.out
+                .join(format!("run={run_id}/_rejects.jsonl"))
+                .display()
+        );
     }
 
     // Resume: jobs that already have a result in this run are not enqueued again.
@@ -149,13 +96,14 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     let manifest = Manifest {
         run_id: run_id.to_string(),
         job_count: report.jobs.len() as u64,
-        input_file: report.file.clone(),
-        input_sha256: producer::sha256_file(&args.jobs)?,
+        input_file: input.name().to_string(),
+        input_sha256: sha256,
         submitted_at: now,
         catalog: serde_json::to_value(&catalog)?,
         offpeak_version: producer::OFFPEAK_VERSION.to_string(),
+        published_at: None,
     };
-    match Manifest::read_local(&args.out, run_id.as_str())? {
+    match store::read_manifest(&*sink, run_id.as_str()).await? {
         Some(m) if m.input_sha256 != manifest.input_sha256 => {
             return Err(invalid(anyhow!(
                 "run {run_id} was submitted from a different file ({}); use another --run-id",
@@ -163,9 +111,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
             )))
         }
         Some(_) => {}
-        None => {
-            manifest.write_local(&args.out)?;
-        }
+        None => store::write_manifest(&*sink, &manifest).await?,
     }
     let todo: Vec<_> = report
         .jobs
@@ -248,7 +194,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     })
 }
 
-fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {
+pub fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {
     let _ = cfg;
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -274,7 +220,7 @@ pub fn build_providers(
         .collect()
 }
 
-fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+pub fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

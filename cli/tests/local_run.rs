@@ -95,11 +95,20 @@ fn example_run_writes_one_row_per_job_that_pyarrow_and_duckdb_read_and_the_summa
     for r in &llama {
         let reason = r.route_reason.as_deref().unwrap_or_default();
         if r.provider.as_deref() != Some("vllm-local") {
-            assert!(reason.starts_with("escalated"), "{} on {:?}: {reason}", r.job_id, r.provider);
+            assert!(
+                reason.starts_with("escalated"),
+                "{} on {:?}: {reason}",
+                r.job_id,
+                r.provider
+            );
         }
     }
     assert!(
-        llama.iter().filter(|r| r.provider.as_deref() == Some("vllm-local")).count() * 10
+        llama
+            .iter()
+            .filter(|r| r.provider.as_deref() == Some("vllm-local"))
+            .count()
+            * 10
             >= llama.len() * 9
     );
     assert!(
@@ -162,7 +171,7 @@ fn malformed_job_file_is_refused_naming_line_and_field_and_nothing_is_processed(
         "bad.jsonl:3: field `model`: missing",
         "bad.jsonl:4: field `id`: duplicate id \"a\"",
         "bad.jsonl:5: field `model`: unknown model \"gpt-9\"",
-        "nothing was processed",
+        "nothing was enqueued",
     ] {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }

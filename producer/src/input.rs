@@ -4,9 +4,8 @@
 
 use crate::read::{read_job_file_named, ReadOptions};
 use crate::report::ValidationReport;
-use crate::s3::{is_s3_location, S3Config, S3Url};
+use crate::s3::{describe_sdk_error, is_s3_location, S3Config, S3Url};
 use crate::ProducerError;
-use aws_sdk_s3::error::DisplayErrorContext;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -93,7 +92,7 @@ pub async fn fetch_s3_input(
         .key(&url.key)
         .send()
         .await
-        .map_err(|e| fail(format!("cannot download: {}", DisplayErrorContext(&e))))?;
+        .map_err(|e| fail(format!("cannot download: {}", describe_sdk_error(&e))))?;
     let expected = response.content_length();
     let mut body = response.body;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));

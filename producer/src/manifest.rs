@@ -32,6 +32,10 @@ pub struct Manifest {
     pub catalog: serde_json::Value,
     /// The offpeak version that submitted the run.
     pub offpeak_version: String,
+    /// When every job of the run had been confirmed by the broker; absent while publishing (or
+    /// if the producer died before the end, so a re-submission publishes again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 impl Manifest {

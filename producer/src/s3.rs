@@ -3,11 +3,14 @@
 //! with it, so endpoint, addressing style, credentials, timeouts and retries are decided here
 //! and nowhere else.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::RequestId;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use std::fmt;
 use std::time::Duration;
@@ -58,7 +61,9 @@ impl S3Url {
             .ok_or_else(|| invalid("expected s3://bucket/key"))?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(invalid("the bucket name is missing (expected s3://bucket/key)"));
+            return Err(invalid(
+                "the bucket name is missing (expected s3://bucket/key)",
+            ));
         }
         if let Err(reason) = check_bucket_name(bucket) {
             return Err(invalid(&format!("bucket `{bucket}`: {reason}")));
@@ -233,6 +238,44 @@ impl S3Config {
         conf = conf.force_path_style(self.path_style.unwrap_or(self.endpoint.is_some()));
         aws_sdk_s3::Client::from_conf(conf.build())
     }
+}
+
+/// A one-line account of a failed S3 request, for error messages: when the store answered, its
+/// HTTP status, error code, message and request id (`HTTP 404 NoSuchKey: …`); otherwise the
+/// chain of causes (`dispatch failure: io error: … Connection refused`). Requests and their
+/// headers, and so credentials and signatures, are never part of it.
+pub fn describe_sdk_error<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    if let SdkError::ServiceError(service) = err {
+        let e = service.err();
+        let mut out = format!(
+            "HTTP {} {}",
+            service.raw().status().as_u16(),
+            e.code().unwrap_or("(no error code)")
+        );
+        if let Some(message) = e.message() {
+            out.push_str(": ");
+            out.push_str(message);
+        }
+        if let Some(id) = err.request_id() {
+            out.push_str(&format!(" (request id {id})"));
+        }
+        return out;
+    }
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some layers repeat their cause's text; once is enough.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ fn manifest(run_id: &str) -> Manifest {
         submitted_at: Utc.with_ymd_and_hms(2026, 11, 25, 0, 15, 2).unwrap(),
         catalog: serde_json::json!({"providers": [{"name": "deepseek", "models": [{"model": "deepseek-v3"}]}]}),
         offpeak_version: OFFPEAK_VERSION.to_string(),
+        published_at: None,
     }
 }
 

@@ -3,15 +3,24 @@
 //! after a delay without holding the message in worker memory), release, or dead-letter.
 //!
 //! Backends implement [`Queue`], [`Consumer`] and [`Settle`]; nothing else in offpeak matches on
-//! backend names. [`memory::MemoryQueue`] is the in-process backend of local mode.
+//! backend names. [`memory::MemoryQueue`] is the in-process backend of local mode,
+//! [`nats::NatsQueue`] speaks NATS JetStream and [`rabbit::RabbitQueue`] RabbitMQ; [`connect`]
+//! picks one of the brokers from a URL.
 
+pub mod broker;
 pub mod memory;
+pub mod nats;
+pub mod rabbit;
+mod slot;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub use broker::{connect, BrokerOptions};
 pub use memory::MemoryQueue;
+pub use nats::{NatsOptions, NatsQueue};
+pub use rabbit::{RabbitOptions, RabbitQueue};
 
 /// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +31,30 @@ pub enum QueueError {
     /// The broker refused or failed an operation.
     #[error("{backend}: {message}")]
     Backend {
+        /// Which backend failed (`nats`, `rabbitmq`, `memory`, `broker`).
         backend: &'static str,
+        /// What was being done and what the broker or client said.
         message: String,
     },
+}
+
+impl QueueError {
+    /// A [`QueueError::Backend`] with `message` as its context.
+    pub fn backend(backend: &'static str, message: impl Into<String>) -> Self {
+        QueueError::Backend {
+            backend,
+            message: message.into(),
+        }
+    }
+}
+
+/// A dead-lettered message and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The message body as it was dead-lettered.
+    pub payload: Bytes,
+    /// Why it was given up on, as passed to [`Delivery::dead_letter`].
+    pub reason: String,
 }
 
 /// How a consumer wants its deliveries.
@@ -56,6 +86,13 @@ pub trait Queue: Send + Sync {
 
     /// Starts consuming; each call is one independent consumer sharing the same job queue.
     async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// Messages of the job queue not yet settled for good, as far as the broker tells (for
+    /// `offpeak status` and autoscaling); `None` when the backend cannot count them. Each backend
+    /// documents what its count includes (waiting, deferred, in flight).
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// A stream of deliveries.
@@ -110,23 +147,30 @@ impl Delivery {
         }
     }
 
+    /// Done: the message is removed for good.
     pub async fn ack(self) -> Result<(), QueueError> {
         self.settle.ack().await
     }
 
+    /// Hands the message back to the broker to be redelivered, carrying `payload`, no sooner
+    /// than `delay` from now; the worker holds nothing meanwhile.
     pub async fn defer(self, delay: Duration, payload: Bytes) -> Result<(), QueueError> {
         self.settle.defer(delay, payload).await
     }
 
+    /// Gives the message back for immediate redelivery, unchanged.
     pub async fn release(self) -> Result<(), QueueError> {
         self.settle.release().await
     }
 
+    /// Moves the message to the dead letters with `reason`, then removes it from the jobs.
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
         let payload = self.payload.clone();
         self.settle.dead_letter(payload, reason).await
     }
 
+    /// Tells the broker the message is still being worked on (extends its ack deadline where the
+    /// broker has one).
     pub async fn in_progress(&self) -> Result<(), QueueError> {
         self.settle.in_progress().await
     }

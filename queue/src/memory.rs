@@ -2,6 +2,8 @@
 //! deferral with a delay, redelivery of anything dropped unsettled, a dead-letter list — kept in
 //! one process's memory, so `offpeak run` needs no servers.
 
+pub use crate::DeadLetter;
+
 use crate::{ConsumeOptions, Consumer, Delivery, Queue, QueueError, Settle};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,13 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-/// A dead-lettered message and why.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub payload: Bytes,
-    pub reason: String,
-}
 
 #[derive(Default)]
 struct State {
@@ -150,6 +145,11 @@ impl Queue for MemoryQueue {
             shared: self.shared.clone(),
             permits: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
         }))
+    }
+
+    /// Counts waiting, deferred and in-flight messages, like [`MemoryQueue::outstanding`].
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(self.outstanding() as u64))
     }
 }
 

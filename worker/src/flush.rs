@@ -68,6 +68,14 @@ pub fn spawn_flusher(
     stats: Arc<Stats>,
 ) -> (mpsc::Sender<Outcome>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Outcome>(cfg.max_rows.max(16));
+    // File names must never collide, not even for a worker restarted under the same id: the
+    // start time (ms) goes into every name.
+    let worker_id = format!(
+        "{worker_id}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
     let task = tokio::spawn(async move {
         let mut buffers: HashMap<String, Buffer> = HashMap::new();
         let mut seq = 0u64;

@@ -28,6 +28,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Failed provider attempts after which a job ends as `failed`.
     pub max_attempts: u32,
+    /// Deliveries of one message after which it is treated as poison (it keeps coming back:
+    /// workers crash on it or never settle it) and dead-lettered.
+    pub max_deliveries: u32,
     /// Timeout of one provider request (seconds).
     pub request_timeout_s: f64,
     /// Waits shorter than this are taken inline instead of deferring through the broker (seconds).
@@ -44,6 +47,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: 64,
             max_attempts: 8,
+            max_deliveries: 20,
             request_timeout_s: 120.0,
             inline_wait_s: 0.5,
             shutdown_grace_s: 30.0,
@@ -100,8 +104,10 @@ impl Worker {
     pub fn consume_options(&self) -> ConsumeOptions {
         ConsumeOptions {
             max_in_flight: self.cfg.concurrency + self.cfg.flush.max_rows,
+            // A message waits for its request (bounded by the timeout), then at most a flush
+            // age in the buffer, then the upload (which sends in-progress acks while it retries).
             ack_wait: Duration::from_secs_f64(
-                (self.cfg.flush.max_age_s * 6.0).max(30.0) + self.cfg.request_timeout_s,
+                (self.cfg.flush.max_age_s * 3.0).max(5.0) + self.cfg.request_timeout_s,
             ),
         }
     }
@@ -179,6 +185,14 @@ impl Worker {
                     .await
             }
         };
+        if delivery.delivered > self.cfg.max_deliveries {
+            let reason = format!(
+                "delivered {} times without being settled (worker crashes or timeouts)",
+                delivery.delivered
+            );
+            let job = Job { env, delivery };
+            return self.fail(job, "redelivered", reason, tx).await;
+        }
         let job = Job { env, delivery };
         self.process(job, tx).await;
     }
@@ -244,7 +258,13 @@ impl Worker {
         }
         let tokens = job.env.job.estimated_input_tokens() + job.env.job.expected_output_tokens();
         let mut last_error: Option<(String, String)> = None;
+        let mut progress_at = std::time::Instant::now();
         loop {
+            // A job retried in place for a while tells the broker it is still being worked on.
+            if progress_at.elapsed() >= Duration::from_secs(5) {
+                let _ = job.delivery.in_progress().await;
+                progress_at = std::time::Instant::now();
+            }
             let now = Utc::now();
             let decision = {
                 let cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,6 +322,8 @@ impl Worker {
                     let result = tracing::Instrument::instrument(client.complete(&req), span).await;
                     let latency = started.elapsed();
                     let now = Utc::now();
+                    let pstats = self.stats.provider(&pname);
+                    pstats.latency.observe(latency.as_secs_f64());
                     self.record_outcome(&pname, result.as_ref().err(), now);
                     match result {
                         Ok(c) => {
@@ -334,6 +356,8 @@ impl Worker {
                             row.response_json = Some(c.response_json);
                             self.stats.succeeded.inc();
                             self.stats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
+                            pstats.succeeded.inc();
+                            pstats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
                             let _ = tx
                                 .send(Outcome {
                                     row,
@@ -345,6 +369,7 @@ impl Worker {
                         }
                         Err(e) => {
                             self.stats.provider_errors.inc();
+                            pstats.errors.inc();
                             tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
                             last_error = Some((e.class.as_str().to_string(), e.to_string()));
                             match e.class {

@@ -8,13 +8,14 @@
 
 use crate::sink::{ResultSink, SinkError};
 use async_trait::async_trait;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use producer::s3::{S3Config, S3Url};
+use producer::s3::{describe_sdk_error, S3Config, S3Url};
 
 /// Bodies larger than this go up as a multipart upload by default.
 pub const DEFAULT_MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
@@ -90,7 +91,13 @@ impl S3Sink {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
             Err(e) => return Err(self.error("HeadBucket", &format!("s3://{}", self.bucket), e)),
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error().is_some_and(|s| {
@@ -126,14 +133,13 @@ impl S3Sink {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// A store error naming the operation, the object and the store's code and message (the
-    /// SDK's error chain). Credentials never appear in SDK errors.
-    fn error<E, R>(&self, op: &str, what: &str, e: SdkError<E, R>) -> SinkError
+    /// A store error naming the object, the operation and what the store answered (status,
+    /// code, message) or why it could not be reached. Credentials never appear in it.
+    fn error<E>(&self, op: &str, what: &str, e: SdkError<E, HttpResponse>) -> SinkError
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug,
     {
-        SinkError::Store(format!("{what}: {op} failed: {}", DisplayErrorContext(&e)))
+        SinkError::Store(format!("{what}: {op} failed: {}", describe_sdk_error(&e)))
     }
 
     async fn put_single(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
@@ -178,7 +184,7 @@ impl S3Sink {
                 {
                     tracing::warn!(
                         key = %self.url(key),
-                        error = %DisplayErrorContext(&abort),
+                        error = %describe_sdk_error(&abort),
                         "could not abort a failed multipart upload"
                     );
                 }
@@ -295,7 +301,10 @@ impl ResultSink for S3Sink {
             .await
             .map_err(|e| self.error("GetObject", &self.url(&key), e))?;
         let body = object.body.collect().await.map_err(|e| {
-            SinkError::Store(format!("{}: reading the object failed: {e}", self.url(&key)))
+            SinkError::Store(format!(
+                "{}: reading the object failed: {e}",
+                self.url(&key)
+            ))
         })?;
         Ok(body.into_bytes().to_vec())
     }

@@ -45,7 +45,9 @@ pub trait ResultSink: Send + Sync {
 /// is contacted or created until the first write.
 pub async fn open_sink(output: &str) -> Result<std::sync::Arc<dyn ResultSink>, SinkError> {
     if producer::s3::is_s3_location(output) {
-        Ok(std::sync::Arc::new(crate::s3::S3Sink::from_env(output).await?))
+        Ok(std::sync::Arc::new(
+            crate::s3::S3Sink::from_env(output).await?,
+        ))
     } else {
         Ok(std::sync::Arc::new(LocalDirSink::new(output)))
     }

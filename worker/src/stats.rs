@@ -1,8 +1,10 @@
 //! Counters a worker keeps about itself, read by the progress bar, the run summary and the
 //! Prometheus endpoint.
 
+use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -88,6 +90,17 @@ pub struct Stats {
     pub flush_seconds: Histogram,
     /// Cost of succeeded jobs, micro-dollars.
     pub cost_micro_usd: Counter,
+    providers: Mutex<BTreeMap<String, Arc<ProviderStats>>>,
+}
+
+/// Counters kept per provider.
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    pub succeeded: Counter,
+    pub errors: Counter,
+    pub cost_micro_usd: Counter,
+    /// Latency of every request (successful or not), seconds.
+    pub latency: Histogram,
 }
 
 impl Stats {
@@ -95,4 +108,168 @@ impl Stats {
     pub fn finished(&self) -> u64 {
         self.succeeded.get() + self.failed.get()
     }
+
+    /// The counters of one provider, created on first use.
+    pub fn provider(&self, name: &str) -> Arc<ProviderStats> {
+        let mut m = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self, worker: &str) -> String {
+        let mut o = String::new();
+        let w = escape(worker);
+        let counter = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(o, "{name}{{worker=\"{w}\"}} {v}");
+        };
+        counter(
+            &mut o,
+            "offpeak_jobs_succeeded_total",
+            "Jobs answered.",
+            "counter",
+            self.succeeded.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_jobs_failed_total",
+            "Jobs that ended as failed rows.",
+            "counter",
+            self.failed.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_deferrals_total",
+            "Jobs put back on the broker to wait.",
+            "counter",
+            self.deferrals.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_escalations_total",
+            "Jobs sent to a dearer provider than the cheapest.",
+            "counter",
+            self.escalations.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_dead_letters_total",
+            "Messages dead-lettered.",
+            "counter",
+            self.dead_letters.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_jobs_in_flight",
+            "Jobs being processed now.",
+            "gauge",
+            self.in_flight.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_rows_stored_total",
+            "Result rows durably stored.",
+            "counter",
+            self.flushed_rows.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_flush_errors_total",
+            "Failed attempts to store a results file.",
+            "counter",
+            self.flush_errors.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_cost_usd_total",
+            "Cost of answered jobs, USD.",
+            "counter",
+            format!("{}", self.cost_micro_usd.get() as f64 / 1e6),
+        );
+        histogram(
+            &mut o,
+            "offpeak_flush_seconds",
+            "Time to store one results file.",
+            &[("worker", &w)],
+            &self.flush_seconds,
+            true,
+        );
+        let providers: Vec<(String, Arc<ProviderStats>)> = self
+            .providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (i, (name, kind, help)) in [
+            (
+                "offpeak_provider_jobs_succeeded_total",
+                "counter",
+                "Jobs answered, by provider.",
+            ),
+            (
+                "offpeak_provider_errors_total",
+                "counter",
+                "Failed requests, by provider.",
+            ),
+            (
+                "offpeak_provider_cost_usd_total",
+                "counter",
+                "Cost of answered jobs by provider, USD.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (p, st) in &providers {
+                let v = match i {
+                    0 => st.succeeded.get().to_string(),
+                    1 => st.errors.get().to_string(),
+                    _ => format!("{}", st.cost_micro_usd.get() as f64 / 1e6),
+                };
+                let _ = writeln!(o, "{name}{{worker=\"{w}\",provider=\"{}\"}} {v}", escape(p));
+            }
+        }
+        for (j, (p, st)) in providers.iter().enumerate() {
+            let p = escape(p);
+            histogram(
+                &mut o,
+                "offpeak_provider_request_seconds",
+                "Provider request latency.",
+                &[("worker", &w), ("provider", &p)],
+                &st.latency,
+                j == 0,
+            );
+        }
+        o
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    h: &Histogram,
+    header: bool,
+) {
+    if header {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let l = l.join(",");
+    let (buckets, sum, count) = h.snapshot();
+    for (b, n) in BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(o, "{name}_bucket{{{l},le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{{l},le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_sum{{{l}}} {sum}");
+    let _ = writeln!(o, "{name}_count{{{l}}} {count}");
 }

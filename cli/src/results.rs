@@ -1,0 +1,154 @@
+//! `offpeak results`: one file with a run's de-duplicated results — Parquet, JSONL (one object
+//! per row, the Parquet columns), or the OpenAI Batch API output format, so evaluation tooling
+//! written for OpenAI batches reads it unchanged.
+
+use crate::status::RunReader;
+use crate::{store, Failure};
+use anyhow::Context;
+use schemas::{ResultRow, ResultStatus, RunId};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use worker::sink::{dedup, encode_parquet};
+
+/// Output formats of `offpeak results`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Parquet,
+    Jsonl,
+    OpenaiBatch,
+}
+
+/// Arguments of `offpeak results`.
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    /// The run id.
+    pub run_id: RunId,
+    /// Where the run's results are: `s3://bucket/prefix` or a directory.
+    #[arg(long, env = "OFFPEAK_OUTPUT")]
+    pub output: String,
+    /// `parquet` (the result columns), `jsonl` (the same as JSON lines), or `openai-batch` (the
+    /// OpenAI Batch API output file: `custom_id`, `response.body` as a chat completion, `error`).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: Format,
+    /// File to write; standard output when absent (not for parquet).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
+    let sink = store::open(&args.output).await?;
+    let mut rows = dedup(
+        RunReader::default()
+            .rows(&*sink, args.run_id.as_str())
+            .await?,
+    );
+    rows.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    let bytes = match args.format {
+        Format::Parquet => {
+            if args.out.is_none() {
+                return Err(crate::invalid(anyhow::anyhow!(
+                    "--format parquet needs --out FILE"
+                )));
+            }
+            encode_parquet(&rows)?
+        }
+        Format::Jsonl => lines(
+            rows.iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default()),
+        ),
+        Format::OpenaiBatch => lines(rows.iter().map(openai_batch_line)),
+    };
+    match &args.out {
+        Some(p) => {
+            std::fs::write(p, &bytes).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "{} results of run {} written to {}",
+                rows.len(),
+                args.run_id,
+                p.display()
+            );
+        }
+        None => std::io::stdout().lock().write_all(&bytes)?,
+    }
+    Ok(0)
+}
+
+fn lines(values: impl Iterator<Item = Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        out.extend_from_slice(v.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// One line of an OpenAI Batch output file for `r`.
+pub fn openai_batch_line(r: &ResultRow) -> Value {
+    let id = format!(
+        "batch_req_{}",
+        short_hash(&format!("{}/{}", r.run_id, r.job_id))
+    );
+    match r.status {
+        ResultStatus::Succeeded => json!({
+            "id": id,
+            "custom_id": r.job_id,
+            "response": {
+                "status_code": 200,
+                "request_id": format!("req_{}", short_hash(&r.job_id)),
+                "body": chat_completion(r),
+            },
+            "error": null,
+        }),
+        ResultStatus::Failed => json!({
+            "id": id,
+            "custom_id": r.job_id,
+            "response": null,
+            "error": {
+                "code": r.error_kind.clone().unwrap_or_else(|| "failed".into()),
+                "message": r.error_message.clone().unwrap_or_default(),
+            },
+        }),
+    }
+}
+
+/// The provider's own body when it is an OpenAI chat completion; otherwise (Anthropic, say) one
+/// built from the row, in the chat-completion shape.
+fn chat_completion(r: &ResultRow) -> Value {
+    if let Some(v) = r
+        .response_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .filter(|v| v.get("object").and_then(Value::as_str) == Some("chat.completion"))
+    {
+        return v;
+    }
+    let finish = match r.finish_reason.as_deref() {
+        Some("end_turn") | Some("stop_sequence") | None => "stop",
+        Some("max_tokens") => "length",
+        Some("tool_use") => "tool_calls",
+        Some(other) => other,
+    };
+    json!({
+        "id": format!("chatcmpl-{}", short_hash(&r.job_id)),
+        "object": "chat.completion",
+        "created": r.completed_at.timestamp(),
+        "model": r.provider_model.clone().unwrap_or_else(|| r.model.clone()),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": r.output_text.clone().unwrap_or_default(), "refusal": null},
+            "logprobs": null,
+            "finish_reason": finish,
+        }],
+        "usage": {
+            "prompt_tokens": r.input_tokens,
+            "completion_tokens": r.output_tokens,
+            "total_tokens": r.input_tokens + r.output_tokens,
+        },
+    })
+}
+
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(s.as_bytes())[..12])
+}

@@ -1,0 +1,443 @@
+//! The fleet on real infrastructure (issue 3): `offpeak submit` to NATS JetStream or RabbitMQ,
+//! several `offpeak worker` processes, Parquet results in a real S3-compatible store,
+//! `offpeak status --wait`. Each scenario runs on both brokers.
+
+mod support;
+
+use schemas::{ResultRow, ResultStatus};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use support::*;
+
+const CATALOG: &str = r#"
+[[providers]]
+name = "cheap"
+kind = "openai"
+base_url = "{SIM}/cheap/v1"
+[[providers.models]]
+model = "m"
+id = "m-cheap"
+input_per_mtok = 0.1
+output_per_mtok = 0.2
+
+[[providers]]
+name = "broken"
+kind = "openai"
+base_url = "{SIM}/broken/v1"
+[[providers.models]]
+model = "broken-model"
+id = "always-500"
+input_per_mtok = 0.01
+output_per_mtok = 0.01
+
+[[providers]]
+name = "dear"
+kind = "anthropic"
+base_url = "{SIM}/dear/v1"
+[[providers.models]]
+model = "m"
+id = "m-dear"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+[[providers.models]]
+model = "other"
+id = "o-dear"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+"#;
+
+fn scenario(cheap_rate_limited_s: f64) -> String {
+    format!(
+        r#"
+seed = 3
+[[providers]]
+name = "cheap"
+kind = "openai"
+models = ["m-cheap"]
+latency_ms = 2
+rate_limited = [{{ from_s = 0, to_s = {cheap_rate_limited_s} }}]
+
+[[providers]]
+name = "dear"
+kind = "anthropic"
+models = ["m-dear", "o-dear"]
+latency_ms = 2
+
+[[providers]]
+name = "broken"
+kind = "openai"
+models = ["always-500"]
+latency_ms = 2
+errors = {{ "500" = 1.0 }}
+"#
+    )
+}
+
+fn job(i: usize, model: &str, priority: &str) -> String {
+    format!(
+        r#"{{"id":"job-{i:05}","model":"{model}","prompt":"question {i}","max_tokens":12,"priority":"{priority}","metadata":{{"i":{i}}}}}"#
+    )
+}
+
+fn by_job(rows: &[ResultRow]) -> HashMap<String, Vec<&ResultRow>> {
+    let mut m: HashMap<String, Vec<&ResultRow>> = HashMap::new();
+    for r in rows {
+        m.entry(r.job_id.clone()).or_default().push(r);
+    }
+    m
+}
+
+fn status_json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status output is not JSON ({e}):\n{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        )
+    })
+}
+
+/// 10,000 jobs, 3 workers, one of them SIGKILLed mid-run: every job has exactly one outcome
+/// after de-duplication, the manifest counts them all, `status --wait` exits 0, and the others
+/// exit 0 on SIGTERM.
+fn ten_thousand_jobs_three_workers_one_killed(broker: &str) {
+    const N: usize = 10_000;
+    let fleet = Fleet::start(broker, &scenario(0.0), CATALOG);
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| {
+        job(
+            i,
+            "m",
+            if i % 10 == 0 {
+                "critical"
+            } else {
+                "deferrable"
+            },
+        )
+    });
+    let run = "big";
+    fleet.submit(&jobs, run);
+
+    let mut workers: Vec<Proc> = (0..3).map(|i| fleet.worker(&format!("w{i}"))).collect();
+    // Kill one once results are flowing, so it certainly holds unacknowledged jobs.
+    let start = Instant::now();
+    loop {
+        let stored = fleet.rows(run).len();
+        if stored >= N / 10 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress: {stored} rows"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let victim = workers.remove(0);
+    let rows_at_kill = fleet.rows(run).len();
+    drop(victim); // SIGKILL
+    assert!(
+        rows_at_kill < N,
+        "the run finished before the kill; nothing was tested"
+    );
+
+    let o = fleet.wait_for(run, "300s");
+    assert!(
+        o.status.success(),
+        "status --wait: {:?}\n{}\n{}\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr),
+        workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let s = status_json(&o);
+    assert_eq!(s["submitted"], N as u64);
+    assert_eq!(s["succeeded"], N as u64);
+    assert_eq!(s["failed"], 0);
+
+    for w in &mut workers {
+        let st = w.terminate(Duration::from_secs(60));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{} did not exit 0 on SIGTERM: {st:?}\n{}",
+            w.name,
+            w.log_text()
+        );
+    }
+    let rows = fleet.rows(run);
+    let per_job = by_job(&rows);
+    let expected: HashSet<String> = (0..N).map(|i| format!("job-{i:05}")).collect();
+    let got: HashSet<String> = per_job.keys().cloned().collect();
+    assert_eq!(got, expected, "missing or unexpected job ids");
+    assert!(per_job
+        .values()
+        .all(|rs| rs.iter().any(|r| r.status == ResultStatus::Succeeded)));
+    eprintln!(
+        "{broker}: {N} jobs, {} rows stored, {} duplicates after a SIGKILL",
+        rows.len(),
+        rows.len() - N
+    );
+}
+
+#[test]
+fn nats_ten_thousand_jobs_three_workers_one_killed() {
+    ten_thousand_jobs_three_workers_one_killed(&nats_url());
+}
+
+#[test]
+fn rabbitmq_ten_thousand_jobs_three_workers_one_killed() {
+    ten_thousand_jobs_three_workers_one_killed(&amqp_url());
+}
+
+/// 5,000 deferrable jobs for a model whose cheapest provider is rate-limited for the first
+/// seconds, queued ahead of 300 jobs for another model: the 300 are answered while the window
+/// is still on (deferral does not stall them), and every deferred job ends on the cheapest
+/// provider, deferred rather than escalated.
+fn deferral_does_not_stall_and_ends_on_the_cheapest(broker: &str) {
+    const DEFERRED: usize = 5_000;
+    const OTHER: usize = 300;
+    const WINDOW_S: f64 = 25.0;
+    let fleet = Fleet::start(broker, &scenario(WINDOW_S), CATALOG);
+    let window_end = fleet.sim_started + chrono::Duration::milliseconds((WINDOW_S * 1000.0) as i64);
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, DEFERRED + OTHER, |i| {
+        if i < DEFERRED {
+            job(i, "m", "deferrable")
+        } else {
+            job(i, "other", "standard")
+        }
+    });
+    let run = "defer";
+    fleet.submit(&jobs, run);
+    let mut workers: Vec<Proc> = (0..2).map(|i| fleet.worker(&format!("d{i}"))).collect();
+    let o = fleet.wait_for(run, "300s");
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr),
+        workers[0].log_text()
+    );
+    for w in &mut workers {
+        assert!(w
+            .terminate(Duration::from_secs(60))
+            .is_some_and(|s| s.success()));
+    }
+    let rows = worker::sink::dedup(fleet.rows(run));
+    assert_eq!(rows.len(), DEFERRED + OTHER);
+    let (deferred, other): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.model == "m");
+    assert_eq!(deferred.len(), DEFERRED);
+    for r in &deferred {
+        assert_eq!(r.status, ResultStatus::Succeeded, "{r:?}");
+        assert_eq!(
+            r.provider.as_deref(),
+            Some("cheap"),
+            "{}: {:?}",
+            r.job_id,
+            r.route_reason
+        );
+        assert!(r.deferrals >= 1, "{} was never deferred", r.job_id);
+        assert!(r.completed_at >= window_end - chrono::Duration::seconds(1));
+    }
+    let last_other = other.iter().map(|r| r.completed_at).max().unwrap();
+    assert!(
+        last_other < window_end,
+        "jobs behind the deferred ones finished at {last_other}, after the window ended at {window_end}"
+    );
+    eprintln!(
+        "{broker}: {DEFERRED} deferred jobs ({} deferrals), last undeferred job done {:.1}s before the window ended",
+        deferred.iter().map(|r| u64::from(r.deferrals)).sum::<u64>(),
+        (window_end - last_other).num_milliseconds() as f64 / 1000.0
+    );
+}
+
+#[test]
+fn nats_deferral_does_not_stall_and_ends_on_the_cheapest() {
+    deferral_does_not_stall_and_ends_on_the_cheapest(&nats_url());
+}
+
+#[test]
+fn rabbitmq_deferral_does_not_stall_and_ends_on_the_cheapest() {
+    deferral_does_not_stall_and_ends_on_the_cheapest(&amqp_url());
+}
+
+/// A job whose only provider always answers 500 ends as a `failed` row with its error and a
+/// dead-letter message after the configured attempts; the rest of the run is unaffected and
+/// `status --wait` exits 3.
+fn always_failing_job_is_a_failed_row_and_a_dead_letter(broker: &str) {
+    let mut fleet = Fleet::start(broker, &scenario(0.0), CATALOG);
+    fleet
+        .extra_env
+        .push(("OFFPEAK_WORKER__MAX_ATTEMPTS".into(), "3".into()));
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, 20, |i| {
+        if i == 7 {
+            job(i, "broken-model", "deferrable")
+        } else {
+            job(i, "m", "standard")
+        }
+    });
+    let run = "poison";
+    fleet.submit(&jobs, run);
+    let mut w = fleet.worker("f0");
+    let o = fleet.wait_for(run, "120s");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "status --wait must exit 3 when a job failed\n{}\n{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr),
+        w.log_text()
+    );
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let rows = worker::sink::dedup(fleet.rows(run));
+    assert_eq!(rows.len(), 20);
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status == ResultStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let f = failed[0];
+    assert_eq!(f.job_id, "job-00007");
+    assert_eq!(f.attempts, 3, "{f:?}");
+    assert!(
+        f.error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("500"),
+        "{:?}",
+        f.error_message
+    );
+    let dl = fleet.dead_letters();
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    let env: serde_json::Value = serde_json::from_slice(&dl[0].payload).unwrap();
+    assert_eq!(env["id"], "job-00007");
+    assert!(
+        dl[0].reason.contains("500") || dl[0].reason.contains("attempts"),
+        "{}",
+        dl[0].reason
+    );
+}
+
+#[test]
+fn nats_always_failing_job_is_a_failed_row_and_a_dead_letter() {
+    always_failing_job_is_a_failed_row_and_a_dead_letter(&nats_url());
+}
+
+#[test]
+fn rabbitmq_always_failing_job_is_a_failed_row_and_a_dead_letter() {
+    always_failing_job_is_a_failed_row_and_a_dead_letter(&amqp_url());
+}
+
+/// Submitting the same file twice under one run id enqueues nothing new; on NATS even a
+/// producer that has lost its manifest (another `--output`) is stopped by the broker's
+/// de-duplication window. The results show each job once.
+#[test]
+fn nats_duplicate_submission_enqueues_nothing_new() {
+    const N: usize = 200;
+    let fleet = Fleet::start(&nats_url(), &scenario(0.0), CATALOG);
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| job(i, "m", "standard"));
+    let run = "dup";
+    fleet.submit(&jobs, run);
+    assert_eq!(fleet.depth(), Some(N as u64));
+    let again = fleet.submit(&jobs, run);
+    assert!(
+        text(&again.stdout).contains("nothing new"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(fleet.depth(), Some(N as u64));
+    // Same run, same jobs, but no manifest to stop the producer: the broker drops them.
+    let o = fleet
+        .cmd(&["submit", jobs.to_str().unwrap(), "--run-id", run, "--quiet"])
+        .env("OFFPEAK_OUTPUT", fleet.path("elsewhere"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        fleet.depth(),
+        Some(N as u64),
+        "the broker enqueued duplicates"
+    );
+
+    let mut w = fleet.worker("u0");
+    let o = fleet.wait_for(run, "120s");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let rows = fleet.rows(run);
+    assert_eq!(rows.len(), N, "each job once, no duplicate rows");
+    let ids: HashSet<_> = rows.iter().map(|r| r.job_id.clone()).collect();
+    assert_eq!(ids.len(), N);
+}
+
+/// `offpeak results --format openai-batch` writes the OpenAI Batch output format: one line per
+/// job with `custom_id`, `response.status_code`/`body` (a chat completion, validated by the
+/// official `openai` package's types) and `error`.
+#[test]
+fn results_export_matches_the_openai_batch_output_format() {
+    let fleet = Fleet::start(&nats_url(), &scenario(0.0), CATALOG);
+    let jobs = fleet.path("jobs.jsonl");
+    // Half go to the Anthropic-kind provider (critical jobs to "other"), half to OpenAI-kind.
+    job_file(&jobs, 40, |i| {
+        if i % 2 == 0 {
+            job(i, "m", "standard")
+        } else {
+            job(i, "other", "critical")
+        }
+    });
+    fleet.submit(&jobs, "export");
+    let mut w = fleet.worker("e0");
+    let o = fleet.wait_for("export", "120s");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let out = fleet.path("batch_output.jsonl");
+    let o = fleet.run(&[
+        "results",
+        "export",
+        "--format",
+        "openai-batch",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let check = std::process::Command::new("python3")
+        .arg(root().join("tests/readers/check_openai_batch.py"))
+        .arg(&out)
+        .arg("40")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    // And the Parquet export is one file with one row per job.
+    let pq = fleet.path("export.parquet");
+    let o = fleet.run(&[
+        "results",
+        "export",
+        "--format",
+        "parquet",
+        "--out",
+        pq.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rows = worker::sink::decode_parquet(std::fs::read(&pq).unwrap()).unwrap();
+    assert_eq!(rows.len(), 40);
+}

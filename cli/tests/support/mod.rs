@@ -1,0 +1,335 @@
+//! What the fleet tests share: real processes (`offpeak sim`, `submit`, `worker`, `status`),
+//! the real brokers on this machine, and the real S3-compatible store started by
+//! `deploy/local/s3.sh`. Every test gets its own broker namespace and bucket.
+
+#![allow(dead_code)]
+
+use schemas::ResultRow;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const S3_KEY: &str = "offpeak";
+pub const S3_SECRET: &str = "offpeak-secret";
+
+pub fn s3_endpoint() -> String {
+    std::env::var("OFFPEAK_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("OFFPEAK_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("OFFPEAK_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A unique lowercase name (bucket- and namespace-safe).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos % 0xffff_ffff)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (up to `within`) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's world: a simulator process, a catalog pointing at it, a broker namespace and a
+/// bucket of its own.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub broker: String,
+    pub namespace: String,
+    pub output: String,
+    pub bucket: String,
+    pub catalog: PathBuf,
+    pub sim: Proc,
+    pub sim_started: chrono::DateTime<chrono::Utc>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    /// Starts the simulator on `scenario` (TOML, providers named like the catalog's) and writes
+    /// `catalog` with every `{SIM}` replaced by the simulator's base URL.
+    pub fn start(broker: &str, scenario: &str, catalog: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let namespace = unique("t");
+        let bucket = unique("offpeak");
+        std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+        let port = free_port();
+        let sim_url = format!("http://127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("catalog.toml"),
+            catalog.replace("{SIM}", &sim_url),
+        )
+        .unwrap();
+        let log = dir.path().join("sim.log");
+        let sim_started = chrono::Utc::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_offpeak"))
+            .args(["sim", "--scenario"])
+            .arg(dir.path().join("scenario.toml"))
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let sim = Proc {
+            child,
+            name: "sim".into(),
+            log,
+        };
+        wait_port(port);
+        let output = format!("s3://{bucket}/results");
+        rt().block_on(async {
+            let client = producer::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
+                .client()
+                .await;
+            let url = producer::S3Url::parse(&output).unwrap();
+            worker::s3::S3Sink::new(client, &url)
+                .ensure_bucket()
+                .await
+                .expect("create the test bucket (is deploy/local/s3.sh running?)");
+        });
+        Fleet {
+            catalog: dir.path().join("catalog.toml"),
+            dir,
+            broker: broker.to_string(),
+            namespace,
+            output,
+            bucket,
+            sim,
+            sim_started,
+            extra_env: vec![],
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// An `offpeak` command with this fleet's environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_offpeak"));
+        c.current_dir(root())
+            .args(args)
+            .env_remove("OFFPEAK_CONFIG")
+            .env("OFFPEAK_BROKER", &self.broker)
+            .env("OFFPEAK_OUTPUT", &self.output)
+            .env("OFFPEAK_CATALOG", &self.catalog)
+            .env("OFFPEAK_BROKER__NAMESPACE", &self.namespace)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", s3_endpoint())
+            .env("OFFPEAK_WORKER__FLUSH__MAX_AGE_S", "1")
+            .env("OFFPEAK_WORKER__REQUEST_TIMEOUT_S", "10");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run offpeak")
+    }
+
+    /// `offpeak submit FILE --run-id RUN`, which must succeed.
+    pub fn submit(&self, file: &Path, run: &str) -> Output {
+        let o = self.run(&["submit", file.to_str().unwrap(), "--run-id", run, "--quiet"]);
+        assert!(
+            o.status.success(),
+            "submit failed:\n{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        o
+    }
+
+    /// Starts a worker process.
+    pub fn worker(&self, name: &str) -> Proc {
+        let log = self.path(&format!("{name}.log"));
+        let child = self
+            .cmd(&["worker", "--metrics-addr", "127.0.0.1:0", "--id", name])
+            .env("OFFPEAK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            name: name.into(),
+            log,
+        }
+    }
+
+    /// `offpeak status RUN --wait`, returning its output.
+    pub fn wait_for(&self, run: &str, timeout: &str) -> Output {
+        self.run(&[
+            "status",
+            run,
+            "--wait",
+            "--json",
+            "--interval",
+            "500ms",
+            "--timeout",
+            timeout,
+        ])
+    }
+
+    /// Every stored row of the run, duplicates included.
+    pub fn rows(&self, run: &str) -> Vec<ResultRow> {
+        rt().block_on(async {
+            let client = producer::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
+                .client()
+                .await;
+            let url = producer::S3Url::parse(&self.output).unwrap();
+            let sink = worker::s3::S3Sink::new(client, &url);
+            worker::sink::read_run(&sink, run).await.unwrap()
+        })
+    }
+
+    fn broker_options(&self) -> queue::BrokerOptions {
+        queue::BrokerOptions::with_namespace(&self.namespace)
+    }
+
+    /// The dead letters in this fleet's namespace (payload, reason).
+    pub fn dead_letters(&self) -> Vec<queue::DeadLetter> {
+        rt().block_on(async {
+            if self.broker.starts_with("nats") {
+                let q = queue::NatsQueue::connect(queue::NatsOptions::from_broker(
+                    &self.broker,
+                    &self.broker_options(),
+                ))
+                .await
+                .unwrap();
+                q.dead_letters(100_000).await.unwrap()
+            } else {
+                let q = queue::RabbitQueue::connect(queue::RabbitOptions::from_broker(
+                    &self.broker,
+                    &self.broker_options(),
+                ))
+                .await
+                .unwrap();
+                let d = q.dead_letters(100_000).await.unwrap();
+                let _ = q.close().await;
+                d
+            }
+        })
+    }
+
+    /// Messages waiting in this fleet's job queue, as the broker reports it.
+    pub fn depth(&self) -> Option<u64> {
+        rt().block_on(async {
+            let q = queue::connect(&self.broker, self.broker_options())
+                .await
+                .unwrap();
+            q.depth().await.unwrap()
+        })
+    }
+}
+
+impl Drop for Fleet {
+    /// Deletes the namespace's streams/queues (best effort; buckets are left for inspection).
+    fn drop(&mut self) {
+        let opts = self.broker_options();
+        let broker = self.broker.clone();
+        rt().block_on(async move {
+            if broker.starts_with("nats") {
+                if let Ok(q) =
+                    queue::NatsQueue::connect(queue::NatsOptions::from_broker(&broker, &opts)).await
+                {
+                    let _ = q.delete_topology().await;
+                }
+            } else if let Ok(q) =
+                queue::RabbitQueue::connect(queue::RabbitOptions::from_broker(&broker, &opts)).await
+            {
+                let _ = q.delete_topology().await;
+                let _ = q.close().await;
+            }
+        });
+    }
+}
+
+pub fn wait_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port {port} never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A JSONL job file of `n` jobs made by `line(i)`.
+pub fn job_file(path: &Path, n: usize, line: impl Fn(usize) -> String) {
+    let mut s = String::with_capacity(n * 120);
+    for i in 0..n {
+        s.push_str(&line(i));
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
