@@ -399,9 +399,24 @@ fn results_export_matches_the_openai_batch_output_format() {
         }
     });
     fleet.submit(&jobs, "export");
-    let mut w = fleet.worker("e0");
+    let port = free_port();
+    let mut w = fleet.worker_on("e0", port);
     let o = fleet.wait_for("export", "120s");
     assert!(o.status.success(), "{}", text(&o.stderr));
+    // The worker's Prometheus endpoint counts what it did, per provider too.
+    wait_port(port);
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    let (code, metrics) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("offpeak_jobs_succeeded_total{worker=\"e0\"} 40"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("offpeak_provider_jobs_succeeded_total{worker=\"e0\",provider=\"dear\"} 20"));
+    assert!(metrics
+        .contains("offpeak_provider_request_seconds_count{worker=\"e0\",provider=\"cheap\"} 20"));
     assert!(w
         .terminate(Duration::from_secs(60))
         .is_some_and(|s| s.success()));

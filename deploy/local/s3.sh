@@ -54,10 +54,30 @@ if ! S3S_FS="$(find_s3s_fs)"; then
   S3S_FS="$(find_s3s_fs)" || { log "s3s-fs was installed but does not run"; exit 1; }
 fi
 
+# s3s-fs 0.14.1 keeps object metadata as `.bucket-<b64 name>.object-<b64 key>.*.json` files in
+# the root and leaves them behind when objects and buckets are deleted. Tests create and delete
+# a bucket each, so drop the files of buckets that no longer exist (only while the server is
+# down, so no bucket can be created under our feet).
+prune_deleted_buckets() {
+  local b64 name padded
+  [ -d "$DATA_DIR" ] || return 0
+  find "$DATA_DIR" -maxdepth 1 -name '.bucket-*.object-*' -printf '%f\n' |
+    sed -e 's/^\.bucket-//' -e 's/\.object-.*$//' | sort -u |
+    while IFS= read -r b64; do
+      padded="$(printf '%s' "$b64" | tr '_-' '/+')"
+      while [ $((${#padded} % 4)) -ne 0 ]; do padded="$padded="; done
+      name="$(printf '%s' "$padded" | base64 -d 2>/dev/null)" || continue
+      if [ -n "$name" ] && [ ! -d "$DATA_DIR/$name" ]; then
+        find "$DATA_DIR" -maxdepth 1 -name ".bucket-$b64.object-*" -delete
+      fi
+    done
+}
+
 if port_open "$PORT"; then
   log "port $PORT already open; assuming it is s3s-fs"
 else
   mkdir -p "$DATA_DIR" "$(dirname "$LOG_FILE")"
+  prune_deleted_buckets
   log "starting s3s-fs on 127.0.0.1:$PORT (data in $DATA_DIR, log in $LOG_FILE)"
   # setsid + nohup: the server outlives this script and the shell that ran it.
   setsid nohup "$S3S_FS" --host 127.0.0.1 --port "$PORT" \

@@ -255,7 +255,7 @@ impl Queue for NatsQueue {
             -1
         } else {
             o.max_ack_pending
-                .max(i64::try_from(max_in_flight).unwrap_or(i64::MAX / 4) * 4)
+                .max(i64::try_from(max_in_flight).map_or(i64::MAX, |n| n.saturating_mul(4)))
         };
         // Create-or-update: the last worker to start sets the shared consumer's ack wait.
         let consumer: PullConsumer = self

@@ -308,6 +308,10 @@ impl Queue for RabbitQueue {
             .map_err(|e| err(format_args!("publishing {dedup_id}"), e))
     }
 
+    /// A consumer on its own channel with a prefetch of `max_in_flight`. `ack_wait` does not
+    /// apply: RabbitMQ redelivers when the consumer's connection or channel goes away, and
+    /// otherwise only after the broker-wide `consumer_timeout` (30 min by default), which
+    /// [`Settle::in_progress`] cannot extend.
     async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError> {
         static TAGS: AtomicU64 = AtomicU64::new(0);
         let max_in_flight = opts.max_in_flight.clamp(1, usize::from(u16::MAX));

@@ -396,3 +396,63 @@ async fn connect_picks_nats_for_a_nats_url() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn in_progress_keeps_a_long_job_from_going_to_another_worker() {
+    with_queue(|q| async move {
+        publish(&q, "slow", "s1").await;
+        let mut c1 = q
+            .consume(consume_opts(1, Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let d = next(&mut c1).await;
+        let other = second_worker(&q).await;
+        let mut c2 = other
+            .consume(consume_opts(1, Duration::from_secs(2)))
+            .await
+            .unwrap();
+        // Twice the ack wait, reporting progress every second: nobody else may get the job.
+        let watcher = tokio::spawn(async move { next_within(&mut c2, 4).await.map(|d| d.payload) });
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            d.in_progress().await.unwrap();
+        }
+        assert_eq!(
+            watcher.await.unwrap(),
+            None,
+            "the job was redelivered mid-work"
+        );
+        d.ack().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_starting_with_another_ack_wait_joins_the_same_consumer() {
+    with_queue(|q| async move {
+        publish(&q, "a", "a1").await;
+        let _first = q
+            .consume(consume_opts(1, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let mut second = q
+            .consume(consume_opts(2, Duration::from_secs(2)))
+            .await
+            .expect("a changed ack wait must update the durable consumer, not fail");
+        let held = next(&mut second).await;
+        let t0 = Instant::now();
+        // The new ack wait is in force: the unsettled delivery comes back after ~2 s, not 30 s.
+        let again = next_within(&mut second, 6)
+            .await
+            .expect("redelivered after the updated ack wait");
+        assert_eq!(again.payload, held.payload);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
+        again.ack().await.unwrap();
+        drop(held);
+    })
+    .await;
+}

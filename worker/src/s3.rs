@@ -99,10 +99,10 @@ impl S3Sink {
             .await
         {
             Ok(_) => Ok(()),
+            // Created meanwhile by another of our processes.
             Err(e)
-                if e.as_service_error().is_some_and(|s| {
-                    s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
-                }) =>
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
             {
                 Ok(())
             }

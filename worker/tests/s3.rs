@@ -97,7 +97,7 @@ fn row(run_id: &str, n: usize) -> ResultRow {
     ResultRow {
         run_id: run_id.into(),
         job_id: format!("job-{n:05}"),
-        status: if n % 3 == 0 {
+        status: if n.is_multiple_of(3) {
             ResultStatus::Failed
         } else {
             ResultStatus::Succeeded

@@ -210,9 +210,15 @@ impl Fleet {
 
     /// Starts a worker process.
     pub fn worker(&self, name: &str) -> Proc {
+        self.worker_on(name, 0)
+    }
+
+    /// Starts a worker process serving its metrics on `port` (0: any).
+    pub fn worker_on(&self, name: &str, port: u16) -> Proc {
         let log = self.path(&format!("{name}.log"));
+        let addr = format!("127.0.0.1:{port}");
         let child = self
-            .cmd(&["worker", "--metrics-addr", "127.0.0.1:0", "--id", name])
+            .cmd(&["worker", "--metrics-addr", &addr, "--id", name])
             .env("OFFPEAK_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -311,6 +317,25 @@ impl Drop for Fleet {
             }
         });
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    let code = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = s
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 pub fn wait_port(port: u16) {
