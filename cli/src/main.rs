@@ -6,6 +6,7 @@
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
 //! finished but some jobs failed.
 
+mod bench;
 mod config;
 mod input;
 mod results;
@@ -52,6 +53,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Export a run's de-duplicated results as one Parquet, JSONL or OpenAI Batch output file.
     Results(results::ResultsArgs),
+    /// Benchmarks: throughput, concurrency, submit, market (routing policies), scale.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Run the provider simulator (OpenAI- and Anthropic-compatible HTTP APIs) until ctrl-c.
     Sim(SimArgs),
 }
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker_cmd::worker(args, cfg).await,
             Command::Status(args) => status::status(args).await,
             Command::Results(args) => results::results(args).await,
+            Command::Bench(cmd) => bench::bench(cmd, cfg).await,
             Command::Sim(args) => sim_cmd(args).await,
         }
     });

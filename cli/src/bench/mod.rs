@@ -1,0 +1,38 @@
+//! `offpeak bench …`: performance figures measured against baselines taken in the same run
+//! (machines are shared and noisy; ratios mean more than absolute numbers). Each bench prints a
+//! readable table and, as its last line, one summary line of `key=value` pairs.
+
+mod concurrency;
+mod market;
+mod scale;
+mod submit;
+mod throughput;
+
+use crate::config::Config;
+use crate::Failure;
+
+/// The benches.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Jobs/s of the raw broker, of raw HTTP to the simulator, and of the full pipeline.
+    Throughput(throughput::Args),
+    /// One worker at in-flight limits C against a 2 s-latency simulator: jobs/s against
+    /// C/latency, and peak RSS.
+    Concurrency(concurrency::Args),
+    /// Submit rate and producer peak RSS on generated 100k / 1M-job files.
+    Submit(submit::Args),
+    /// Cost of routing policies on one job trace and provider market, on a simulated clock.
+    Market(market::Args),
+    /// Jobs/s with 1, 2 and 4 worker processes.
+    Scale(scale::Args),
+}
+
+pub async fn bench(cmd: BenchCommand, cfg: Config) -> Result<u8, Failure> {
+    match cmd {
+        BenchCommand::Throughput(a) => throughput::run(a, cfg).await,
+        BenchCommand::Concurrency(a) => concurrency::run(a, cfg).await,
+        BenchCommand::Submit(a) => submit::run(a, cfg).await,
+        BenchCommand::Market(a) => market::run(a, cfg).await,
+        BenchCommand::Scale(a) => scale::run(a, cfg).await,
+    }
+}

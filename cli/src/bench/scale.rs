@@ -1,0 +1,12 @@
+//! `offpeak bench scale` (not built yet).
+
+use crate::config::Config;
+use crate::Failure;
+
+/// Arguments of `offpeak bench scale`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args, _cfg: Config) -> Result<u8, Failure> {
+    Err(anyhow::anyhow!("offpeak bench scale is not implemented yet").into())
+}
