@@ -4,9 +4,10 @@
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use producer::{InputFile, ReadOptions, ValidationReport};
+use producer::{InputFile, ReadOptions, RejectedLine, ScanReport};
 use schemas::{Catalog, JobDefaults};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The job file and how to read it.
@@ -28,8 +29,8 @@ pub struct JobArgs {
     /// results, instead of refusing the whole file.
     #[arg(long)]
     pub skip_invalid: bool,
-    /// Refuse job files with more jobs than this.
-    #[arg(long)]
+    /// Refuse job files with more jobs than this (also `OFFPEAK_MAX_JOBS`).
+    #[arg(long, env = "OFFPEAK_MAX_JOBS")]
     pub max_jobs: Option<usize>,
 }
 
@@ -41,29 +42,55 @@ pub fn load_catalog(path: &Path) -> Result<Catalog, Failure> {
     Catalog::from_toml(&path.display().to_string(), &text).map_err(invalid)
 }
 
-/// A validated job file.
+/// A validated job file: pass 1 of the streaming producer is done; [`Checked::jobs`] runs pass 2.
 #[derive(Debug)]
 pub struct Checked {
-    pub input: InputFile,
-    pub report: ValidationReport,
+    pub input: Arc<InputFile>,
+    pub scan: ScanReport,
+    /// The options pass 1 ran with (pass 2 must use the same).
+    pub opts: ReadOptions,
     pub sha256: String,
+}
+
+impl Checked {
+    /// The valid jobs, read again from the file in order on a blocking thread, at most
+    /// `buffer` of them read ahead; the handle returns how many were read (or why reading
+    /// failed).
+    pub fn jobs(
+        &self,
+        buffer: usize,
+    ) -> (
+        tokio::sync::mpsc::Receiver<schemas::Job>,
+        tokio::task::JoinHandle<Result<usize, producer::ProducerError>>,
+    ) {
+        producer::stream::spawn_job_reader(
+            self.input.clone(),
+            self.opts.clone(),
+            self.scan.selection(),
+            buffer,
+        )
+    }
 }
 
 /// What validation decided.
 #[derive(Debug)]
+// One value per command: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Validation {
-    /// Go on with these jobs (invalid lines, if any, are in `report.errors`: `--skip-invalid`).
+    /// Go on with these jobs (invalid lines, if any, are in `scan.errors`: `--skip-invalid`).
     Proceed(Checked),
     /// `--dry-run`: the report is printed; exit with this code.
     Stop(u8),
 }
 
-/// Reads the whole job file, prints its errors, and refuses it (exit code 2) when any line is
-/// invalid and `--skip-invalid` was not given.
+/// Validates the whole job file (in memory that does not grow with it), prints its errors, and
+/// refuses it (exit code 2) when any line is invalid and `--skip-invalid` was not given. The
+/// file's checksum is computed at the same time.
 pub async fn validate(
     args: &JobArgs,
     catalog: &Catalog,
     now: DateTime<Utc>,
+    max_prompt_bytes: usize,
 ) -> Result<Validation, Failure> {
     let deadline_in = chrono::Duration::from_std(args.deadline)
         .map_err(|_| invalid(anyhow!("--deadline is too long")))?;
@@ -74,6 +101,7 @@ pub async fn validate(
         },
         known_models: Some(catalog.model_names()),
         max_jobs: args.max_jobs,
+        max_prompt_bytes: Some(max_prompt_bytes),
     };
     let input = producer::fetch_input(&args.jobs).await.map_err(|e| {
         // A missing object is the user's input being wrong; a store that is down is not.
@@ -82,19 +110,23 @@ pub async fn validate(
             error: e.into(),
         }
     })?;
-    let (input, report) = tokio::task::spawn_blocking(move || {
-        let r = input.read(opts);
-        (input, r)
-    })
-    .await?;
-    let report = report.map_err(invalid)?;
-    if !report.is_clean() {
-        eprintln!("{}", report.render_errors(20));
+    let input = Arc::new(input);
+    let scanning = {
+        let (input, opts) = (input.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || input.scan(&opts))
+    };
+    let hashing = {
+        let path = input.path().to_path_buf();
+        tokio::task::spawn_blocking(move || producer::sha256_file(&path))
+    };
+    let scan = scanning.await?.map_err(invalid)?;
+    if !scan.is_clean() {
+        eprintln!("{}", scan.render_errors(20));
         eprintln!(
             "{}: {} of {} lines invalid",
-            report.file,
-            report.errors.len(),
-            report.lines
+            scan.file,
+            scan.errors.len(),
+            scan.lines
         );
         if !args.skip_invalid && !args.dry_run {
             return Err(invalid(anyhow!(
@@ -105,24 +137,24 @@ pub async fn validate(
     if args.dry_run {
         println!(
             "{}: {} valid jobs, {} invalid",
-            report.file,
-            report.jobs.len(),
-            report.errors.len()
+            scan.file,
+            scan.valid,
+            scan.errors.len()
         );
-        return Ok(Validation::Stop(if report.is_clean() { 0 } else { 2 }));
+        return Ok(Validation::Stop(if scan.is_clean() { 0 } else { 2 }));
     }
-    let path = input.path().to_path_buf();
-    let sha256 = tokio::task::spawn_blocking(move || producer::sha256_file(&path)).await??;
+    let sha256 = hashing.await??;
     Ok(Validation::Proceed(Checked {
         input,
-        report,
+        scan,
+        opts,
         sha256,
     }))
 }
 
 /// The rejected lines as the JSONL stored in `_rejects.jsonl`.
-pub fn rejects_jsonl(report: &ValidationReport) -> Result<Vec<u8>, Failure> {
+pub fn rejects_jsonl(errors: &[RejectedLine]) -> Result<Vec<u8>, Failure> {
     let tmp = tempfile::NamedTempFile::new()?;
-    producer::write_rejects(tmp.path(), report)?;
+    producer::write_rejected_lines(tmp.path(), errors)?;
     Ok(std::fs::read(tmp.path())?)
 }

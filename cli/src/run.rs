@@ -9,6 +9,7 @@ use crate::summary::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use producer::Manifest;
 use queue::{MemoryQueue, Queue};
@@ -68,18 +69,24 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     let mut catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));
-    let Checked {
-        input,
-        report,
-        sha256,
-    } = match validate(&args.input, &catalog, now).await? {
+    let checked = match validate(&args.input, &catalog, now, cfg.worker.max_prompt_bytes).await? {
         Validation::Proceed(c) => c,
         Validation::Stop(code) => return Ok(code),
     };
+    let Checked {
+        input,
+        scan,
+        sha256,
+        ..
+    } = &checked;
     let sink = Arc::new(LocalDirSink::new(&args.out));
-    if !report.is_clean() {
-        sink.put(run_id.as_str(), "_rejects.jsonl", rejects_jsonl(&report)?)
-            .await?;
+    if !scan.is_clean() {
+        sink.put(
+            run_id.as_str(),
+            "_rejects.jsonl",
+            rejects_jsonl(&scan.errors)?,
+        )
+        .await?;
         eprintln!(
             "invalid lines written to {}",
             args.out
@@ -95,9 +102,9 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         .collect();
     let manifest = Manifest {
         run_id: run_id.to_string(),
-        job_count: report.jobs.len() as u64,
+        job_count: scan.valid as u64,
         input_file: input.name().to_string(),
-        input_sha256: sha256,
+        input_sha256: sha256.clone(),
         submitted_at: now,
         catalog: serde_json::to_value(&catalog)?,
         offpeak_version: producer::OFFPEAK_VERSION.to_string(),
@@ -113,16 +120,11 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         Some(_) => {}
         None => store::write_manifest(&*sink, &manifest).await?,
     }
-    let todo: Vec<_> = report
-        .jobs
-        .into_iter()
-        .filter(|j| !done.contains(&j.id.0))
-        .collect();
     if !done.is_empty() {
         eprintln!(
             "resuming run {run_id}: {} jobs already have results, {} to go",
             done.len(),
-            todo.len()
+            scan.valid.saturating_sub(done.len())
         );
     }
 
@@ -140,8 +142,16 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     let catalog = Arc::new(catalog);
 
     let queue = MemoryQueue::new();
-    let total = todo.len() as u64;
-    producer::publish::publish_jobs(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await?;
+    // Pass 2 of the streaming producer: the valid jobs read again from the file.
+    let (jobs, reader) = checked.jobs(512);
+    let todo = futures::stream::unfold(jobs, |mut rx| async move {
+        rx.recv().await.map(|job| (job, rx))
+    })
+    .filter(|j| futures::future::ready(!done.contains(&j.id.0)));
+    let published =
+        producer::publish::publish_stream(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await;
+    reader.await??;
+    let total = published?;
 
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
@@ -195,9 +205,10 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
 }
 
 pub fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {
-    let _ = cfg;
+    // Every job in flight may hold a connection; a smaller idle pool would close and reopen
+    // connections at high concurrency (churn, and TIME_WAIT sockets piling up on the host).
     reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(cfg.worker.concurrency.max(256))
         .build()
         .map_err(|e| Failure::from(anyhow!("HTTP client: {e}")))
 }
@@ -208,12 +219,15 @@ pub fn build_providers(
     http: &reqwest::Client,
     cfg: &Config,
 ) -> Result<HashMap<String, Arc<dyn worker::provider::Provider>>, Failure> {
-    let timeout = Duration::from_secs_f64(cfg.worker.request_timeout_s);
+    let opts = worker::provider::ClientOptions {
+        timeout: Duration::from_secs_f64(cfg.worker.request_timeout_s),
+        max_response_bytes: cfg.worker.max_response_bytes,
+    };
     catalog
         .providers
         .iter()
         .map(|p| {
-            worker::provider::build(p, http.clone(), timeout)
+            worker::provider::build_with(p, http.clone(), opts)
                 .map(|c| (p.name.clone(), c))
                 .map_err(|e| invalid(anyhow!("provider {}: {e}", p.name)))
         })

@@ -8,6 +8,7 @@ use crate::run::progress_bar;
 use crate::{invalid, store, Failure};
 use anyhow::anyhow;
 use chrono::Utc;
+use futures::StreamExt;
 use producer::Manifest;
 use schemas::RunId;
 use std::collections::HashSet;
@@ -40,17 +41,24 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
     let catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));
-    let Checked {
-        input,
-        report,
-        sha256,
-    } = match validate(&args.input, &catalog, now).await? {
+    // Opening the store contacts nothing yet; it is set up while the file is validated.
+    let (validation, sink) = tokio::join!(
+        validate(&args.input, &catalog, now, cfg.worker.max_prompt_bytes),
+        store::open(&args.output)
+    );
+    let checked = match validation? {
         Validation::Proceed(c) => c,
         Validation::Stop(code) => return Ok(code),
     };
-    let sink = store::open(&args.output).await?;
+    let Checked {
+        input,
+        scan,
+        sha256,
+        ..
+    } = &checked;
+    let sink = sink?;
     let mut manifest = match store::read_manifest(&*sink, run_id.as_str()).await? {
-        Some(m) if m.input_sha256 != sha256 => {
+        Some(m) if m.input_sha256 != *sha256 => {
             return Err(invalid(anyhow!(
                 "run {run_id} was submitted from a different file ({}); use another --run-id",
                 m.input_file
@@ -66,41 +74,51 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         Some(m) => m,
         None => Manifest {
             run_id: run_id.to_string(),
-            job_count: report.jobs.len() as u64,
+            job_count: scan.valid as u64,
             input_file: input.name().to_string(),
-            input_sha256: sha256,
+            input_sha256: sha256.clone(),
             submitted_at: now,
             catalog: serde_json::to_value(&catalog)?,
             offpeak_version: producer::OFFPEAK_VERSION.to_string(),
             published_at: None,
         },
     };
-    if !report.is_clean() {
-        sink.put(run_id.as_str(), "_rejects.jsonl", rejects_jsonl(&report)?)
-            .await?;
+    if !scan.is_clean() {
+        sink.put(
+            run_id.as_str(),
+            "_rejects.jsonl",
+            rejects_jsonl(&scan.errors)?,
+        )
+        .await?;
         eprintln!(
             "invalid lines stored as {}/run={run_id}/_rejects.jsonl",
             sink.location()
         );
     }
     // The manifest goes first: a worker may store results before the last publish returns.
-    store::write_manifest(&*sink, &manifest).await?;
-
-    // An earlier submission that died half-way: jobs already answered are not sent again (the
-    // rest may be, and the broker's de-duplication or the readers' drop any repeat).
-    let done: HashSet<String> = dedup(read_run(&*sink, run_id.as_str()).await?)
+    // Meanwhile: the results of an earlier submission that died half-way (jobs already
+    // answered are not sent again; the rest may be, and the broker's de-duplication or the
+    // readers' drop any repeat), and the broker connection.
+    let (written, answered, queue) = tokio::join!(
+        store::write_manifest(&*sink, &manifest),
+        read_run(&*sink, run_id.as_str()),
+        queue::connect(&args.broker, cfg.broker_options()),
+    );
+    written?;
+    let done: HashSet<String> = dedup(answered?)
         .into_iter()
         .map(|r| r.job_id)
         .collect();
-    let todo: Vec<_> = report
-        .jobs
-        .into_iter()
-        .filter(|j| !done.contains(&j.id.0))
-        .collect();
-    let queue = queue::connect(&args.broker, cfg.broker_options()).await?;
-    let bar = progress_bar(todo.len() as u64, args.quiet);
+    let queue = queue?;
+    let bar = progress_bar(scan.valid.saturating_sub(done.len()) as u64, args.quiet);
     bar.set_message(format!("publishing to {}", redact(&args.broker)));
-    let n = producer::publish::publish_jobs(
+    // Pass 2: the file is read again as fast as the broker confirms, never all at once.
+    let (jobs, reader) = checked.jobs(args.in_flight.max(1) * 2);
+    let todo = futures::stream::unfold(jobs, |mut rx| async move {
+        rx.recv().await.map(|job| (job, rx))
+    })
+    .filter(|j| futures::future::ready(!done.contains(&j.id.0)));
+    let published = producer::publish::publish_stream(
         &*queue,
         &run_id,
         todo,
@@ -109,7 +127,11 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         args.in_flight,
         &|n| bar.set_position(n),
     )
-    .await?;
+    .await;
+    // A failed publish drops the channel, which stops the reader; a failed read ends the stream
+    // early, which the publish count would hide: the reader's error comes first.
+    reader.await??;
+    let n = published?;
     bar.finish_and_clear();
     manifest.published_at = Some(Utc::now());
     store::write_manifest(&*sink, &manifest).await?;

@@ -119,6 +119,9 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         })
     };
     w.clone().run(consumer, sink, shutdown.clone()).await;
+    // The loop ends on its own only when the broker closed the consumer (a lost RabbitMQ
+    // connection): the rows it held are stored; exit 1 so a supervisor starts it again.
+    let consumer_lost = !shutdown.is_cancelled();
     ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
     let _ = watcher.await;
@@ -131,6 +134,11 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         s.deferrals.get(),
         s.flushed_rows.get()
     );
+    if consumer_lost {
+        tracing::error!(worker = %id, "the broker closed the consumer; exiting so a supervisor restarts the worker");
+        eprintln!("worker {id}: the broker closed the consumer (connection lost); exiting 1");
+        return Ok(1);
+    }
     Ok(0)
 }
 

@@ -45,6 +45,15 @@ pub enum ProducerError {
         /// The limit that was exceeded.
         limit: usize,
     },
+    /// The file read differently in the publishing pass than in the validating pass before it
+    /// (it was modified in between); what was published up to then stays published.
+    #[error("{}: the file changed while it was being submitted: {reason}", file.display())]
+    Changed {
+        /// The file concerned.
+        file: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// A run manifest exists but is not a valid manifest.
     #[error("{}: invalid run manifest: {reason}", file.display())]
     Manifest {

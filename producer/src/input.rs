@@ -5,6 +5,7 @@
 use crate::read::{read_job_file_named, ReadOptions};
 use crate::report::ValidationReport;
 use crate::s3::{describe_sdk_error, is_s3_location, S3Config, S3Url};
+use crate::stream::ScanReport;
 use crate::ProducerError;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -38,6 +39,12 @@ impl InputFile {
     /// and the run manifest.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Pass 1 of [`crate::stream`]: validates the whole file in flat memory, with reports and
+    /// errors naming [`InputFile::name`]. This is blocking I/O.
+    pub fn scan(&self, opts: &ReadOptions) -> Result<ScanReport, ProducerError> {
+        crate::stream::scan(&self.path, &self.name, opts)
     }
 
     /// Reads and validates the whole file like [`crate::read_job_file`], with reports and errors

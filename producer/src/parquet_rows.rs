@@ -7,7 +7,7 @@
 //! OpenAI-batch `body`, …). Null cells are left out, as if the field were absent. Rows are read
 //! batch by batch, never as one batch.
 
-use crate::read::Collector;
+use crate::read::{RawRow, Visitor};
 use crate::ProducerError;
 use arrow::array::make_array;
 use arrow::datatypes::{DataType, Schema};
@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::JobError;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,21 +37,30 @@ const JSON_TEXT_FIELDS: &[&str] = &[
     "logit_bias",
 ];
 
-/// Reads every row of the Parquet file at `path` into `collector`.
-pub(crate) fn read_parquet(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
-    let name = collector.file().to_path_buf();
+/// Calls `visit` on every row of the Parquet file at `path`, one batch in memory at a time;
+/// `name` is the file as errors name it.
+pub(crate) fn visit_parquet(
+    path: &Path,
+    name: &Path,
+    visit: &mut Visitor<'_>,
+) -> Result<(), ProducerError> {
+    let name = name.to_path_buf();
     let parquet_err = |reason: String| ProducerError::Parquet {
         file: name.clone(),
         reason,
     };
     let file = File::open(path).map_err(|e| ProducerError::io(&name, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| parquet_err(e.to_string()))?
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| parquet_err(e.to_string()))?;
+    let mut reader = guarded(|| {
+        ParquetRecordBatchReaderBuilder::try_new(file)?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+    })
+    .map_err(|e| parquet_err(e.to_string()))?
+    .map_err(|e| parquet_err(e.to_string()))?;
     let mut row = 0usize;
-    for batch in reader {
+    while let Some(batch) =
+        guarded(|| reader.next()).map_err(|e| parquet_err(format!("rows after {row}: {e}")))?
+    {
         let batch = batch.map_err(|e| parquet_err(format!("rows after {row}: {e}")))?;
         let first = row + 1;
         let last = row + batch.num_rows();
@@ -62,7 +72,13 @@ pub(crate) fn read_parquet(path: &Path, collector: &mut Collector) -> Result<(),
             let value = serde_json::from_str::<Value>(raw)
                 .map_err(|e| whole_row_error(row, format!("row is not valid JSON: {e}")))
                 .and_then(|v| decode_json_text_fields(row, v));
-            collector.record_value(row, value, raw)?;
+            let raw = RawRow {
+                text: Cow::Borrowed(raw),
+                value: Some(value),
+            };
+            if visit(row, raw)?.is_break() {
+                return Ok(());
+            }
         }
         if row != last {
             return Err(parquet_err(format!(
@@ -73,6 +89,20 @@ pub(crate) fn read_parquet(path: &Path, collector: &mut Collector) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Runs a step of the Parquet decoder, turning a panic into an error: the decoder trusts
+/// sizes written in the file, and a corrupted footer can make it panic (a capacity overflow in
+/// the schema, found by `tests/fuzz_readers.rs`) instead of returning an error.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        format!("corrupted file (the decoder failed: {what})")
+    })
 }
 
 /// One JSON object per row, one row per line (JSON escapes newlines inside strings, so splitting

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, TryStreamExt};
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use queue::{Queue, QueueError};
 use schemas::{Catalog, Envelope, Job, RunId};
 
@@ -18,14 +18,38 @@ pub async fn publish_jobs(
     in_flight: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, QueueError> {
+    publish_stream(
+        queue,
+        run_id,
+        stream::iter(jobs),
+        submitted_at,
+        catalog,
+        in_flight,
+        progress,
+    )
+    .await
+}
+
+/// Like [`publish_jobs`], from a stream of jobs (such as the receiver of
+/// [`crate::stream::spawn_job_reader`]): the jobs are taken only as fast as the broker confirms
+/// them, so memory stays bounded by `in_flight` whatever the stream's length.
+pub async fn publish_stream(
+    queue: &dyn Queue,
+    run_id: &RunId,
+    jobs: impl Stream<Item = Job>,
+    submitted_at: DateTime<Utc>,
+    catalog: &Catalog,
+    in_flight: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, QueueError> {
     let done = std::sync::atomic::AtomicU64::new(0);
-    stream::iter(jobs.into_iter().map(|job| {
+    jobs.map(|job| {
         let mut env = Envelope::new(run_id.clone(), submitted_at, job);
         env.cheapest_at_submit_usd = catalog
             .cheapest_expected_cost(&env.job, submitted_at)
             .map(|u| u.0);
         Ok::<_, QueueError>(env)
-    }))
+    })
     .try_for_each_concurrent(in_flight.max(1), |env| {
         let done = &done;
         async move {

@@ -5,11 +5,13 @@
 use crate::parquet_rows;
 use crate::report::{RejectedLine, ValidationReport};
 use crate::ProducerError;
-use schemas::{JobDefaults, JobError, JobParser};
+use schemas::{Job, JobDefaults, JobError, JobParser};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// How to read and validate a job file.
@@ -23,6 +25,10 @@ pub struct ReadOptions {
     /// Refuse the file (with [`ProducerError::TooManyJobs`]) once it holds more valid jobs than
     /// this; `None` means no limit.
     pub max_jobs: Option<usize>,
+    /// Reject a job whose `messages`, as JSON, are bigger than this many bytes (field
+    /// `messages`, naming the size and the limit); `None` means no limit. Workers refuse such
+    /// jobs anyway (`worker.max_prompt_bytes`); checking here fails them before they are sent.
+    pub max_prompt_bytes: Option<usize>,
 }
 
 impl ReadOptions {
@@ -32,6 +38,7 @@ impl ReadOptions {
             defaults,
             known_models: None,
             max_jobs: None,
+            max_prompt_bytes: None,
         }
     }
 }
@@ -74,15 +81,74 @@ pub fn read_job_file_named(
 ) -> Result<ValidationReport, ProducerError> {
     let name = Path::new(name);
     let format = detect_format(path, name)?;
+    let max_prompt = opts.max_prompt_bytes;
     let mut collector = Collector::new(name, format, opts);
-    match format {
-        InputFormat::Jsonl => read_jsonl(path, &mut collector)?,
-        InputFormat::Parquet => parquet_rows::read_parquet(path, &mut collector)?,
-    }
+    visit_rows(path, name, format, &mut |line, mut raw| {
+        let parsed = raw.parse(&mut collector.parser, line, max_prompt);
+        collector.record(parsed, &raw.text)?;
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(collector.report)
 }
 
-fn detect_format(path: &Path, name: &Path) -> Result<InputFormat, ProducerError> {
+/// One line (JSONL) or row (Parquet) of a job file, before validation.
+pub(crate) struct RawRow<'a> {
+    /// The line's text, or the row as JSON text: what a rejects file keeps.
+    pub(crate) text: Cow<'a, str>,
+    /// The row already turned into JSON (Parquet), or why it could not be (a row that does not
+    /// convert, a JSONL line that is not UTF-8); `None` for a JSONL line, parsed from `text`.
+    pub(crate) value: Option<Result<Value, JobError>>,
+}
+
+impl RawRow<'_> {
+    /// Validates the row into a job (once: the value is taken), refusing a prompt over
+    /// `max_prompt_bytes`.
+    pub(crate) fn parse(
+        &mut self,
+        parser: &mut JobParser,
+        line: usize,
+        max_prompt_bytes: Option<usize>,
+    ) -> Result<Job, JobError> {
+        let job = match self.value.take() {
+            None => parser.parse_line(line, &self.text),
+            Some(value) => value.and_then(|v| parser.parse_value(line, v)),
+        }?;
+        if let Some(limit) = max_prompt_bytes {
+            let size = json_size(&job.messages);
+            if size > limit {
+                return Err(JobError {
+                    line,
+                    field: "messages".into(),
+                    reason: format!(
+                        "prompt is {size} bytes, over the limit of {limit} bytes (worker.max_prompt_bytes)"
+                    ),
+                });
+            }
+        }
+        Ok(job)
+    }
+}
+
+/// What a row visitor is told: the 1-based line or row number and the row. It returns
+/// `Break` to stop reading early.
+pub(crate) type Visitor<'v> =
+    dyn FnMut(usize, RawRow<'_>) -> Result<ControlFlow<()>, ProducerError> + 'v;
+
+/// Calls `visit` on every non-blank line or row of the file at `path`, in order, holding one
+/// line (or one Parquet batch) in memory at a time. `name` is the file as errors name it.
+pub(crate) fn visit_rows(
+    path: &Path,
+    name: &Path,
+    format: InputFormat,
+    visit: &mut Visitor<'_>,
+) -> Result<(), ProducerError> {
+    match format {
+        InputFormat::Jsonl => visit_jsonl(path, name, visit),
+        InputFormat::Parquet => parquet_rows::visit_parquet(path, name, visit),
+    }
+}
+
+pub(crate) fn detect_format(path: &Path, name: &Path) -> Result<InputFormat, ProducerError> {
     let is_parquet = |p: &Path| {
         p.extension()
             .and_then(|e| e.to_str())
@@ -102,8 +168,8 @@ fn detect_format(path: &Path, name: &Path) -> Result<InputFormat, ProducerError>
     })
 }
 
-fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerError> {
-    let file = File::open(path).map_err(|e| ProducerError::io(collector.file(), e))?;
+fn visit_jsonl(path: &Path, name: &Path, visit: &mut Visitor<'_>) -> Result<(), ProducerError> {
+    let file = File::open(path).map_err(|e| ProducerError::io(name, e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut buf = Vec::new();
     let mut line = 0usize;
@@ -112,7 +178,7 @@ fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerErro
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|source| ProducerError::ReadAt {
-                file: collector.file().to_path_buf(),
+                file: name.to_path_buf(),
                 line: line + 1,
                 source,
             })?;
@@ -126,7 +192,7 @@ fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerErro
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
-        match std::str::from_utf8(&buf) {
+        let raw = match std::str::from_utf8(&buf) {
             Ok(text) => {
                 let text = if line == 1 {
                     text.trim_start_matches(UTF8_BOM)
@@ -136,27 +202,32 @@ fn read_jsonl(path: &Path, collector: &mut Collector) -> Result<(), ProducerErro
                 if text.trim().is_empty() {
                     continue;
                 }
-                let parsed = collector.parser.parse_line(line, text);
-                collector.record(parsed, text)?;
+                RawRow {
+                    text: Cow::Borrowed(text),
+                    value: None,
+                }
             }
-            Err(e) => {
-                let error = JobError {
+            Err(e) => RawRow {
+                text: Cow::Owned(String::from_utf8_lossy(&buf).into_owned()),
+                value: Some(Err(JobError {
                     line,
                     field: "-".into(),
                     reason: format!(
                         "not valid UTF-8 (at byte {} of the line)",
                         e.valid_up_to() + 1
                     ),
-                };
-                collector.record(Err(error), &String::from_utf8_lossy(&buf))?;
-            }
+                })),
+            },
+        };
+        if visit(line, raw)?.is_break() {
+            return Ok(());
         }
     }
 }
 
 /// Accumulates the outcome of each line or row into the report and enforces `max_jobs`.
-pub(crate) struct Collector {
-    pub(crate) parser: JobParser,
+struct Collector {
+    parser: JobParser,
     report: ValidationReport,
     /// The file as errors name it.
     path: PathBuf,
@@ -180,27 +251,7 @@ impl Collector {
         }
     }
 
-    /// The file as errors name it (the user's location, not necessarily the file read).
-    pub(crate) fn file(&self) -> &Path {
-        &self.path
-    }
-
-    /// Validates one row given as JSON; `raw` is the row's JSON text, kept for the rejects file.
-    pub(crate) fn record_value(
-        &mut self,
-        row: usize,
-        value: Result<Value, JobError>,
-        raw: &str,
-    ) -> Result<(), ProducerError> {
-        let parsed = value.and_then(|v| self.parser.parse_value(row, v));
-        self.record(parsed, raw)
-    }
-
-    fn record(
-        &mut self,
-        parsed: Result<schemas::Job, JobError>,
-        raw: &str,
-    ) -> Result<(), ProducerError> {
+    fn record(&mut self, parsed: Result<Job, JobError>, raw: &str) -> Result<(), ProducerError> {
         self.report.lines += 1;
         match parsed {
             Ok(job) => {
@@ -221,4 +272,21 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// The size of `v` as JSON, counted without building the text.
+fn json_size(v: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }

@@ -43,39 +43,53 @@ impl ValidationReport {
     /// errors `jobs.parquet: row 17: field `model`: …`; the field part is left out when the whole
     /// line is at fault. Lines are separated by `\n`, with no trailing newline; empty when clean.
     pub fn render_errors(&self, max: usize) -> String {
-        let mut out: Vec<String> = self
-            .errors
-            .iter()
-            .take(max)
-            .map(|r| {
-                let e = &r.error;
-                let at = match self.format {
-                    InputFormat::Jsonl => format!("{}:{}", self.file, e.line),
-                    InputFormat::Parquet => format!("{}: row {}", self.file, e.line),
-                };
-                if e.field == "-" {
-                    format!("{at}: {}", e.reason)
-                } else {
-                    format!("{at}: field `{}`: {}", e.field, e.reason)
-                }
-            })
-            .collect();
-        let more = self.errors.len().saturating_sub(max);
-        if more > 0 {
-            let noun = if more == 1 { "error" } else { "errors" };
-            out.push(format!("… and {more} more {noun}"));
-        }
-        out.join("\n")
+        render_errors(&self.file, self.format, &self.errors, max)
     }
+}
+
+/// [`ValidationReport::render_errors`] for any list of rejected lines of `file`.
+pub(crate) fn render_errors(
+    file: &str,
+    format: InputFormat,
+    errors: &[RejectedLine],
+    max: usize,
+) -> String {
+    let mut out: Vec<String> = errors
+        .iter()
+        .take(max)
+        .map(|r| {
+            let e = &r.error;
+            let at = match format {
+                InputFormat::Jsonl => format!("{file}:{}", e.line),
+                InputFormat::Parquet => format!("{file}: row {}", e.line),
+            };
+            if e.field == "-" {
+                format!("{at}: {}", e.reason)
+            } else {
+                format!("{at}: field `{}`: {}", e.field, e.reason)
+            }
+        })
+        .collect();
+    let more = errors.len().saturating_sub(max);
+    if more > 0 {
+        let noun = if more == 1 { "error" } else { "errors" };
+        out.push(format!("… and {more} more {noun}"));
+    }
+    out.join("\n")
 }
 
 /// Writes the rejected lines of `report` to `path` as JSONL, one object per rejected line:
 /// `{"line": N, "field": "...", "reason": "...", "raw": "<original text>"}` (`line` holds the row
 /// number for Parquet input). The file is created or truncated, and written even when empty.
 pub fn write_rejects(path: &Path, report: &ValidationReport) -> Result<(), ProducerError> {
+    write_rejected_lines(path, &report.errors)
+}
+
+/// Writes `errors` to `path` in the format of [`write_rejects`].
+pub fn write_rejected_lines(path: &Path, errors: &[RejectedLine]) -> Result<(), ProducerError> {
     let io = |e| ProducerError::io(path, e);
     let mut out = BufWriter::new(File::create(path).map_err(io)?);
-    for r in &report.errors {
+    for r in errors {
         let obj = serde_json::json!({
             "line": r.error.line,
             "field": r.error.field,

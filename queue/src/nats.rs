@@ -44,6 +44,8 @@ const NOT_BEFORE: &str = "Offpeak-Not-Before";
 const PRIOR_DELIVERIES: &str = "Offpeak-Delivered";
 /// Why a message was dead-lettered.
 const REASON: &str = "Offpeak-Reason";
+/// How long a job publish is retried (server restarts, reconnects) before it fails.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Longest one pull request waits for a message before the consumer asks again.
 const IDLE_PULL: Duration = Duration::from_secs(5);
 /// Most messages taken in one pull.
@@ -242,10 +244,25 @@ impl Queue for NatsQueue {
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID, dedup_id);
         headers.insert(DEDUP_ID, dedup_id);
-        self.shared
-            .publish(subject, headers, payload)
-            .await
-            .map_err(|e| err(format_args!("publishing {dedup_id}"), e))
+        // A server restart or a failover makes publishes time out until the client has
+        // reconnected; the message id makes a retry safe (the stream drops a second copy).
+        let give_up = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self
+                .shared
+                .publish(subject.clone(), headers.clone(), payload.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::debug!(error = %e, dedup_id, "publish failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(err(format_args!("publishing {dedup_id}"), e)),
+            }
+        }
     }
 
     async fn consume(&self, opts: ConsumeOptions) -> Result<Box<dyn Consumer>, QueueError> {

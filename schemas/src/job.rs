@@ -198,6 +198,7 @@ pub struct JobParser {
     defaults: JobDefaults,
     known_models: Option<HashSet<String>>,
     seen: HashMap<JobId, usize>,
+    check_duplicates: bool,
 }
 
 fn err(line: usize, field: &str, reason: impl Into<String>) -> JobError {
@@ -215,7 +216,16 @@ impl JobParser {
             defaults,
             known_models,
             seen: HashMap::new(),
+            check_duplicates: true,
         }
+    }
+
+    /// Leaves duplicate ids to the caller: the parser then keeps no per-id state, so its memory
+    /// stays flat however long the file is (the streaming producer tracks ids compactly itself).
+    pub fn without_duplicate_check(mut self) -> Self {
+        self.check_duplicates = false;
+        self.seen = HashMap::new();
+        self
     }
 
     /// Parses one JSONL line (native or OpenAI Batch, detected by `custom_id`).
@@ -235,6 +245,9 @@ impl JobParser {
         } else {
             self.parse_native(line, obj)?
         };
+        if !self.check_duplicates {
+            return Ok(job);
+        }
         if let Some(first) = self.seen.get(&job.id) {
             return Err(err(
                 line,

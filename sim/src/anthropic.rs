@@ -120,6 +120,8 @@ pub(crate) fn failure(f: &Failure) -> Response {
             format!("This request would exceed the rate limit for your organization on {what}."),
         ),
         Failure::NotFound(m) => (404, "not_found_error", m.clone()),
+        // Written raw by the server; never reaches the dialect.
+        Failure::Malformed | Failure::Huge(_) => (500, "api_error", "malformed answer".into()),
         Failure::Status(s) => {
             let (kind, message) = match s {
                 400 => ("invalid_request_error", "The request was rejected."),

@@ -4,7 +4,8 @@
 //! One server hosts many simulated providers; provider `P` answers at `http://HOST:PORT/P/v1/…`
 //! (`chat/completions` and `models` for OpenAI, `messages` and `models` for Anthropic). What each
 //! provider does is set by a [`Scenario`]. Completions are deterministic: the text is a function
-//! of the model id, the prompt and the scenario's seed.
+//! of the model id, the prompt and the scenario's seed. `GET /_sim/stats` answers every
+//! provider's counters as JSON (for tests that drive the simulator as a separate process).
 
 mod anthropic;
 mod limiter;
@@ -13,7 +14,7 @@ mod scenario;
 mod server;
 mod text;
 
-pub use scenario::{Scenario, SimKind, SimProvider, Window};
+pub use scenario::{Chaos, Scenario, SimKind, SimProvider, Window};
 
 use server::SimState;
 use std::net::SocketAddr;
@@ -53,7 +54,7 @@ pub enum SimError {
 }
 
 /// Counters of one simulated provider's completion requests (model lists are not counted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderStats {
     /// Completion requests received.
     pub requests: u64,
@@ -61,8 +62,11 @@ pub struct ProviderStats {
     pub ok: u64,
     /// Answered 429 (token buckets, concurrency, rate-limited windows).
     pub rate_limited: u64,
-    /// Answered with any other error status (401, 400, 404, injected errors, outages).
+    /// Answered with any other error status (401, 400, 404, injected errors, outages) or a
+    /// malformed or huge 200 (`chaos`).
     pub errors: u64,
+    /// Left hanging (`chaos.hang`); the client usually gives up before any answer.
+    pub hung: u64,
 }
 
 /// A running simulator. Dropping it leaves the server running until the runtime stops; call
@@ -110,7 +114,7 @@ pub async fn start(scenario: Scenario, addr: SocketAddr) -> Result<SimHandle, Si
         reason,
     })?;
     let io = |source| SimError::Io { addr, source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+    let listener = listen(addr).map_err(io)?;
     let bound = listener.local_addr().map_err(io)?;
     let state = Arc::new(SimState::new(scenario));
     let app = server::router(Arc::clone(&state));
@@ -151,4 +155,18 @@ pub fn rewrite_catalog(catalog: &schemas::Catalog, handle: &SimHandle) -> schema
         p.base_url = handle.base_url(&p.name);
     }
     out
+}
+
+/// Binds `addr` with a deep accept queue: a client opening thousands of connections at once (a
+/// worker starting with thousands of jobs in flight) would overflow the usual 1024 and wait out
+/// SYN retries of a second or more. The kernel caps it at `net.core.somaxconn`.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(16_384)
 }

@@ -136,6 +136,13 @@ pub(crate) fn failure(f: &Failure) -> Response {
             json!("rate_limit_exceeded"),
         ),
         Failure::NotFound(m) => (404, m.clone(), "invalid_request_error", Value::Null),
+        // Written raw by the server; never reaches the dialect.
+        Failure::Malformed | Failure::Huge(_) => (
+            500,
+            "malformed answer".into(),
+            "server_error",
+            Value::Null,
+        ),
         Failure::Status(s) => {
             let (message, kind, code) = status_text(*s);
             (*s, message.into(), kind, code)

@@ -73,6 +73,9 @@ pub struct SimProvider {
     /// Windows (seconds since server start) in which every request gets a 503.
     #[serde(default)]
     pub outages: Vec<Window>,
+    /// Misbehaviour beyond error statuses: hung requests, malformed and oversized answers.
+    #[serde(default)]
+    pub chaos: Chaos,
     /// Informational price in dollars per million input tokens.
     #[serde(default)]
     pub input_per_mtok: Option<f64>,
@@ -83,6 +86,37 @@ pub struct SimProvider {
 
 fn default_latency_ms() -> f64 {
     20.0
+}
+
+/// Answers a real provider sometimes gives that are not error statuses: a request that never
+/// answers, a 200 whose body is not JSON, a 200 with a gigantic body. Each is a probability per
+/// request, rolled after the injected `errors` (their sum with `errors` must stay at most 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Chaos {
+    /// Probability that a request hangs: no answer for `hang_s` seconds (the client times out).
+    pub hang: f64,
+    /// How long a hung request stays silent before it gets a 504 (seconds).
+    pub hang_s: f64,
+    /// Probability of a 200 whose body is cut-off, unparseable JSON.
+    pub malformed: f64,
+    /// Probability of a 200 with a body of `huge_bytes` bytes, streamed without a
+    /// `Content-Length` so the client only finds out while reading it.
+    pub huge: f64,
+    /// Size of a huge answer (default 50 MiB).
+    pub huge_bytes: u64,
+}
+
+impl Default for Chaos {
+    fn default() -> Self {
+        Chaos {
+            hang: 0.0,
+            hang_s: 3600.0,
+            malformed: 0.0,
+            huge: 0.0,
+            huge_bytes: 50 << 20,
+        }
+    }
 }
 
 /// A span of time in seconds since the server started: `from_s <= t < to_s`.
@@ -120,6 +154,7 @@ impl SimProvider {
             errors: BTreeMap::new(),
             rate_limited: Vec::new(),
             outages: Vec::new(),
+            chaos: Chaos::default(),
             input_per_mtok: None,
             output_per_mtok: None,
         }
@@ -227,9 +262,23 @@ impl Scenario {
                 }
                 total += prob;
             }
+            let c = &p.chaos;
+            for (what, prob) in [
+                ("hang", c.hang),
+                ("malformed", c.malformed),
+                ("huge", c.huge),
+            ] {
+                if !(0.0..=1.0).contains(&prob) {
+                    return Err(format!("provider {n:?}: chaos.{what} must be within 0..=1"));
+                }
+                total += prob;
+            }
+            if !finite_nonneg(c.hang_s) {
+                return Err(format!("provider {n:?}: chaos.hang_s must be >= 0"));
+            }
             if total > 1.0 + 1e-9 {
                 return Err(format!(
-                    "provider {n:?}: error probabilities sum to {total} > 1"
+                    "provider {n:?}: error and chaos probabilities sum to {total} > 1"
                 ));
             }
             for w in p.rate_limited.iter().chain(&p.outages) {
@@ -266,6 +315,7 @@ concurrency = 64
 errors = { "500" = 0.02, "503" = 0.01, "529" = 0.0 }
 rate_limited = [{ from_s = 0, to_s = 20 }]
 outages = [{ from_s = 30, to_s = 60 }]
+chaos = { hang = 0.1, hang_s = 30, malformed = 0.05, huge = 0.01, huge_bytes = 1000 }
 input_per_mtok = 0.27
 output_per_mtok = 1.10
 "#;
@@ -273,6 +323,8 @@ output_per_mtok = 1.10
         assert_eq!(s.seed, Some(42));
         assert_eq!(s.providers[0].rpm, Some(600));
         assert_eq!(s.providers[0].error_table().len(), 3);
+        assert_eq!(s.providers[0].chaos.hang, 0.1);
+        assert_eq!(s.providers[0].chaos.huge_bytes, 1000);
         assert_eq!(
             s.providers[0].outages[0],
             Window {

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +44,10 @@ pub(crate) enum Failure {
     Status(u16),
     /// No such route.
     NotFound(String),
+    /// A 200 whose body is not JSON (scenario `chaos.malformed`).
+    Malformed,
+    /// A 200 with a body of this many bytes (scenario `chaos.huge`).
+    Huge(u64),
 }
 
 /// What the server knows about one provider while running.
@@ -56,6 +61,7 @@ pub(crate) struct ProviderState {
     ok: AtomicU64,
     rate_limited: AtomicU64,
     failed: AtomicU64,
+    hung: AtomicU64,
 }
 
 impl ProviderState {
@@ -66,6 +72,7 @@ impl ProviderState {
             ok: self.ok.load(Ordering::SeqCst),
             rate_limited: self.rate_limited.load(Ordering::SeqCst),
             errors: self.failed.load(Ordering::SeqCst),
+            hung: self.hung.load(Ordering::SeqCst),
         }
     }
 
@@ -101,6 +108,7 @@ impl SimState {
                     ok: AtomicU64::new(0),
                     rate_limited: AtomicU64::new(0),
                     failed: AtomicU64::new(0),
+                    hung: AtomicU64::new(0),
                     spec,
                 };
                 (state.spec.name.clone(), Arc::new(state))
@@ -129,9 +137,19 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/{provider}/v1/chat/completions", post(openai_chat))
         .route("/{provider}/v1/messages", post(anthropic_messages))
         .route("/{provider}/v1/models", get(models))
+        .route("/_sim/stats", get(all_stats))
         .fallback(|| async { openai::failure(&Failure::NotFound("Invalid URL".into())) })
         .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(state)
+}
+
+async fn all_stats(State(st): State<Arc<SimState>>) -> Json<HashMap<String, crate::ProviderStats>> {
+    Json(
+        st.providers
+            .iter()
+            .map(|(name, p)| (name.clone(), p.stats()))
+            .collect(),
+    )
 }
 
 async fn openai_chat(
@@ -270,6 +288,20 @@ async fn serve(
         }
         roll -= prob;
     }
+    let chaos = &p.spec.chaos;
+    if roll < chaos.hang {
+        p.hung.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs_f64(chaos.hang_s)).await;
+        return Err(Failure::Status(504));
+    }
+    roll -= chaos.hang;
+    if roll < chaos.malformed {
+        return Err(Failure::Malformed);
+    }
+    roll -= chaos.malformed;
+    if roll < chaos.huge {
+        return Err(Failure::Huge(chaos.huge_bytes));
+    }
     let gen = text::generate(&req.model, &req.texts, st.seed, req.max_tokens);
     let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
     let ms =
@@ -294,9 +326,11 @@ fn finish(st: &SimState, kind: SimKind, result: Result<Response, Failure>) -> Re
                 Failure::Status(429) => Some(1),
                 _ => None,
             };
-            let r = match kind {
-                SimKind::Openai => openai::failure(&f),
-                SimKind::Anthropic => anthropic::failure(&f),
+            let r = match (&f, kind) {
+                (Failure::Malformed, _) => malformed(),
+                (Failure::Huge(n), _) => huge(*n),
+                (_, SimKind::Openai) => openai::failure(&f),
+                (_, SimKind::Anthropic) => anthropic::failure(&f),
             };
             (r, retry)
         }
@@ -321,4 +355,42 @@ fn finish(st: &SimState, kind: SimKind, result: Result<Response, Failure>) -> Re
 pub(crate) fn json(status: u16, body: serde_json::Value) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, Json(body)).into_response()
+}
+
+/// A 200 whose JSON body stops half-way, as from a proxy that cut the connection.
+fn malformed() -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        r#"{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"index":0,"message":{"role":"assist"#,
+    )
+        .into_response()
+}
+
+/// A 200 of `bytes` bytes (the start of a JSON object, then padding), streamed in 64 KiB
+/// chunks without a `Content-Length`, so nothing but reading it tells how big it is.
+fn huge(bytes: u64) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let head = Bytes::from_static(br#"{"choices":[{"message":{"role":"assistant","content":""#);
+    let pad = Bytes::from(vec![b'x'; CHUNK]);
+    let mut left = bytes.saturating_sub(head.len() as u64);
+    let mut chunks = vec![head];
+    let stream = futures::stream::iter(std::iter::from_fn(move || {
+        if let Some(h) = chunks.pop() {
+            return Some(h);
+        }
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(CHUNK as u64) as usize;
+        left -= n as u64;
+        Some(pad.slice(..n))
+    }))
+    .map(Ok::<_, std::convert::Infallible>);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }

@@ -5,6 +5,7 @@
 
 use crate::sink::{encode_parquet, ResultSink};
 use crate::stats::Stats;
+use futures::StreamExt;
 use queue::Delivery;
 use schemas::ResultRow;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// When to write a results file.
@@ -79,6 +81,12 @@ pub fn spawn_flusher(
     let task = tokio::spawn(async move {
         let mut buffers: HashMap<String, Buffer> = HashMap::new();
         let mut seq = 0u64;
+        let mut flushing = Flushing {
+            tasks: JoinSet::new(),
+            sink,
+            worker_id,
+            stats,
+        };
         let max_age = Duration::from_secs_f64(cfg.max_age_s.max(0.05));
         loop {
             let oldest = buffers.values().map(|b| b.since).min();
@@ -90,7 +98,7 @@ pub fn spawn_flusher(
                     let due: Vec<String> = buffers.iter().filter(|(_, b)| b.since + max_age <= now).map(|(k, _)| k.clone()).collect();
                     for run in due {
                         if let Some(b) = buffers.remove(&run) {
-                            flush(&*sink, &worker_id, &mut seq, &run, b, &stats, false).await;
+                            flushing.start(&mut seq, run, b, false).await;
                         }
                     }
                     continue;
@@ -109,15 +117,53 @@ pub fn spawn_flusher(
             b.pending.push((o.delivery, o.settlement));
             if b.rows.len() >= cfg.max_rows || b.bytes >= cfg.max_bytes {
                 if let Some(b) = buffers.remove(&run) {
-                    flush(&*sink, &worker_id, &mut seq, &run, b, &stats, false).await;
+                    flushing.start(&mut seq, run, b, false).await;
                 }
             }
         }
         for (run, b) in buffers.drain() {
-            flush(&*sink, &worker_id, &mut seq, &run, b, &stats, true).await;
+            flushing.start(&mut seq, run, b, true).await;
         }
+        while flushing.tasks.join_next().await.is_some() {}
     });
     (tx, task)
+}
+
+/// Files stored at once: one uploads (and has its messages settled) while the next fills, so a
+/// worker never stalls on a flush; more would only let rows and unsettled messages pile up
+/// behind a slow store.
+const MAX_FLUSHES: usize = 2;
+
+/// The flushes in progress, in tasks of their own.
+struct Flushing {
+    tasks: JoinSet<()>,
+    sink: Arc<dyn ResultSink>,
+    worker_id: String,
+    stats: Arc<Stats>,
+}
+
+impl Flushing {
+    /// Starts storing `b` as the next file once fewer than [`MAX_FLUSHES`] are in progress.
+    async fn start(&mut self, seq: &mut u64, run: String, b: Buffer, shutting_down: bool) {
+        while self.tasks.len() >= MAX_FLUSHES {
+            // Both slots busy (the store is slow or down): keep this file's messages alive
+            // while it waits its turn.
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                _ = tokio::time::sleep(KEEP_ALIVE) => keep_alive(&b.pending).await,
+            }
+        }
+        *seq += 1;
+        let (sink, stats, worker, seq) = (
+            self.sink.clone(),
+            self.stats.clone(),
+            self.worker_id.clone(),
+            *seq,
+        );
+        self.tasks.spawn(async move {
+            flush(&*sink, &worker, seq, &run, b, &stats, shutting_down).await;
+        });
+    }
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -140,7 +186,7 @@ fn approx_size(r: &ResultRow) -> usize {
 async fn flush(
     sink: &dyn ResultSink,
     worker: &str,
-    seq: &mut u64,
+    seq: u64,
     run: &str,
     b: Buffer,
     stats: &Stats,
@@ -154,16 +200,13 @@ async fn flush(
             return;
         }
     };
-    *seq += 1;
-    let name = format!("part-{worker}-{:06}.parquet", *seq);
+    let name = format!("part-{worker}-{seq:06}.parquet");
     let mut delay = Duration::from_millis(200);
     let mut tries = 0;
     loop {
         // Ask for more time on every message while the store is slow or down.
         if tries > 0 {
-            for (d, _) in &b.pending {
-                let _ = d.in_progress().await;
-            }
+            keep_alive(&b.pending).await;
         }
         match sink.put(run, &name, bytes.clone()).await {
             Ok(()) => break,
@@ -179,7 +222,7 @@ async fn flush(
                     );
                     return;
                 }
-                tokio::time::sleep(delay).await;
+                wait_keeping_alive(&b.pending, delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
@@ -187,13 +230,48 @@ async fn flush(
     stats.flushed_rows.add(b.rows.len() as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
     tracing::debug!(run_id = run, file = %name, rows = b.rows.len(), "results stored");
-    for (d, s) in b.pending {
-        let r = match s {
-            Settlement::Ack => d.ack().await,
-            Settlement::DeadLetter(reason) => d.dead_letter(&reason).await,
-        };
-        if let Err(e) = r {
-            tracing::warn!(run_id = run, error = %e, "settling a stored result failed; it may be redelivered and appear twice");
+    // Each settlement is a broker round trip (a confirmed ack on NATS): one at a time, a file
+    // of a thousand rows would cost a thousand round trips while the next rows wait.
+    futures::stream::iter(b.pending)
+        .for_each_concurrent(SETTLE_CONCURRENCY, |(d, s)| async move {
+            let r = match s {
+                Settlement::Ack => d.ack().await,
+                Settlement::DeadLetter(reason) => d.dead_letter(&reason).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(run_id = run, error = %e, "settling a stored result failed; it may be redelivered and appear twice");
+            }
+        })
+        .await;
+}
+
+/// Settlements of one stored file in progress at once.
+const SETTLE_CONCURRENCY: usize = 256;
+
+/// How often messages whose rows wait for the store are reported in progress: well inside the
+/// shortest ack wait (5 s plus the request timeout), so the broker never hands them to another
+/// worker while this one still holds their rows.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// Tells the broker every message of `pending` is still being worked on.
+async fn keep_alive(pending: &[(Delivery, Settlement)]) {
+    futures::stream::iter(pending)
+        .for_each_concurrent(SETTLE_CONCURRENCY, |(d, _)| async move {
+            let _ = d.in_progress().await;
+        })
+        .await;
+}
+
+/// Sleeps `total` between two upload attempts, keeping `pending` alive every [`KEEP_ALIVE`].
+async fn wait_keeping_alive(pending: &[(Delivery, Settlement)], total: Duration) {
+    let until = Instant::now() + total;
+    loop {
+        let next = Instant::now() + KEEP_ALIVE;
+        if next >= until {
+            tokio::time::sleep_until(until).await;
+            return;
         }
+        tokio::time::sleep_until(next).await;
+        keep_alive(pending).await;
     }
 }

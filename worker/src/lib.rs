@@ -4,6 +4,7 @@
 
 pub mod capacity;
 pub mod flush;
+pub mod market;
 pub mod policy;
 pub mod provider;
 pub mod runner;

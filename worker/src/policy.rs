@@ -17,12 +17,15 @@ pub struct PolicyConfig {
     pub latency_base_s: f64,
     /// …plus seconds per expected output token.
     pub latency_per_output_token_s: f64,
-    /// Longest single deferral of a `standard` job (seconds).
+    /// Longest a `standard` job waits for a cheaper pair, all deferrals together (seconds).
     pub standard_max_defer_s: f64,
     /// Longest single deferral of any job; a longer wait is split into several (seconds).
     pub max_defer_s: f64,
     /// A later price window is worth waiting for only if it saves at least this fraction.
     pub min_window_saving: f64,
+    /// After this many failed attempts a job stops waiting for a provider that is down (its
+    /// circuit open): it would be the one probing it again and again.
+    pub avoid_down_after_failures: u32,
 }
 
 impl Default for PolicyConfig {
@@ -34,6 +37,7 @@ impl Default for PolicyConfig {
             standard_max_defer_s: 120.0,
             max_defer_s: 3600.0,
             min_window_saving: 0.05,
+            avoid_down_after_failures: 3,
         }
     }
 }
@@ -102,11 +106,20 @@ pub fn candidates<'a>(
     avail: &dyn Fn(&str) -> Availability,
     now: DateTime<Utc>,
 ) -> Vec<Candidate<'a>> {
+    candidates_where(job, catalog, &|p| avail(p) == Availability::Excluded, now)
+}
+
+fn candidates_where<'a>(
+    job: &Job,
+    catalog: &'a Catalog,
+    excluded: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Vec<Candidate<'a>> {
     let (tin, tout) = (job.estimated_input_tokens(), job.expected_output_tokens());
     let mut out: Vec<Candidate<'a>> = catalog
         .providers
         .iter()
-        .filter(|p| job.provider_allowed(&p.name) && avail(&p.name) != Availability::Excluded)
+        .filter(|p| job.provider_allowed(&p.name) && !excluded(&p.name))
         .flat_map(|p| p.models.iter().map(move |m| (p, m)))
         .filter(|(_, m)| job.models.contains(&m.model))
         .filter(|(_, m)| m.context.is_none_or(|c| tin + tout <= u64::from(c)))
@@ -155,7 +168,82 @@ fn secs(s: f64) -> Duration {
     Duration::milliseconds((s * 1000.0) as i64)
 }
 
-/// Decides what to do with `job` at `now` (DESIGN §5).
+/// What the policy may ask about the capacity a job could get. [`Availability`] answers through
+/// [`AvailabilityView`]; the worker's [`crate::capacity::Capacity`] answers with its plan of the
+/// capacity ahead (reservations, virtual clocks), so deferrals land when the job's turn comes.
+pub trait CapacityView {
+    /// Whether `provider` is unusable for a long while (credentials, credit): leave it out.
+    fn excluded(&self, provider: &str) -> bool;
+    /// The earliest instant in `[from, by]` at which the job could start on `provider`, and why
+    /// not at `from` (`None` when it could); `None` when it cannot start by `by`.
+    fn earliest(
+        &self,
+        provider: &str,
+        from: DateTime<Utc>,
+        by: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)>;
+}
+
+/// A [`CapacityView`] from one availability per provider: free from its time on, for good.
+pub struct AvailabilityView<'f>(pub &'f dyn Fn(&str) -> Availability);
+
+impl CapacityView for AvailabilityView<'_> {
+    fn excluded(&self, provider: &str) -> bool {
+        (self.0)(provider) == Availability::Excluded
+    }
+
+    fn earliest(
+        &self,
+        provider: &str,
+        from: DateTime<Utc>,
+        by: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        match (self.0)(provider) {
+            Availability::Now => (from <= by).then_some((from, None)),
+            Availability::At(t, busy) if t.max(from) <= by => {
+                Some((t.max(from), (t > from).then_some(busy)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the worker knows of a job beyond the job itself (from its envelope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Time spent deferred so far (`deferred_ms`).
+    pub waited: Duration,
+    /// Failed provider attempts so far (`attempt`).
+    pub failures: u32,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            waited: Duration::zero(),
+            failures: 0,
+        }
+    }
+}
+
+/// A decision plus, for a deferral, the capacity the job should have kept for it.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub decision: Decision<'a>,
+    /// For a [`Decision::Defer`] that waits for a pair's capacity: reserve it (see
+    /// [`crate::capacity::Capacity::reserve`]) so later jobs queue behind this one.
+    pub hold: Option<Hold<'a>>,
+}
+
+/// Capacity a deferred job counts on: `provider`, from `at`, starting no later than `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold<'a> {
+    pub provider: &'a str,
+    pub at: DateTime<Utc>,
+    pub by: DateTime<Utc>,
+}
+
+/// Decides what to do with `job` at `now` (DESIGN §5), from one availability per provider.
 pub fn route<'a>(
     job: &Job,
     catalog: &'a Catalog,
@@ -163,124 +251,220 @@ pub fn route<'a>(
     now: DateTime<Utc>,
     cfg: &PolicyConfig,
 ) -> Decision<'a> {
+    plan(
+        job,
+        &History::default(),
+        catalog,
+        &AvailabilityView(avail),
+        now,
+        cfg,
+    )
+    .decision
+}
+
+/// One way to serve the job: a pair, from when, at what cost, within which price window.
+#[derive(Debug, Clone, Copy)]
+struct Opt {
+    rank: usize,
+    at: DateTime<Utc>,
+    cost: Usd,
+    window_from: DateTime<Utc>,
+    by: DateTime<Utc>,
+    busy: Option<Busy>,
+}
+
+/// Decides what to do with `job` at `now` (DESIGN §5) and, for a deferral, what to hold.
+///
+/// `history` says how long the job has been deferred already (a `standard` job waits
+/// `standard_max_defer_s` in all) and how often it failed (after `avoid_down_after_failures`
+/// it no longer waits for a provider that is down).
+///
+/// Every pair is looked at in each of its price windows up to the job's horizon (now for
+/// `critical`; the slack, capped for `standard`): the earliest start the capacity allows in that
+/// window, and the cost there. Walking these options from the earliest, a later one is taken
+/// only when it saves at least `min_window_saving` over the one in hand. The winner is
+/// dispatched if it can start now, else the job is deferred until it can (and holds that
+/// capacity). A cheap pair whose queue would push the job past its latest start is therefore
+/// passed over now, not after the wait.
+pub fn plan<'a>(
+    job: &Job,
+    history: &History,
+    catalog: &'a Catalog,
+    view: &dyn CapacityView,
+    now: DateTime<Utc>,
+    cfg: &PolicyConfig,
+) -> Plan<'a> {
+    let decide = |decision| Plan {
+        decision,
+        hold: None,
+    };
     if now >= job.deadline {
-        return Decision::Fail {
+        return decide(Decision::Fail {
             kind: "deadline_passed",
             reason: format!("deadline {} has passed", job.deadline.to_rfc3339()),
-        };
+        });
     }
-    let mut ranked = candidates(job, catalog, avail, now);
+    let mut ranked = candidates_where(job, catalog, &|p| view.excluded(p), now);
     if ranked.is_empty() {
-        return Decision::Fail {
+        return decide(Decision::Fail {
             kind: "no_provider",
             reason: format!(
                 "no available provider serves {} within the context length and provider filters",
                 job.models.join("|")
             ),
-        };
+        });
     }
     if let Some(budget) = job.max_cost_usd {
         ranked.retain(|c| c.expected_cost <= budget);
         if ranked.is_empty() {
-            return Decision::Fail {
+            return decide(Decision::Fail {
                 kind: "over_budget",
                 reason: format!("every provider's expected cost exceeds max_cost_usd {budget}"),
-            };
+            });
         }
     }
     let slack = cfg.slack(job, now);
-    let may_wait = |wait: Duration| -> bool {
-        match job.priority {
-            Priority::Critical => false,
-            Priority::Standard => wait <= slack && wait <= secs(cfg.standard_max_defer_s),
-            Priority::Deferrable => wait <= slack,
+    let horizon = match job.priority {
+        Priority::Critical => now,
+        Priority::Standard => {
+            let waited = history.waited.max(Duration::zero());
+            now + slack.min(secs(cfg.standard_max_defer_s) - waited)
         }
+        Priority::Deferrable => now + slack,
+    }
+    .max(now);
+    let mut options = options(job, &ranked, view, now, horizon);
+    if history.failures >= cfg.avoid_down_after_failures {
+        options.retain(|o| o.at <= now || o.busy != Some(Busy::Down));
+    }
+    options.sort_by(|a, b| a.at.cmp(&b.at).then(a.cost.0.total_cmp(&b.cost.0)));
+    let Some(mut best) = options.first().copied() else {
+        // Nothing can start in time: wait for whichever pair frees up first.
+        let first = ranked
+            .iter()
+            .filter_map(|c| view.earliest(&c.provider.name, now, now + Duration::days(1)))
+            .map(|(t, _)| t)
+            .min()
+            .unwrap_or(now + secs(cfg.max_defer_s));
+        return decide(defer(
+            now,
+            first,
+            cfg,
+            "every eligible provider is busy".into(),
+        ));
     };
+    for o in &options[1..] {
+        if o.cost.0 < best.cost.0 * (1.0 - cfg.min_window_saving) {
+            best = *o;
+        }
+    }
+    let chosen = &ranked[best.rank];
     let cheapest = &ranked[0];
-
-    // A cheaper price window before the job must start is worth waiting for.
-    if job.priority != Priority::Critical {
-        if let Some((at, cost)) = cheaper_window(job, &ranked, now, now + slack, cfg) {
-            if may_wait(at - now) {
-                return defer(
-                    now,
-                    at,
-                    cfg,
-                    format!(
-                        "cheaper_window: {cost} expected at {} vs {} now",
-                        at.to_rfc3339(),
-                        cheapest.expected_cost
-                    ),
-                );
-            }
+    if best.at <= now {
+        if best.rank == 0 {
+            return decide(Decision::Dispatch {
+                to: chosen.clone(),
+                reason: "cheapest".into(),
+                escalated: false,
+            });
         }
-    }
-
-    match avail(&cheapest.provider.name) {
-        Availability::Now => Decision::Dispatch {
-            to: cheapest.clone(),
-            reason: "cheapest".into(),
-            escalated: false,
-        },
-        Availability::At(ready, busy) => {
-            let wait = ready - now;
-            if may_wait(wait) {
-                return defer(
-                    now,
-                    ready,
-                    cfg,
-                    format!(
-                        "cheapest {} {} until {}",
-                        cheapest.provider.name,
-                        busy.as_str(),
-                        ready.to_rfc3339()
-                    ),
-                );
-            }
-            let why = match job.priority {
-                Priority::Critical => "critical job never waits".to_string(),
-                Priority::Standard if wait <= slack => format!(
-                    "standard job may wait at most {}s",
-                    cfg.standard_max_defer_s
-                ),
-                _ => format!(
-                    "waiting {}s would miss the deadline (slack {}s)",
-                    wait.num_seconds(),
-                    slack.num_seconds()
-                ),
+        let (wait, busy) =
+            match view.earliest(&cheapest.provider.name, now, now + Duration::days(1)) {
+                Some((t, b)) => (Some(t - now), b.unwrap_or(Busy::RateLimited)),
+                None => (None, Busy::RateLimited),
             };
-            match ranked
-                .iter()
-                .find(|c| avail(&c.provider.name) == Availability::Now)
-            {
-                Some(c) => Decision::Dispatch {
-                    to: c.clone(),
-                    reason: format!(
-                        "escalated: cheapest {} {}; {why}",
-                        cheapest.provider.name,
-                        busy.as_str()
-                    ),
-                    escalated: true,
-                },
-                None => {
-                    // Nothing has capacity now: wait for whichever frees up first.
-                    let first = ranked
-                        .iter()
-                        .filter_map(|c| match avail(&c.provider.name) {
-                            Availability::At(t, _) => Some(t),
-                            _ => None,
-                        })
-                        .min()
-                        .unwrap_or(ready);
-                    defer(now, first, cfg, "every eligible provider is busy".into())
-                }
+        let why = match (job.priority, wait) {
+            (Priority::Critical, _) => "critical job never waits".to_string(),
+            (_, Some(w)) if w > slack => format!(
+                "waiting {}s would miss the deadline (slack {}s)",
+                w.num_seconds(),
+                slack.num_seconds()
+            ),
+            (Priority::Standard, Some(w)) if w > secs(cfg.standard_max_defer_s) => format!(
+                "standard job may wait at most {}s",
+                cfg.standard_max_defer_s
+            ),
+            (_, Some(w)) => format!(
+                "waiting {}s saves less than {:.0}%",
+                w.num_seconds(),
+                cfg.min_window_saving * 100.0
+            ),
+            (_, None) => "no capacity within a day".to_string(),
+        };
+        return decide(Decision::Dispatch {
+            to: chosen.clone(),
+            reason: format!(
+                "escalated: cheapest {} {}; {why}",
+                cheapest.provider.name,
+                busy.as_str()
+            ),
+            escalated: true,
+        });
+    }
+    let reason = if best.window_from > now {
+        format!(
+            "cheaper_window: {} expected at {} vs {} now",
+            best.cost,
+            best.at.to_rfc3339(),
+            cheapest.expected_cost
+        )
+    } else {
+        format!(
+            "{} {} {} until {}",
+            if best.rank == 0 {
+                "cheapest"
+            } else {
+                "next cheapest"
+            },
+            chosen.provider.name,
+            best.busy.unwrap_or(Busy::RateLimited).as_str(),
+            best.at.to_rfc3339()
+        )
+    };
+    Plan {
+        decision: defer(now, best.at, cfg, reason),
+        hold: Some(Hold {
+            provider: &chosen.provider.name,
+            at: best.at,
+            by: best.by,
+        }),
+    }
+}
+
+/// Each pair's earliest start in each of its price windows up to `horizon`.
+fn options(
+    job: &Job,
+    ranked: &[Candidate<'_>],
+    view: &dyn CapacityView,
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Vec<Opt> {
+    let (tin, tout) = (job.estimated_input_tokens(), job.expected_output_tokens());
+    let mut out = Vec::new();
+    for (rank, c) in ranked.iter().enumerate() {
+        let mut from = now;
+        // A day holds few window edges; 8 windows cover any sensible schedule and deadline.
+        for _ in 0..8 {
+            let next = c.offer.next_price_change(from);
+            let by = next.map_or(horizon, |n| (n - Duration::milliseconds(1)).min(horizon));
+            let cost = c.offer.price_at(from).cost(tin, tout);
+            if let Some((at, busy)) = view.earliest(&c.provider.name, from, by) {
+                out.push(Opt {
+                    rank,
+                    at,
+                    cost,
+                    window_from: from,
+                    by,
+                    busy,
+                });
+            }
+            match next {
+                Some(n) if n <= horizon => from = n,
+                _ => break,
             }
         }
-        Availability::Excluded => Decision::Fail {
-            kind: "no_provider",
-            reason: "cheapest provider excluded".into(),
-        },
     }
+    out
 }
 
 fn defer<'a>(
@@ -291,38 +475,4 @@ fn defer<'a>(
 ) -> Decision<'a> {
     let until = until.min(now + secs(cfg.max_defer_s)).max(now);
     Decision::Defer { until, reason }
-}
-
-/// The earliest price-window change before `latest` at which some candidate becomes cheaper than
-/// the cheapest now by at least `min_window_saving`, with that cost.
-fn cheaper_window(
-    job: &Job,
-    ranked: &[Candidate<'_>],
-    now: DateTime<Utc>,
-    latest: DateTime<Utc>,
-    cfg: &PolicyConfig,
-) -> Option<(DateTime<Utc>, Usd)> {
-    let best_now = ranked.first()?.expected_cost;
-    let (tin, tout) = (job.estimated_input_tokens(), job.expected_output_tokens());
-    let mut best: Option<(DateTime<Utc>, Usd)> = None;
-    for c in ranked {
-        let mut t = now;
-        // A day holds few window edges; 8 steps cover any sensible schedule.
-        for _ in 0..8 {
-            let Some(next) = c.offer.next_price_change(t) else {
-                break;
-            };
-            if next > latest {
-                break;
-            }
-            let cost = c.offer.price_at(next).cost(tin, tout);
-            if cost.0 < best_now.0 * (1.0 - cfg.min_window_saving)
-                && best.is_none_or(|(_, b)| cost.0 < b.0)
-            {
-                best = Some((next, cost));
-            }
-            t = next;
-        }
-    }
-    best
 }

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Default of [`WorkerConfig::max_prompt_bytes`]: 4 MiB, about a million tokens.
+pub const DEFAULT_MAX_PROMPT_BYTES: usize = 4 << 20;
+
 /// A worker's settings (the `[worker]` table of the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,8 +31,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Failed provider attempts after which a job ends as `failed`.
     pub max_attempts: u32,
-    /// Deliveries of one message after which it is treated as poison (it keeps coming back:
-    /// workers crash on it or never settle it) and dead-lettered.
+    /// Deliveries of one message that ended without any settlement (workers crash on it or time
+    /// out) after which it is treated as poison and dead-lettered. Deferrals do not count.
     pub max_deliveries: u32,
     /// Timeout of one provider request (seconds).
     pub request_timeout_s: f64,
@@ -37,6 +40,12 @@ pub struct WorkerConfig {
     pub inline_wait_s: f64,
     /// How long shutdown waits for in-flight jobs before releasing them (seconds).
     pub shutdown_grace_s: f64,
+    /// Largest prompt accepted, in bytes of the job's `messages` as JSON. A bigger job ends as a
+    /// `failed` row (`error_kind = "limit"`) and a dead letter without reaching any provider.
+    pub max_prompt_bytes: usize,
+    /// Largest provider answer read, in bytes; the body is cut off as soon as it passes this
+    /// (a transient error, retried and eventually a `failed` row).
+    pub max_response_bytes: usize,
     pub policy: PolicyConfig,
     pub breaker: BreakerConfig,
     pub flush: FlushConfig,
@@ -51,6 +60,8 @@ impl Default for WorkerConfig {
             request_timeout_s: 120.0,
             inline_wait_s: 0.5,
             shutdown_grace_s: 30.0,
+            max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
+            max_response_bytes: crate::provider::DEFAULT_MAX_RESPONSE_BYTES,
             policy: PolicyConfig::default(),
             breaker: BreakerConfig::default(),
             flush: FlushConfig::default(),
@@ -99,11 +110,12 @@ impl Worker {
         }
     }
 
-    /// Options to consume with: room for the jobs in progress plus a file's worth of rows
-    /// waiting to be stored (their messages stay unacked until then).
+    /// Options to consume with: room for the jobs in progress plus two files' worth of rows
+    /// waiting to be stored (their messages stay unacked until then): one file filling while
+    /// the previous one uploads.
     pub fn consume_options(&self) -> ConsumeOptions {
         ConsumeOptions {
-            max_in_flight: self.cfg.concurrency + self.cfg.flush.max_rows,
+            max_in_flight: self.cfg.concurrency + 2 * self.cfg.flush.max_rows,
             // A message waits for its request (bounded by the timeout), then at most a flush
             // age in the buffer, then the upload (which sends in-progress acks while it retries).
             ack_wait: Duration::from_secs_f64(
@@ -173,25 +185,37 @@ impl Worker {
         let env = match Envelope::from_bytes(&delivery.payload) {
             Ok(env) if env.schema_version == SCHEMA_VERSION => env,
             Ok(env) => {
-                let reason = format!(
-                    "unknown schema_version {} (this worker reads {SCHEMA_VERSION})",
-                    env.schema_version
-                );
+                let reason = unknown_version(env.schema_version);
                 return self.poison(delivery, reason, tx).await;
             }
             Err(e) => {
-                return self
-                    .poison(delivery, format!("unreadable message: {e}"), tx)
-                    .await
+                // A message of another version may not fit this version's shape at all: say
+                // which version it is rather than which field is missing.
+                let reason = match peek_version(&delivery.payload) {
+                    Some(v) if v != SCHEMA_VERSION => unknown_version(v),
+                    _ => format!("unreadable message: {e}"),
+                };
+                return self.poison(delivery, reason, tx).await;
             }
         };
-        if delivery.delivered > self.cfg.max_deliveries {
+        // A deferral hands the message back on purpose and carries its delivery count along;
+        // only the deliveries that ended without any settlement (crashes, timeouts) count here.
+        let unsettled = delivery.delivered.saturating_sub(env.deferrals);
+        if unsettled > self.cfg.max_deliveries {
             let reason = format!(
-                "delivered {} times without being settled (worker crashes or timeouts)",
-                delivery.delivered
+                "delivered {unsettled} times without being settled (worker crashes or timeouts)"
             );
             let job = Job { env, delivery };
             return self.fail(job, "redelivered", reason, tx).await;
+        }
+        let prompt = prompt_bytes(&env.job.messages);
+        if prompt > self.cfg.max_prompt_bytes {
+            let reason = format!(
+                "prompt is {prompt} bytes, over the limit of {} bytes (worker.max_prompt_bytes)",
+                self.cfg.max_prompt_bytes
+            );
+            let job = Job { env, delivery };
+            return self.fail(job, "limit", reason, tx).await;
         }
         let job = Job { env, delivery };
         self.process(job, tx).await;
@@ -240,13 +264,15 @@ impl Worker {
                 metadata: "{}".into(),
                 response_json: None,
             };
-            let _ = tx
-                .send(Outcome {
+            hand_over(
+                tx,
+                Outcome {
                     row,
                     delivery,
                     settlement: Settlement::DeadLetter(reason),
-                })
-                .await;
+                },
+            )
+            .await;
         } else if let Err(e) = delivery.dead_letter(&reason).await {
             tracing::error!(error = %e, "dead-lettering a poison message failed; it will be redelivered");
         }
@@ -358,13 +384,15 @@ impl Worker {
                             self.stats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
                             pstats.succeeded.inc();
                             pstats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
-                            let _ = tx
-                                .send(Outcome {
+                            hand_over(
+                                tx,
+                                Outcome {
                                     row,
                                     delivery: job.delivery,
                                     settlement: Settlement::Ack,
-                                })
-                                .await;
+                                },
+                            )
+                            .await;
                             return;
                         }
                         Err(e) => {
@@ -452,13 +480,15 @@ impl Worker {
             .clone()
             .map(|d| format!("deferred {}x, last: {d}", job.env.deferrals));
         let settlement = Settlement::DeadLetter(format!("{kind}: {message}"));
-        let _ = tx
-            .send(Outcome {
+        hand_over(
+            tx,
+            Outcome {
                 row,
                 delivery: job.delivery,
                 settlement,
-            })
-            .await;
+            },
+        )
+        .await;
     }
 
     fn row(&self, env: &Envelope, status: ResultStatus, now: DateTime<Utc>) -> ResultRow {
@@ -491,6 +521,62 @@ impl Worker {
             response_json: None,
         }
     }
+}
+
+/// How often a finished job waiting for room in the flusher is reported in progress.
+const HAND_OVER_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// Hands a finished job to the flusher. While the flusher pushes back (the store is slow or
+/// down), the message is reported in progress every few seconds, so the broker does not hand
+/// it to another worker while this one holds its row.
+async fn hand_over(tx: &mpsc::Sender<Outcome>, o: Outcome) {
+    let start = tokio::time::Instant::now() + HAND_OVER_KEEP_ALIVE;
+    let mut tick = tokio::time::interval_at(start, HAND_OVER_KEEP_ALIVE);
+    loop {
+        tokio::select! {
+            permit = tx.reserve() => {
+                if let Ok(p) = permit {
+                    p.send(o);
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                let _ = o.delivery.in_progress().await;
+            }
+        }
+    }
+}
+
+fn unknown_version(v: u32) -> String {
+    format!("unknown schema_version {v} (this worker reads {SCHEMA_VERSION})")
+}
+
+/// The `schema_version` of a message that does not parse as an [`Envelope`], if it has one.
+fn peek_version(payload: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: u32,
+    }
+    serde_json::from_slice::<Version>(payload)
+        .ok()
+        .map(|v| v.schema_version)
+}
+
+/// The size of `messages` as JSON, counted without building the text.
+pub fn prompt_bytes(messages: &[schemas::ChatMessage]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, messages);
+    c.0
 }
 
 /// Exponential backoff with jitter for the `attempt`-th failure: 1 s, 2 s, 4 s… capped at

@@ -235,3 +235,137 @@ fn past_deadline_fails() {
         }
     ));
 }
+
+// The plan against the worker's capacity: reservations, queue-aware escalation, history.
+
+use worker::capacity::Capacity;
+use worker::policy::{plan, AvailabilityView, History};
+
+fn deferred_until(d: &Decision<'_>) -> Option<DateTime<Utc>> {
+    match d {
+        Decision::Defer { until, .. } => Some(*until),
+        _ => None,
+    }
+}
+
+/// The test catalog with `cheap` limited to 60 requests a minute, its bucket drained at `now`.
+fn drained_cheap() -> (Catalog, Capacity) {
+    let mut c = catalog();
+    c.providers[0].limits.rpm = Some(60);
+    let mut cap = Capacity::new(&c, now());
+    for _ in 0..60 {
+        assert!(cap.get_mut("cheap").unwrap().try_acquire(10, now()));
+    }
+    (c, cap)
+}
+
+fn plan_with_capacity<'a>(
+    id: &str,
+    extra: &str,
+    c: &'a Catalog,
+    cap: &mut Capacity,
+    at: DateTime<Utc>,
+) -> Decision<'a> {
+    let line =
+        format!(r#"{{"id":"{id}","model":"llama","prompt":"hello there","max_tokens":50{extra}}}"#);
+    let j = JobParser::new(JobDefaults::new(now()), None)
+        .parse_line(1, &line)
+        .unwrap();
+    let tokens = j.estimated_input_tokens() + j.expected_output_tokens();
+    let p = plan(
+        &j,
+        &History::default(),
+        c,
+        &cap.view(id, tokens, at),
+        at,
+        &cfg(),
+    );
+    match (&p.decision, p.hold) {
+        (Decision::Defer { .. }, Some(h)) => cap.reserve(id, h.provider, tokens, h.at, h.by, at),
+        _ => cap.cancel_reservation(id),
+    }
+    p.decision
+}
+
+#[test]
+fn deferred_jobs_queue_for_a_rate_limited_provider_one_turn_each() {
+    let (c, mut cap) = drained_cheap();
+    // 60 requests went now: at one a second, the next turn is a minute away, then one each.
+    for i in 0..10 {
+        let d = plan_with_capacity(&format!("j{i}"), "", &c, &mut cap, now());
+        let until = deferred_until(&d).unwrap_or_else(|| panic!("job {i}: {d:?}"));
+        let expect = now() + Duration::seconds(60 + i);
+        assert!(
+            (until - expect).num_milliseconds().abs() <= 5,
+            "job {i}: deferred until {until}, expected {expect}"
+        );
+    }
+    assert_eq!(cap.reservations(), 10);
+}
+
+#[test]
+fn job_escalates_now_when_the_queue_ahead_outlasts_its_slack() {
+    let (c, mut cap) = drained_cheap();
+    // Slack = 120 s − 1 s latency − 60 s margin = 59 s, but cheap's next turn is 60 s away.
+    let d = plan_with_capacity("late", r#","deadline_in":"2m""#, &c, &mut cap, now());
+    assert_eq!(provider_of(&d), Some(("mid".into(), true)));
+    // With a deadline it can afford, the same job waits for its turn instead.
+    let d = plan_with_capacity("early", r#","deadline_in":"10m""#, &c, &mut cap, now());
+    assert!(deferred_until(&d).is_some(), "{d:?}");
+}
+
+#[test]
+fn job_keeps_its_turn_when_it_wakes_early_and_goes_when_it_comes() {
+    let (c, mut cap) = drained_cheap();
+    let first = deferred_until(&plan_with_capacity("a", "", &c, &mut cap, now())).unwrap();
+    for i in 0..5 {
+        plan_with_capacity(&format!("b{i}"), "", &c, &mut cap, now());
+    }
+    // Woken early (say by a cap on one deferral), it keeps its place ahead of the others.
+    let later = now() + Duration::seconds(10);
+    let again = deferred_until(&plan_with_capacity("a", "", &c, &mut cap, later)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        provider_of(&plan_with_capacity("a", "", &c, &mut cap, first)),
+        Some(("cheap".into(), false))
+    );
+}
+
+#[test]
+fn standard_job_waits_at_most_its_allowance_in_all() {
+    let c = catalog();
+    let j = job(r#","priority":"standard""#);
+    let busy = cheap_busy_until(60);
+    let view = AvailabilityView(&busy);
+    let fresh = plan(&j, &History::default(), &c, &view, now(), &cfg()).decision;
+    assert!(deferred_until(&fresh).is_some(), "{fresh:?}");
+    // Already deferred 100 s of its 120: a 60 s wait is too long now.
+    let waited = History {
+        waited: Duration::seconds(100),
+        failures: 0,
+    };
+    let d = plan(&j, &waited, &c, &view, now(), &cfg()).decision;
+    assert_eq!(provider_of(&d), Some(("mid".into(), true)));
+}
+
+#[test]
+fn job_that_failed_repeatedly_stops_waiting_for_a_provider_that_is_down() {
+    let c = catalog();
+    let j = job("");
+    let down = |p: &str| {
+        if p == "cheap" {
+            Availability::At(now() + Duration::seconds(30), Busy::Down)
+        } else {
+            Availability::Now
+        }
+    };
+    let view = AvailabilityView(&down);
+    let d = plan(&j, &History::default(), &c, &view, now(), &cfg()).decision;
+    assert!(deferred_until(&d).is_some(), "{d:?}");
+    let worn = History {
+        waited: Duration::zero(),
+        failures: cfg().avoid_down_after_failures,
+    };
+    let d = plan(&j, &worn, &c, &view, now(), &cfg()).decision;
+    assert_eq!(provider_of(&d), Some(("mid".into(), true)));
+}

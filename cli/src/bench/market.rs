@@ -1,12 +1,375 @@
-//! `offpeak bench market` (not built yet).
+//! `offpeak bench market`: the cost of routing policies on one job trace and provider market,
+//! on a simulated clock (the engine is `worker::market`; the format and the lower bound are
+//! described in docs/benchmarks.md). Runs `dearest`, `gateway` and `offpeak` and computes the
+//! lower bound, prints a table, and ends with one `key=value` summary line.
 
 use crate::config::Config;
-use crate::Failure;
+use crate::{invalid, Failure};
+use anyhow::Context;
+use schemas::Catalog;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use worker::market::{
+    lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, PolicyKind,
+    RunReport, Scenario, ScenarioSpec, TraceEntry,
+};
+use worker::WorkerConfig;
 
 /// Arguments of `offpeak bench market`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Scenario file (TOML): catalog, per-provider true limits, latency, outages, job trace.
+    #[arg(long, required_unless_present = "random_seed")]
+    scenario: Option<PathBuf>,
+    /// Instead of a file: a random market and trace built from `--catalog` with this seed.
+    #[arg(long, conflicts_with = "scenario")]
+    random_seed: Option<u64>,
+    /// Catalog for `--random-seed`.
+    #[arg(long, default_value = "examples/catalog.toml")]
+    catalog: PathBuf,
+    /// Jobs in a random scenario.
+    #[arg(long, default_value_t = 4000)]
+    jobs: usize,
+    /// Scale the scenario's generated job counts (quick looks: 0.1).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// With `--random-seed`: also write the scenario to this file (and its catalog beside it,
+    /// as `<stem>.catalog.toml`), to replay or edit it with `--scenario`.
+    #[arg(long, requires = "random_seed")]
+    save: Option<PathBuf>,
+}
 
-pub async fn run(_args: Args, _cfg: Config) -> Result<u8, Failure> {
-    Err(anyhow::anyhow!("offpeak bench market is not implemented yet").into())
+pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
+    let sc = load(&args)?;
+    let worker = cfg.worker.clone();
+    let opts = BoundOptions {
+        standard_wait_s: Some(worker.policy.standard_max_defer_s),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let (runs, bounds) = tokio::task::block_in_place(|| simulate(&sc, &worker, &opts));
+    print(&sc, &runs, &bounds, started.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+/// The bound's two readings: honouring the priority contract (the headline), and deadlines only.
+struct Bounds {
+    contract: LowerBound,
+    deadlines: LowerBound,
+    wall: f64,
+}
+
+/// The policies, each with its wall time, and the bounds; two threads.
+fn simulate(
+    sc: &Scenario,
+    cfg: &WorkerConfig,
+    opts: &BoundOptions,
+) -> (Vec<(RunReport, f64)>, Bounds) {
+    let timed = |kind: PolicyKind| {
+        let t = Instant::now();
+        let r = simulate_policy(sc, kind, cfg);
+        (r, t.elapsed().as_secs_f64())
+    };
+    std::thread::scope(|s| {
+        let bound = s.spawn(|| {
+            let t = Instant::now();
+            let contract = lower_bound(sc, opts);
+            let deadlines = lower_bound(
+                sc,
+                &BoundOptions {
+                    standard_wait_s: None,
+                    ..opts.clone()
+                },
+            );
+            Bounds {
+                contract,
+                deadlines,
+                wall: t.elapsed().as_secs_f64(),
+            }
+        });
+        let runs = [
+            PolicyKind::Dearest,
+            PolicyKind::Gateway,
+            PolicyKind::Offpeak,
+        ]
+        .into_iter()
+        .map(timed)
+        .collect();
+        let bound = bound
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (runs, bound)
+    })
+}
+
+fn load(args: &Args) -> Result<Scenario, Failure> {
+    if let Some(seed) = args.random_seed {
+        let catalog = read_catalog(&args.catalog)?;
+        let (mut spec, catalog) = random_spec(&catalog, seed, args.jobs.max(1));
+        if let Some(path) = &args.save {
+            save(path, &mut spec, &catalog)?;
+        }
+        return spec
+            .build(&catalog, &format!("random-{seed}"))
+            .map_err(invalid);
+    }
+    let path = args
+        .scenario
+        .as_deref()
+        .ok_or_else(|| invalid(anyhow::anyhow!("give --scenario FILE or --random-seed N")))?;
+    load_scenario(path, args.scale)
+}
+
+/// Reads a scenario file and what it names (catalog, trace file), relative to it; generated job
+/// counts are multiplied by `scale`.
+pub fn load_scenario(path: &Path, scale: f64) -> Result<Scenario, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading scenario {}", path.display()))
+        .map_err(invalid)?;
+    let mut spec: ScenarioSpec = toml::from_str(&text)
+        .with_context(|| format!("scenario {}", path.display()))
+        .map_err(invalid)?;
+    for c in &mut spec.jobs {
+        c.count = ((c.count as f64 * scale).round() as usize).max(1);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let catalog_path = spec
+        .catalog
+        .as_deref()
+        .map(|c| dir.join(c))
+        .ok_or_else(|| {
+            invalid(anyhow::anyhow!(
+                "{}: give `catalog = \"path/to/catalog.toml\"`",
+                path.display()
+            ))
+        })?;
+    let catalog = read_catalog(&catalog_path)?;
+    if let Some(t) = spec.trace_file.take() {
+        let tp = dir.join(&t);
+        let text = std::fs::read_to_string(&tp)
+            .with_context(|| format!("reading trace {}", tp.display()))
+            .map_err(invalid)?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: TraceEntry = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}", tp.display(), i + 1))
+                .map_err(invalid)?;
+            spec.trace.push(e);
+        }
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    spec.build(&catalog, &stem)
+        .with_context(|| format!("scenario {}", path.display()))
+        .map_err(invalid)
+}
+
+/// Writes a scenario and its catalog as files `--scenario` reads.
+fn save(path: &Path, spec: &mut ScenarioSpec, catalog: &Catalog) -> Result<(), Failure> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    let cat_name = format!("{stem}.catalog.toml");
+    spec.catalog = Some(cat_name.clone());
+    let cat_path = path.with_file_name(&cat_name);
+    let write = |p: &Path, text: String| {
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    write(
+        &cat_path,
+        toml::to_string(catalog).context("catalog as TOML")?,
+    )?;
+    write(path, toml::to_string(spec).context("scenario as TOML")?)?;
+    eprintln!("wrote {} and {}", path.display(), cat_path.display());
+    Ok(())
+}
+
+fn read_catalog(path: &Path) -> Result<Catalog, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading catalog {}", path.display()))
+        .map_err(invalid)?;
+    Catalog::from_toml(&path.display().to_string(), &text).map_err(invalid)
+}
+
+fn hours(d: chrono::Duration) -> f64 {
+    d.num_milliseconds() as f64 / 3_600_000.0
+}
+
+fn print(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
+    let lb = &bounds.contract;
+    let end = sc.jobs.iter().map(|j| j.deadline).max().unwrap_or(sc.start);
+    println!(
+        "bench market: scenario {} — {} jobs, {} providers ({}), simulated {} → {}",
+        sc.name,
+        sc.jobs.len(),
+        sc.servers.len(),
+        sc.servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        sc.start.format("%Y-%m-%d %H:%M"),
+        end.format("%Y-%m-%d %H:%M")
+    );
+    println!();
+    println!(
+        "{:<12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7}",
+        "policy",
+        "cost_usd",
+        "vs_lb",
+        "misses",
+        "failed",
+        "late",
+        "makespan",
+        "escalated",
+        "deferrals",
+        "429s",
+        "5xx",
+        "requests",
+        "wall_s"
+    );
+    for (r, w) in runs {
+        println!(
+            "{:<12} {:>12.4} {:>7.3} {:>7} {:>7} {:>6} {:>8.2}h {:>9} {:>9} {:>7} {:>6} {:>9} {:>7.2}",
+            r.policy.as_str(),
+            r.cost.0,
+            ratio(r.cost.0, lb.usd.0),
+            r.misses(),
+            r.failed,
+            r.late,
+            hours(r.makespan),
+            r.escalated,
+            r.deferrals,
+            r.rate_limited,
+            r.errors,
+            r.requests,
+            w
+        );
+    }
+    println!(
+        "{:<12} {:>12.4} {:>7.3}   (priority contract kept; feasible greedy {:.4}, capacity ignored {:.4}; {} iterations; {:.2}s)",
+        "lower_bound",
+        lb.usd.0,
+        1.0,
+        lb.greedy.0,
+        lb.uncapacitated.0,
+        lb.iterations,
+        bounds.wall
+    );
+    let dl = &bounds.deadlines;
+    println!(
+        "{:<12} {:>12.4} {:>7.3}   (every job may wait until its deadline, whatever its priority)",
+        "  deadlines",
+        dl.usd.0,
+        ratio(dl.usd.0, lb.usd.0),
+    );
+    if lb.unserved > 0 {
+        println!(
+            "note: {} jobs cannot be served within their deadline by any pair; the bound leaves them out",
+            lb.unserved
+        );
+    }
+    println!();
+    println!("jobs (cost_usd) per provider:");
+    for (r, _) in runs {
+        let split: Vec<String> = r
+            .providers
+            .iter()
+            .filter(|p| p.jobs > 0 || p.requests > 0)
+            .map(|p| format!("{} {} ({:.2})", p.name, p.jobs, p.cost.0))
+            .collect();
+        println!("  {:<10} {}", r.policy.as_str(), split.join(", "));
+    }
+    for (r, _) in runs {
+        for (id, why) in r.missed.iter().take(5) {
+            println!("  {} missed {id}: {why}", r.policy.as_str());
+        }
+    }
+    let get = |k: PolicyKind| runs.iter().map(|(r, _)| r).find(|r| r.policy == k);
+    let (Some(d), Some(g), Some(o)) = (
+        get(PolicyKind::Dearest),
+        get(PolicyKind::Gateway),
+        get(PolicyKind::Offpeak),
+    ) else {
+        return;
+    };
+    println!();
+    println!(
+        "bench=market scenario={} jobs={} dearest_usd={:.4} gateway_usd={:.4} offpeak_usd={:.4} lower_bound_usd={:.4} lower_bound_deadlines_usd={:.4} offpeak_over_lb={:.3} offpeak_vs_gateway={:.3} offpeak_vs_dearest={:.3} misses={} gateway_misses={} dearest_misses={} offpeak_makespan_h={:.2} gateway_makespan_h={:.2} dearest_makespan_h={:.2} wall_s={:.1}",
+        sc.name,
+        sc.jobs.len(),
+        d.cost.0,
+        g.cost.0,
+        o.cost.0,
+        lb.usd.0,
+        bounds.deadlines.usd.0,
+        ratio(o.cost.0, lb.usd.0),
+        ratio(o.cost.0, g.cost.0),
+        ratio(o.cost.0, d.cost.0),
+        o.misses(),
+        g.misses(),
+        d.misses(),
+        hours(o.makespan),
+        hours(g.makespan),
+        hours(d.makespan),
+        wall
+    );
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/scenarios")
+            .join(name)
+    }
+
+    #[test]
+    fn shipped_market_scenarios_load_against_the_example_catalog() {
+        for name in [
+            "market-cheap-rate-limited.toml",
+            "market-offpeak-window-outage.toml",
+        ] {
+            let sc = load_scenario(&example(name), 1.0)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.error));
+            assert!(sc.jobs.len() >= 1000, "{name}: {} jobs", sc.jobs.len());
+            assert!(sc.servers.len() >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn saved_random_scenario_loads_back_with_the_same_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            read_catalog(&example("../catalog.toml")).unwrap_or_else(|e| panic!("{}", e.error));
+        let (mut spec, cat) = random_spec(&catalog, 3, 200);
+        let built = spec.build(&cat, "r3").unwrap();
+        let path = dir.path().join("r3.toml");
+        save(&path, &mut spec, &cat).unwrap_or_else(|e| panic!("{}", e.error));
+        assert!(dir.path().join("r3.catalog.toml").exists());
+        let loaded = load_scenario(&path, 1.0).unwrap_or_else(|e| panic!("{}", e.error));
+        assert_eq!(loaded.jobs.len(), built.jobs.len());
+        for (a, b) in loaded.jobs.iter().zip(&built.jobs) {
+            assert_eq!(
+                (&a.id, a.arrival, a.deadline),
+                (&b.id, b.arrival, b.deadline)
+            );
+        }
+        assert_eq!(loaded.servers.len(), built.servers.len());
+    }
 }

@@ -2,6 +2,7 @@
 //! (machines are shared and noisy; ratios mean more than absolute numbers). Each bench prints a
 //! readable table and, as its last line, one summary line of `key=value` pairs.
 
+mod common;
 mod concurrency;
 mod market;
 mod scale;

@@ -17,6 +17,7 @@ pub fn options() -> ReadOptions {
         defaults: JobDefaults::new(now()),
         known_models: Some(["llama-3.1-70b".to_string(), "deepseek-v3".to_string()].into()),
         max_jobs: None,
+        max_prompt_bytes: None,
     }
 }
 

@@ -8,8 +8,9 @@ use reqwest::header::HeaderMap;
 use reqwest::RequestBuilder;
 use std::time::Duration;
 
-/// Largest response body read; anything bigger is refused as a transient error.
-pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest response body read by default (`worker.max_response_bytes`); anything bigger is
+/// refused as a transient error.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A provider's HTTP answer, read in full.
 pub(crate) struct Answer {
@@ -19,12 +20,15 @@ pub(crate) struct Answer {
     pub request_id: Option<String>,
 }
 
-/// Sends `req` with `timeout` and reads the whole answer (up to [`MAX_BODY_BYTES`]).
+/// Sends `req` with `timeout` and reads the whole answer, chunk by chunk, up to `max_body`
+/// bytes: a bigger body is cut off as soon as it passes the limit (or refused up front when its
+/// `Content-Length` says so), so a runaway answer never sits in memory whole.
 /// Timeouts, connection errors and oversized or unreadable bodies are transient errors.
 pub(crate) async fn send(
     provider: &str,
     req: RequestBuilder,
     timeout: Duration,
+    max_body: usize,
 ) -> Result<Answer, ProviderError> {
     let transient =
         |message: String, status: Option<u16>, request_id: Option<String>| ProviderError {
@@ -51,18 +55,17 @@ pub(crate) async fn send(
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
         .map(str::to_string);
-    let too_large = || format!("HTTP {status}: response too large (over {MAX_BODY_BYTES} bytes)");
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
+    let too_large = || {
+        format!("HTTP {status}: response too large (over the limit of {max_body} bytes, worker.max_response_bytes)")
+    };
+    if resp.content_length().is_some_and(|n| n > max_body as u64) {
         return Err(transient(too_large(), Some(status), request_id));
     }
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                if body.len() + chunk.len() > max_body {
                     return Err(transient(too_large(), Some(status), request_id));
                 }
                 body.extend_from_slice(&chunk);

@@ -9,6 +9,7 @@ pub mod openai;
 
 pub use anthropic::AnthropicProvider;
 pub use errors::{classify, error_message, parse_retry_after};
+pub use http::DEFAULT_MAX_RESPONSE_BYTES;
 pub use openai::OpenAiProvider;
 
 use async_trait::async_trait;
@@ -115,6 +116,16 @@ pub trait Provider: Send + Sync {
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError>;
 }
 
+/// How a provider client talks HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Gives up on a request after this long (a transient error).
+    pub timeout: Duration,
+    /// Refuses answers bigger than this many bytes (a transient error), cutting the body off
+    /// while reading it.
+    pub max_response_bytes: usize,
+}
+
 /// The client for `spec`'s API, sending requests with `http` and giving up after `timeout`.
 /// The key comes from the environment variable `api_key_env` or, failing that, the trimmed
 /// contents of `api_key_file`; a missing variable means no key is sent (self-hosted
@@ -124,23 +135,68 @@ pub fn build(
     http: reqwest::Client,
     timeout: Duration,
 ) -> Result<Arc<dyn Provider>, String> {
+    build_with(
+        spec,
+        http,
+        ClientOptions {
+            timeout,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        },
+    )
+}
+
+/// Like [`build`], with every client option given.
+pub fn build_with(
+    spec: &ProviderSpec,
+    http: reqwest::Client,
+    opts: ClientOptions,
+) -> Result<Arc<dyn Provider>, String> {
     let key = api_key(spec)?;
+    let (timeout, max) = (opts.timeout, opts.max_response_bytes);
     match spec.kind {
-        ProviderKind::Openai => Ok(Arc::new(OpenAiProvider::new(
-            &spec.name,
-            &spec.base_url,
-            key,
-            http,
-            timeout,
-        ))),
-        ProviderKind::Anthropic => Ok(Arc::new(AnthropicProvider::new(
-            &spec.name,
-            &spec.base_url,
-            key,
-            http,
-            timeout,
-        ))),
+        ProviderKind::Openai => Ok(Arc::new(
+            OpenAiProvider::new(&spec.name, &spec.base_url, key, http, timeout)
+                .with_max_response_bytes(max),
+        )),
+        ProviderKind::Anthropic => Ok(Arc::new(
+            AnthropicProvider::new(&spec.name, &spec.base_url, key, http, timeout)
+                .with_max_response_bytes(max),
+        )),
         ProviderKind::Gemini => Err("gemini is not supported yet".into()),
+    }
+}
+
+/// Reads one HTTP answer of a `kind` provider named `provider` the way its client does: a 2xx
+/// body into a [`Completion`], anything else (or a 2xx body that is not what the API promises)
+/// into a classified [`ProviderError`]. Pure; for tests and fuzzing of the response parsers.
+pub fn parse_answer(
+    kind: ProviderKind,
+    provider: &str,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Completion, ProviderError> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        ) {
+            map.append(k, v);
+        }
+    }
+    let answer = http::Answer {
+        status,
+        request_id: None,
+        headers: map,
+        body: body.to_vec(),
+    };
+    if !answer.is_success() {
+        return Err(answer.error(provider, &[]));
+    }
+    match kind {
+        ProviderKind::Anthropic => anthropic::parse(provider, &answer),
+        ProviderKind::Openai | ProviderKind::Gemini => openai::parse(provider, &answer),
     }
 }
 

@@ -18,6 +18,7 @@ pub struct OpenAiProvider {
     api_key: Option<String>,
     http: reqwest::Client,
     timeout: Duration,
+    max_response_bytes: usize,
 }
 
 impl OpenAiProvider {
@@ -36,7 +37,14 @@ impl OpenAiProvider {
             api_key,
             http,
             timeout,
+            max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Refuses answers bigger than `bytes` (default 8 MiB) with a transient error.
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 }
 
@@ -89,7 +97,7 @@ struct Usage {
 }
 
 /// Reads a 2xx answer into a [`Completion`].
-fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
+pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
     let resp: Response = serde_json::from_slice(&answer.body)
         .map_err(|e| answer.malformed(provider, &e.to_string()))?;
     let choice = resp
@@ -134,7 +142,7 @@ impl Provider for OpenAiProvider {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
-        let answer = http::send(&self.name, builder, self.timeout).await?;
+        let answer = http::send(&self.name, builder, self.timeout, self.max_response_bytes).await?;
         if !answer.is_success() {
             let texts: Vec<String> = req.messages.iter().map(|m| m.text()).collect();
             return Err(answer.error(&self.name, &super::secrets(self.api_key.as_deref(), &texts)));

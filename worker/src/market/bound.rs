@@ -1,0 +1,566 @@
+//! A lower bound on what any policy must pay to serve the whole trace by its deadlines, given the
+//! market's true capacity (docs/benchmarks.md, "bench market", explains why it is one).
+//!
+//! The relaxation, on a timeline of minutes from the scenario's start: job `j` may be served,
+//! fractionally, by any pair that can serve it, starting in any minute that overlaps
+//! `[arrival, latest]` (latest = deadline − the pair's fastest latency; with the priority
+//! contract, no later than a minute after arrival for `critical` jobs and `standard_max_defer_s`
+//! plus a minute for `standard` ones) and is not wholly inside an outage or 429 window of the
+//! provider, at the price of that minute. Jobs whose window is longer than
+//! `fine_window_minutes` are placed at a coarser grain, in the runs of 16 minutes that overlap
+//! their window, at the lowest price within the run. Per provider and resource (requests, tokens, slot-time under the concurrency
+//! limit), the work started in any dyadic run of minutes `W` is at most `rate·|W| + burst` (a
+//! token bucket is at most full when `W` starts; requests started in `W` hold their slots inside
+//! `W` plus the longest latency). Coarse placements count against runs of 16 minutes and
+//! longer. Every real schedule that meets the contract satisfies all of this, so the
+//! relaxation's optimum is a lower bound on its cost.
+//!
+//! It is solved through its Lagrangian dual: capacity constraints priced by multipliers λ ≥ 0,
+//! each job then takes its cheapest priced option, and `L(λ) = Σ_j min_option − Σ λ·capacity`
+//! is a lower bound for *every* λ (weak duality). Projected subgradient ascent with Polyak steps
+//! (target: the best feasible greedy assignment found) raises it; the best value seen is
+//! reported. A "miss" option at ten times the job's dearest price keeps the dual bounded when
+//! capacity cannot carry everything (adding an option only lowers the optimum — still a bound).
+
+use super::scenario::Scenario;
+use crate::policy::{candidates, Availability};
+use chrono::{DateTime, Duration, Utc};
+use schemas::{Priority, Usd};
+
+/// Tunables of the bound.
+#[derive(Debug, Clone)]
+pub struct BoundOptions {
+    /// Honour the priority contract (DESIGN §2, §5): a `critical` job starts within 30 s of its
+    /// arrival, a `standard` one within this many seconds (the policy's `standard_max_defer_s`)
+    /// plus 30 s; `None`: every job may use its whole deadline.
+    pub standard_wait_s: Option<f64>,
+    /// Jobs whose window is at most this long are placed minute by minute; longer ones in runs
+    /// of 16 minutes (looser, and much faster).
+    pub fine_window_minutes: i64,
+    /// Subgradient iterations at most.
+    pub max_iterations: usize,
+    /// Stop once the bound is within this fraction of the best feasible assignment.
+    pub tolerance: f64,
+}
+
+impl Default for BoundOptions {
+    fn default() -> Self {
+        BoundOptions {
+            standard_wait_s: Some(120.0),
+            fine_window_minutes: 240,
+            max_iterations: 400,
+            tolerance: 0.001,
+        }
+    }
+}
+
+/// The bound and how it was reached.
+#[derive(Debug, Clone)]
+pub struct LowerBound {
+    /// The best Lagrangian value: the lower bound.
+    pub usd: Usd,
+    /// Each job at its cheapest price within its window, capacity ignored (λ = 0).
+    pub uncapacitated: Usd,
+    /// The cheapest feasible assignment of the relaxation found (an upper bound on its optimum).
+    pub greedy: Usd,
+    pub iterations: usize,
+    /// Jobs no pair can serve within their window at all (left out of every figure).
+    pub unserved: usize,
+}
+
+/// Minutes in a coarse run (a dyadic run of level `COARSE`).
+const COARSE: usize = 4;
+
+/// One way to serve a job: a pair over a range of minutes (`fine`) or of 16-minute runs.
+#[derive(Debug, Clone)]
+struct Opt {
+    provider: usize,
+    offer: usize,
+    fine: bool,
+    b0: usize,
+    b1: usize,
+    /// Cost at the offer's base price (multiplier 1).
+    c0: f64,
+    /// Requests, tokens, slot-minutes.
+    uses: [f64; 3],
+    /// Cheapest price in the range, capacity ignored, and where.
+    static_min: f64,
+    static_b: usize,
+}
+
+/// Per grain (0: minutes, 1: coarse runs): the value at slot `b`.
+type Grains<T> = [Vec<Vec<T>>; 2];
+
+struct Model {
+    /// Minutes on the timeline (a multiple of 16).
+    nm: usize,
+    levels: usize,
+    /// Lowest multiplier per offer per slot, per grain.
+    mult: Grains<f64>,
+    /// Slots wholly in an outage or 429 window, per provider, per grain.
+    unusable: Grains<bool>,
+    /// Capacity-limited resources: (provider, cap[k][w] of the w-th run of 2^k minutes).
+    res: Vec<(usize, Vec<Vec<f64>>)>,
+    /// Resource index per (provider, kind).
+    res_of: Vec<[Option<usize>; 3]>,
+    jobs: Vec<(Vec<Opt>, f64)>,
+    unserved: usize,
+}
+
+impl Model {
+    fn first_level(fine: bool) -> usize {
+        if fine {
+            0
+        } else {
+            COARSE
+        }
+    }
+
+    /// The run at level `k` holding slot `b` of a grain.
+    fn run(fine: bool, b: usize, k: usize) -> usize {
+        if fine {
+            b >> k
+        } else {
+            b >> (k - COARSE)
+        }
+    }
+
+    fn grain(fine: bool) -> usize {
+        usize::from(!fine)
+    }
+}
+
+/// Computes the bound for `sc`.
+pub fn lower_bound(sc: &Scenario, o: &BoundOptions) -> LowerBound {
+    let m = build(sc, o);
+    solve(&m, o)
+}
+
+fn minutes_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a).num_milliseconds() as f64 / 60_000.0
+}
+
+fn build(sc: &Scenario, o: &BoundOptions) -> Model {
+    let end = sc.jobs.iter().map(|j| j.deadline).max().unwrap_or(sc.start);
+    let nm = ((minutes_between(sc.start, end).ceil().max(0.0) as usize + 2).div_ceil(16)) * 16;
+    let at = |minute: usize| sc.start + Duration::minutes(minute as i64);
+    let minute_of =
+        |t: DateTime<Utc>| (minutes_between(sc.start, t).floor().max(0.0) as usize).min(nm - 1);
+    let mut offer_ids = Vec::new();
+    let mut mult: Grains<f64> = [Vec::new(), Vec::new()];
+    for (p, spec) in sc.catalog.providers.iter().enumerate() {
+        for (mi, offer) in spec.models.iter().enumerate() {
+            offer_ids.push((p, mi));
+            let fine: Vec<f64> = (0..nm).map(|m| offer.multiplier_at(at(m))).collect();
+            let coarse = fine
+                .chunks(16)
+                .map(|c| c.iter().copied().fold(f64::INFINITY, f64::min))
+                .collect();
+            mult[0].push(fine);
+            mult[1].push(coarse);
+        }
+    }
+    let mut unusable: Grains<bool> = [Vec::new(), Vec::new()];
+    for s in &sc.servers {
+        let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+            s.outages.iter().chain(&s.rate_limited).copied().collect();
+        spans.sort();
+        let fine: Vec<bool> = (0..nm).map(|m| covered(&spans, at(m), at(m + 1))).collect();
+        let coarse = fine.chunks(16).map(|c| c.iter().all(|x| *x)).collect();
+        unusable[0].push(fine);
+        unusable[1].push(coarse);
+    }
+    let mut longest = vec![0.0f64; sc.servers.len()];
+    let mut jobs = Vec::with_capacity(sc.jobs.len());
+    let mut unserved = 0;
+    for tj in &sc.jobs {
+        let job = tj.job();
+        let ranked = candidates(&job, &sc.catalog, &|_| Availability::Now, tj.arrival);
+        let mut opts = Vec::new();
+        let mut dearest = 0.0f64;
+        for c in &ranked {
+            let Some(p) = sc
+                .catalog
+                .providers
+                .iter()
+                .position(|x| x.name == c.provider.name)
+            else {
+                continue;
+            };
+            let models = &sc.catalog.providers[p].models;
+            let Some(mi) = models.iter().position(|x| x.id == c.offer.id) else {
+                continue;
+            };
+            let Some(oi) = offer_ids.iter().position(|x| *x == (p, mi)) else {
+                continue;
+            };
+            let s = &sc.servers[p];
+            let fastest_ms = s.latency_ms(tj.output_tokens) * (1.0 - s.jitter);
+            longest[p] = longest[p].max(s.latency_ms(tj.output_tokens) * (1.0 + s.jitter) / 6e4);
+            let mut latest = tj.deadline - Duration::milliseconds(fastest_ms as i64);
+            if let Some(w) = o.standard_wait_s {
+                let wait = match tj.priority {
+                    Priority::Critical => Some(30.0),
+                    Priority::Standard => Some(w + 30.0),
+                    Priority::Deferrable => None,
+                };
+                if let Some(w) = wait {
+                    latest = latest.min(tj.arrival + Duration::milliseconds((w * 1000.0) as i64));
+                }
+            }
+            if latest < tj.arrival {
+                continue;
+            }
+            let c0 = c
+                .offer
+                .base_price()
+                .cost(tj.input_tokens, tj.output_tokens)
+                .0;
+            let (m0, m1) = (minute_of(tj.arrival), minute_of(latest));
+            let max_mult = (m0..=m1).map(|m| mult[0][oi][m]).fold(0.0, f64::max);
+            dearest = dearest.max(c0 * max_mult);
+            // Short windows minute by minute; long ones in 16-minute runs that overlap them.
+            let fine = (m1 - m0) as i64 <= o.fine_window_minutes;
+            let ranges = if fine {
+                [(true, m0, m1)]
+            } else {
+                [(false, m0 >> COARSE, m1 >> COARSE)]
+            };
+            for (fine, b0, b1) in ranges {
+                if b1 < b0 {
+                    continue;
+                }
+                let g = Model::grain(fine);
+                let best = (b0..=b1)
+                    .filter(|b| !unusable[g][p][*b])
+                    .map(|b| (c0 * mult[g][oi][b], b))
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                if let Some((static_min, static_b)) = best {
+                    opts.push(Opt {
+                        provider: p,
+                        offer: oi,
+                        fine,
+                        b0,
+                        b1,
+                        c0,
+                        uses: [1.0, tj.limit_tokens() as f64, fastest_ms / 60_000.0],
+                        static_min,
+                        static_b,
+                    });
+                }
+            }
+        }
+        if opts.is_empty() {
+            unserved += 1;
+        }
+        jobs.push((opts, 10.0 * dearest + 1e-6));
+    }
+    let levels = (usize::BITS - (nm - 1).leading_zeros()) as usize + 1;
+    let mut res = Vec::new();
+    let mut res_of = vec![[None; 3]; sc.servers.len()];
+    for (p, s) in sc.servers.iter().enumerate() {
+        let limits = [
+            s.limits.rpm.map(|n| (f64::from(n), f64::from(n))),
+            s.limits.tpm.map(|n| (n as f64, n as f64)),
+            s.limits
+                .concurrency
+                .map(|c| (f64::from(c), f64::from(c) * longest[p])),
+        ];
+        for (kind, l) in limits.into_iter().enumerate() {
+            let Some((rate, burst)) = l else {
+                continue;
+            };
+            let cap = (0..levels)
+                .map(|k| {
+                    let w = 1usize << k;
+                    (0..nm.div_ceil(w))
+                        .map(|i| rate * (nm - i * w).min(w) as f64 + burst)
+                        .collect()
+                })
+                .collect();
+            res_of[p][kind] = Some(res.len());
+            res.push((p, cap));
+        }
+    }
+    Model {
+        nm,
+        levels,
+        mult,
+        unusable,
+        res,
+        res_of,
+        jobs,
+        unserved,
+    }
+}
+
+/// Whether `[a, b)` lies inside the union of the sorted spans.
+fn covered(spans: &[(DateTime<Utc>, DateTime<Utc>)], a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    let mut t = a;
+    for (s, e) in spans {
+        if *s > t {
+            break;
+        }
+        t = t.max(*e);
+        if t >= b {
+            return true;
+        }
+    }
+    t >= b
+}
+
+/// Per resource, per grain and slot, the price of one unit: Σ over the runs holding the slot.
+fn unit_prices(m: &Model, lambda: &[Vec<Vec<f64>>]) -> Vec<[Vec<f64>; 2]> {
+    m.res
+        .iter()
+        .zip(lambda)
+        .map(|((_, cap), lam)| {
+            let price = |fine: bool, b: usize| -> f64 {
+                (Model::first_level(fine)..m.levels)
+                    .map(|k| {
+                        let w = Model::run(fine, b, k);
+                        if lam[k][w] > 0.0 {
+                            lam[k][w] / cap[k][w]
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum()
+            };
+            [
+                (0..m.nm).map(|b| price(true, b)).collect(),
+                (0..m.nm >> COARSE).map(|b| price(false, b)).collect(),
+            ]
+        })
+        .collect()
+}
+
+/// The priced value of option `o` at slot `b`.
+fn priced(m: &Model, o: &Opt, b: usize, up: &[[Vec<f64>; 2]]) -> f64 {
+    let g = Model::grain(o.fine);
+    let mut v = o.c0 * m.mult[g][o.offer][b];
+    for (kind, r) in m.res_of[o.provider].iter().enumerate() {
+        if let Some(r) = r {
+            v += o.uses[kind] * up[*r][g][b];
+        }
+    }
+    v
+}
+
+/// The cheapest option of a job at unit prices `up`: (value, option index, slot).
+fn best_option(
+    m: &Model,
+    opts: &[Opt],
+    miss: f64,
+    up: &[[Vec<f64>; 2]],
+    active: &[bool],
+) -> (f64, Option<(usize, usize)>) {
+    let mut best = (miss, None);
+    for (i, o) in opts.iter().enumerate() {
+        if !active[o.provider] {
+            if o.static_min < best.0 {
+                best = (o.static_min, Some((i, o.static_b)));
+            }
+            continue;
+        }
+        let g = Model::grain(o.fine);
+        for b in o.b0..=o.b1 {
+            if m.unusable[g][o.provider][b] {
+                continue;
+            }
+            let v = priced(m, o, b, up);
+            if v < best.0 {
+                best = (v, Some((i, b)));
+            }
+        }
+    }
+    best
+}
+
+fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
+    let mut lambda: Vec<Vec<Vec<f64>>> = m
+        .res
+        .iter()
+        .map(|(_, cap)| cap.iter().map(|c| vec![0.0; c.len()]).collect())
+        .collect();
+    let np = m.res_of.len();
+    let mut ub = greedy(m, None);
+    let mut best = f64::NEG_INFINITY;
+    let mut uncapacitated = 0.0;
+    let mut theta = 1.0;
+    let mut stale = 0;
+    let mut iterations = 0;
+    for it in 0..o.max_iterations.max(1) {
+        iterations = it + 1;
+        let up = unit_prices(m, &lambda);
+        let mut active = vec![false; np];
+        for ((p, _), prices) in m.res.iter().zip(&up) {
+            if prices.iter().flatten().any(|x| *x > 0.0) {
+                active[*p] = true;
+            }
+        }
+        // Usage per resource, per grain and slot, of the priced choice.
+        let mut usage: Vec<[Vec<f64>; 2]> = m
+            .res
+            .iter()
+            .map(|_| [vec![0.0; m.nm], vec![0.0; m.nm >> COARSE]])
+            .collect();
+        let mut value = 0.0;
+        for (opts, miss) in &m.jobs {
+            if opts.is_empty() {
+                continue;
+            }
+            let (v, arg) = best_option(m, opts, *miss, &up, &active);
+            value += v;
+            if let Some((i, b)) = arg {
+                let op = &opts[i];
+                for (kind, r) in m.res_of[op.provider].iter().enumerate() {
+                    if let Some(r) = r {
+                        usage[*r][Model::grain(op.fine)][b] += op.uses[kind];
+                    }
+                }
+            }
+        }
+        let paid: f64 = lambda.iter().flatten().flatten().sum();
+        let l = value - paid;
+        if it == 0 {
+            uncapacitated = l;
+        }
+        if it == 0 || l > best + 1e-12 * best.abs().max(1.0) {
+            best = l;
+            stale = 0;
+        } else {
+            stale += 1;
+            if stale >= 12 {
+                theta /= 2.0;
+                stale = 0;
+            }
+        }
+        if it % 40 == 39 {
+            ub = ub.min(greedy(m, Some(&up)));
+        }
+        if ub - best <= o.tolerance * ub.abs() || theta < 1e-4 {
+            break;
+        }
+        // Subgradient: each run's usage over its capacity, minus one.
+        let mut grads = Vec::with_capacity(m.res.len());
+        let mut norm = 0.0;
+        for (ri, (_, cap)) in m.res.iter().enumerate() {
+            let [fine, coarse] = &usage[ri];
+            let mut g_levels = Vec::with_capacity(m.levels);
+            for k in 0..m.levels {
+                let w = 1usize << k;
+                let g: Vec<f64> = cap[k]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut used: f64 = fine[i * w..((i + 1) * w).min(m.nm)].iter().sum();
+                        if k >= COARSE {
+                            let cw = w >> COARSE;
+                            used += coarse[i * cw..((i + 1) * cw).min(coarse.len())]
+                                .iter()
+                                .sum::<f64>();
+                        }
+                        let g = used / c - 1.0;
+                        if lambda[ri][k][i] <= 0.0 && g < 0.0 {
+                            0.0
+                        } else {
+                            g
+                        }
+                    })
+                    .collect();
+                norm += g.iter().map(|x| x * x).sum::<f64>();
+                g_levels.push(g);
+            }
+            grads.push(g_levels);
+        }
+        if norm <= 1e-18 {
+            // The priced choice is feasible and complementary: the dual is at its optimum.
+            break;
+        }
+        let step = theta * (ub - l).max(1e-9) / norm;
+        for (lam, g) in lambda.iter_mut().zip(&grads) {
+            for (lk, gk) in lam.iter_mut().zip(g) {
+                for (x, gx) in lk.iter_mut().zip(gk) {
+                    *x = (*x + step * gx).max(0.0);
+                }
+            }
+        }
+    }
+    LowerBound {
+        usd: Usd(best.max(0.0)),
+        uncapacitated: Usd(uncapacitated.max(0.0)),
+        greedy: Usd(ub),
+        iterations,
+        unserved: m.unserved,
+    }
+}
+
+/// A feasible assignment of the relaxation: jobs with most to lose first, each to its cheapest
+/// (optionally priced) option with room left. Its cost bounds the relaxation's optimum above.
+fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>) -> f64 {
+    let mut left: Vec<Vec<Vec<f64>>> = m.res.iter().map(|(_, cap)| cap.clone()).collect();
+    let mut order: Vec<(f64, usize)> = m
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(j, (opts, _))| {
+            let mut mins: Vec<f64> = opts.iter().map(|o| o.static_min).collect();
+            mins.sort_by(f64::total_cmp);
+            let regret = match mins.as_slice() {
+                [a, b, ..] => b - a,
+                [a] => *a,
+                [] => 0.0,
+            };
+            (regret, j)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut total = 0.0;
+    let mut choices: Vec<(f64, f64, usize, usize)> = Vec::new();
+    for (_, j) in order {
+        let (opts, miss) = &m.jobs[j];
+        if opts.is_empty() {
+            continue;
+        }
+        choices.clear();
+        for (i, o) in opts.iter().enumerate() {
+            let g = Model::grain(o.fine);
+            for b in o.b0..=o.b1 {
+                if m.unusable[g][o.provider][b] {
+                    continue;
+                }
+                let cost = o.c0 * m.mult[g][o.offer][b];
+                let key = up.map_or(cost, |up| priced(m, o, b, up));
+                choices.push((key, cost, i, b));
+            }
+        }
+        choices.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.3.cmp(&b.3)));
+        let mut paid = *miss;
+        for &(_, cost, i, b) in &choices {
+            let o = &opts[i];
+            let rs = m.res_of[o.provider];
+            let levels = Model::first_level(o.fine)..m.levels;
+            let fits = rs.iter().enumerate().all(|(kind, r)| {
+                r.is_none_or(|r| {
+                    levels
+                        .clone()
+                        .all(|k| left[r][k][Model::run(o.fine, b, k)] >= o.uses[kind])
+                })
+            });
+            if fits {
+                for (kind, r) in rs.iter().enumerate() {
+                    if let Some(r) = r {
+                        for k in levels.clone() {
+                            left[*r][k][Model::run(o.fine, b, k)] -= o.uses[kind];
+                        }
+                    }
+                }
+                paid = cost;
+                break;
+            }
+        }
+        total += paid;
+    }
+    total
+}

@@ -1,0 +1,214 @@
+//! `bench market`'s engine, on small markets built from the example catalog: the simulated
+//! providers hold their true limits, the baselines behave as described, offpeak (the production
+//! policy and capacity plan) meets its deadlines and beats the gateway where waiting pays, and
+//! the lower bound stays below every policy.
+
+use schemas::Catalog;
+use serde_json::json;
+use worker::market::{
+    lower_bound, random_spec, run, BoundOptions, PolicyKind, RunReport, Scenario, ScenarioSpec,
+};
+use worker::WorkerConfig;
+
+fn catalog() -> Catalog {
+    Catalog::from_toml(
+        "examples/catalog.toml",
+        include_str!("../../examples/catalog.toml"),
+    )
+    .unwrap()
+}
+
+fn scenario(spec: serde_json::Value) -> Scenario {
+    let spec: ScenarioSpec = serde_json::from_value(spec).unwrap();
+    spec.build(&catalog(), "test").unwrap()
+}
+
+fn all(sc: &Scenario) -> [RunReport; 3] {
+    let cfg = WorkerConfig::default();
+    [
+        run(sc, PolicyKind::Dearest, &cfg),
+        run(sc, PolicyKind::Gateway, &cfg),
+        run(sc, PolicyKind::Offpeak, &cfg),
+    ]
+}
+
+fn jobs_at(r: &RunReport, provider: &str) -> usize {
+    r.providers
+        .iter()
+        .find(|p| p.name == provider)
+        .map_or(0, |p| p.jobs)
+}
+
+fn bound(sc: &Scenario, contract: bool) -> f64 {
+    let o = BoundOptions {
+        standard_wait_s: contract.then_some(120.0),
+        max_iterations: 120,
+        ..Default::default()
+    };
+    lower_bound(sc, &o).usd.0
+}
+
+/// 120 Llama jobs at 01:00 due in 4 h; groq (the cheapest host) takes 10 requests a minute.
+fn cheap_but_rate_limited() -> Scenario {
+    scenario(json!({
+        "seed": 3,
+        "providers": ["groq", "together", "fireworks"],
+        "market": [
+            { "provider": "groq", "rpm": 10, "tpm": 100000, "latency_ms": 300 },
+            { "provider": "together", "latency_ms": 600 },
+            { "provider": "fireworks", "latency_ms": 600 }
+        ],
+        "jobs": [{
+            "name": "batch", "count": 120, "model": "llama-3.3-70b-instruct",
+            "priority": "deferrable", "arrival": "burst", "from": "01:00",
+            "deadline_in": "4h", "input_tokens": [500, 1500], "max_tokens": 256
+        }]
+    }))
+}
+
+#[test]
+fn gateway_falls_back_on_429_while_offpeak_queues_for_the_cheap_provider() {
+    let sc = cheap_but_rate_limited();
+    let [dearest, gateway, offpeak] = all(&sc);
+    // The gateway met groq's 429s and went straight to the next cheapest host.
+    assert!(gateway.rate_limited > 0, "{gateway:?}");
+    assert!(jobs_at(&gateway, "groq") < 40, "{gateway:?}");
+    assert!(gateway.escalated > 80, "{gateway:?}");
+    // offpeak paced itself to groq's limit: no 429, every job there, all in time.
+    assert_eq!(offpeak.rate_limited, 0, "{offpeak:?}");
+    assert_eq!(jobs_at(&offpeak, "groq"), 120, "{offpeak:?}");
+    assert_eq!(offpeak.misses(), 0);
+    assert!(
+        offpeak.cost.0 < 0.8 * gateway.cost.0,
+        "{offpeak:?} {gateway:?}"
+    );
+    // Everything to the dearest pair (fireworks, for this model).
+    assert_eq!(jobs_at(&dearest, "fireworks"), 120, "{dearest:?}");
+    assert!(dearest.cost.0 > gateway.cost.0);
+}
+
+#[test]
+fn providers_hold_their_true_limits_when_the_worker_believes_more() {
+    let mut spec = json!({
+        "seed": 5,
+        "providers": ["groq", "together"],
+        "fleet": { "worker_knows_limits": false },
+        "market": [{ "provider": "groq", "rpm": 6, "tpm": 0, "concurrency": 0 }],
+        "jobs": [{
+            "name": "batch", "count": 60, "model": "llama-3.3-70b-instruct",
+            "arrival": "burst", "from": "02:00", "deadline_in": "6h",
+            "input_tokens": 300, "max_tokens": 64
+        }]
+    });
+    let sc = scenario(spec.clone());
+    // The workers see the catalog's 1000 rpm; the server allows 6.
+    assert_eq!(sc.catalog.provider("groq").unwrap().limits.rpm, Some(1000));
+    assert_eq!(sc.servers[0].limits.rpm, Some(6));
+    let offpeak = run(&sc, PolicyKind::Offpeak, &WorkerConfig::default());
+    assert!(offpeak.rate_limited > 0, "{offpeak:?}");
+    assert_eq!(offpeak.misses(), 0, "{:?}", offpeak.missed);
+    // Told the truth, the workers pace themselves and never meet a 429.
+    spec["fleet"]["worker_knows_limits"] = json!(true);
+    let told = run(
+        &scenario(spec),
+        PolicyKind::Offpeak,
+        &WorkerConfig::default(),
+    );
+    assert_eq!(told.rate_limited, 0, "{told:?}");
+    assert_eq!(told.misses(), 0);
+}
+
+#[test]
+fn offpeak_waits_for_the_price_window_and_meets_deadlines_through_an_outage() {
+    // DeepSeek is half price from 16:30 (example catalog) and down from 16:00 to 17:00.
+    let sc = scenario(json!({
+        "seed": 9,
+        "providers": ["deepseek", "together"],
+        "market": [{
+            "provider": "deepseek", "latency_ms": 500, "per_output_token_ms": 5,
+            "outages": [{ "from": "16:00", "to": "17:00" }]
+        }],
+        "jobs": [
+            { "name": "reports", "count": 150, "model": "deepseek-v3", "arrival": "uniform",
+              "from": "09:00", "to": "12:00", "deadline_in": "12h",
+              "input_tokens": [1000, 3000], "max_tokens": 400 },
+            { "name": "alerts", "count": 20, "model": "deepseek-v3", "priority": "critical",
+              "arrival": "uniform", "from": "15:30", "to": "17:30", "deadline_in": "10m",
+              "input_tokens": 300, "max_tokens": 100 }
+        ]
+    }));
+    let [_, gateway, offpeak] = all(&sc);
+    assert_eq!(offpeak.misses(), 0, "{:?}", offpeak.missed);
+    // The alerts during the outage went to together at once; the reports waited for the window.
+    assert!(jobs_at(&offpeak, "together") >= 1, "{offpeak:?}");
+    assert!(
+        offpeak.cost.0 < 0.65 * gateway.cost.0,
+        "{offpeak:?} {gateway:?}"
+    );
+    let lb = bound(&sc, true);
+    assert!(
+        lb <= offpeak.cost.0 + 1e-9,
+        "bound {lb} over offpeak {}",
+        offpeak.cost.0
+    );
+    assert!(
+        offpeak.cost.0 <= 1.05 * lb,
+        "offpeak {} vs bound {lb}",
+        offpeak.cost.0
+    );
+}
+
+#[test]
+fn lower_bound_stays_below_every_policy() {
+    for sc in [cheap_but_rate_limited(), random(7, 250)] {
+        let runs = all(&sc);
+        let (contract, deadlines) = (bound(&sc, true), bound(&sc, false));
+        assert!(deadlines <= contract + 1e-9, "{deadlines} > {contract}");
+        for r in &runs {
+            assert!(
+                contract <= r.cost.0 + 1e-9,
+                "{}: bound {contract} over {:?} {}",
+                sc.name,
+                r.policy,
+                r.cost.0
+            );
+        }
+        // And it is not vacuous: within reach of offpeak's cost.
+        assert!(contract >= 0.8 * runs[2].cost.0, "{contract} {:?}", runs[2]);
+    }
+}
+
+fn random(seed: u64, jobs: usize) -> Scenario {
+    let (spec, catalog) = random_spec(&catalog(), seed, jobs);
+    spec.build(&catalog, "random").unwrap()
+}
+
+#[test]
+fn offpeak_meets_every_deadline_on_random_markets() {
+    for seed in 1..=4 {
+        let sc = random(seed, 250);
+        let offpeak = run(&sc, PolicyKind::Offpeak, &WorkerConfig::default());
+        assert_eq!(offpeak.misses(), 0, "seed {seed}: {:?}", offpeak.missed);
+        assert_eq!(offpeak.completed, sc.jobs.len(), "seed {seed}");
+        let lb = bound(&sc, false);
+        assert!(
+            lb <= offpeak.cost.0 + 1e-9,
+            "seed {seed}: {lb} > {}",
+            offpeak.cost.0
+        );
+    }
+}
+
+#[test]
+fn random_markets_are_reproducible_from_their_seed() {
+    let (a, b) = (random(11, 200), random(11, 200));
+    assert_eq!(a.jobs.len(), b.jobs.len());
+    let cfg = WorkerConfig::default();
+    let (ra, rb) = (
+        run(&a, PolicyKind::Offpeak, &cfg),
+        run(&b, PolicyKind::Offpeak, &cfg),
+    );
+    assert_eq!(ra.cost, rb.cost);
+    assert_eq!(ra.requests, rb.requests);
+    assert_ne!(random(12, 200).jobs[0].arrival, a.jobs[0].arrival);
+}
