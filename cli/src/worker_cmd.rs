@@ -97,6 +97,8 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     let sink = store::open(&args.output).await?;
     let queue: Arc<dyn Queue> = queue::connect(&args.broker, cfg.broker_options()).await?;
     let consumer = queue.consume(w.consume_options()).await?;
+    // The connection behind the consumer stays open while this is held.
+    let mut _connection = queue;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(worker = %id, broker = %redact(&args.broker), output = %sink.location(), metrics = %metrics_addr, "worker started");
     eprintln!(
@@ -118,10 +120,47 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
             stop.cancel();
         })
     };
-    w.clone().run(consumer, sink, shutdown.clone()).await;
-    // The loop ends on its own only when the broker closed the consumer (a lost RabbitMQ
-    // connection): the rows it held are stored; exit 1 so a supervisor starts it again.
-    let consumer_lost = !shutdown.is_cancelled();
+    // The loop ends on its own only when the broker closed the consumer (a lost connection):
+    // the rows it held are stored (their acks may fail: the broker redelivers those), and the
+    // worker connects again, with backoff, until it succeeds or is told to stop.
+    let mut consumer = Some(consumer);
+    let mut reconnects = 0u32;
+    while let Some(c) = consumer.take() {
+        w.clone().run(c, sink.clone(), shutdown.clone()).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        ready.store(false, Ordering::Relaxed);
+        tracing::warn!(worker = %id, "the broker closed the consumer (connection lost); reconnecting");
+        eprintln!("worker {id}: connection to the broker lost; reconnecting");
+        let mut delay = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            let attempt = async {
+                let q = queue::connect(&args.broker, cfg.broker_options()).await?;
+                let c = q.consume(w.consume_options()).await?;
+                Ok::<_, queue::QueueError>((q, c))
+            };
+            match attempt.await {
+                Ok((q, c)) => {
+                    reconnects += 1;
+                    _connection = q;
+                    consumer = Some(c);
+                    ready.store(true, Ordering::Relaxed);
+                    tracing::info!(worker = %id, reconnects, "reconnected to the broker");
+                    eprintln!("worker {id}: reconnected to the broker");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %id, error = %e, "reconnecting failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
     ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
     let _ = watcher.await;
@@ -134,11 +173,6 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         s.deferrals.get(),
         s.flushed_rows.get()
     );
-    if consumer_lost {
-        tracing::error!(worker = %id, "the broker closed the consumer; exiting so a supervisor restarts the worker");
-        eprintln!("worker {id}: the broker closed the consumer (connection lost); exiting 1");
-        return Ok(1);
-    }
     Ok(0)
 }
 

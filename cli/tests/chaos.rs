@@ -500,8 +500,7 @@ impl Drop for PrivateRabbit {
 }
 
 /// 6,000 jobs on a private RabbitMQ node that is SIGKILLed while two workers process and
-/// restarted. Workers whose connection died store what they hold and exit 1; they are
-/// restarted, as a Deployment would.
+/// restarted. Workers whose connection died store what they hold and connect again in place.
 #[test]
 fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
     let _g = serial();
@@ -526,7 +525,7 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     rabbit.up();
     assert!(processed_before < N, "the run ended before the restart");
-    let mut restarts = 0;
+    // Workers reconnect in place: none of them exits, and each says it reconnected.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let done = fleet.depth() == Some(0) && fleet.rows(run).len() >= N;
@@ -534,26 +533,22 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
             break;
         }
         assert!(Instant::now() < deadline, "no end in sight");
-        for (i, w) in workers.iter_mut().enumerate() {
-            if let Some(status) = w.child.try_wait().unwrap() {
-                // A lost broker is an operational error, not a finished job: a Job or a
-                // supervisor must see it fail.
-                assert_eq!(status.code(), Some(1), "{}", tail(&w.log_text(), 10));
-                restarts += 1;
-                *w = fleet.worker(&format!("r{i}-r{restarts}"));
-            }
+        for w in workers.iter_mut() {
+            let st = w.child.try_wait().unwrap();
+            assert!(st.is_none(), "{} exited: {st:?}\n{}", w.name, tail(&w.log_text(), 10));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
     wait_done(&fleet, run, "300s", &workers, false);
+    let reconnected = workers
+        .iter()
+        .filter(|w| w.log_text().contains("reconnected to the broker"))
+        .count();
+    assert!(reconnected >= 1, "no worker reconnected");
     for w in &mut workers {
-        // A worker may notice its dead connection only now (lapin's heartbeat): then it exits
-        // 1 like its peers did, rather than 0 for the SIGTERM.
         let st = w.terminate(Duration::from_secs(60));
-        let lost = st.is_some_and(|s| s.code() == Some(1))
-            && w.log_text().contains("the broker closed the consumer");
         assert!(
-            st.is_some_and(|s| s.success()) || lost,
+            st.is_some_and(|s| s.success()),
             "{}: {st:?}\n{}",
             w.name,
             tail(&w.log_text(), 20)
@@ -563,7 +558,7 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
         "RabbitMQ node SIGKILLed + restarted (processing)",
         &fleet.rows(run),
         N,
-        format!("1 broker kill, {restarts} worker restarts"),
+        format!("1 broker kill, {reconnected} workers reconnected"),
         started,
     );
     assert_eq!(f.failed, 0);
