@@ -5,7 +5,7 @@
 
 use crate::capacity::{BreakerConfig, Capacity};
 use crate::flush::{spawn_flusher, FlushConfig, Outcome, Settlement};
-use crate::policy::{dearest_price, route, Decision, PolicyConfig};
+use crate::policy::{dearest_price, plan, Decision, History, PolicyConfig};
 use crate::provider::{ChatRequest, ErrorClass, Provider};
 use crate::sink::ResultSink;
 use crate::stats::Stats;
@@ -293,14 +293,29 @@ impl Worker {
             }
             let now = Utc::now();
             let decision = {
-                let cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-                route(
+                let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+                let history = History {
+                    waited: chrono::Duration::milliseconds(job.env.deferred_ms as i64),
+                    failures: job.env.attempt,
+                };
+                let id = job.env.dedup_id();
+                let p = plan(
                     &job.env.job,
+                    &history,
                     &self.catalog,
-                    &|p| cap.availability(p, tokens, now),
+                    &cap.view(&id, tokens, now),
                     now,
                     &self.cfg.policy,
-                )
+                );
+                // A job deferred for a pair's capacity keeps its turn there; any other
+                // decision gives its place up.
+                match (&p.decision, p.hold) {
+                    (Decision::Defer { .. }, Some(h)) => {
+                        cap.reserve(&id, h.provider, tokens, h.at, h.by, now)
+                    }
+                    _ => cap.cancel_reservation(&id),
+                }
+                p.decision
             };
             match decision {
                 Decision::Fail { kind, reason } => {
@@ -350,7 +365,7 @@ impl Worker {
                     let now = Utc::now();
                     let pstats = self.stats.provider(&pname);
                     pstats.latency.observe(latency.as_secs_f64());
-                    self.record_outcome(&pname, result.as_ref().err(), now);
+                    self.record_outcome(&pname, result.as_ref().err(), now, latency);
                     match result {
                         Ok(c) => {
                             if escalated {
@@ -439,14 +454,20 @@ impl Worker {
         provider: &str,
         err: Option<&crate::provider::ProviderError>,
         now: DateTime<Utc>,
+        latency: Duration,
     ) {
         let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
         let Some(s) = cap.get_mut(provider) else {
             return;
         };
         s.release();
+        let latency = chrono::Duration::from_std(latency).unwrap_or_default();
         match err.map(|e| (e.class, e.retry_after)) {
-            None => s.on_success(),
+            None => {
+                // A success of a request sent before the latest failure says nothing about now.
+                s.on_success_of(now - latency);
+                s.observe_latency(latency);
+            }
             Some((ErrorClass::RateLimited, retry_after)) => {
                 s.on_rate_limited(retry_after, now, &self.cfg.breaker)
             }
