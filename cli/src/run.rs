@@ -63,6 +63,7 @@ pub fn load_scenario(path: &Path) -> Result<sim::Scenario, Failure> {
 }
 
 pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
+    raise_fd_limit();
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
@@ -202,6 +203,16 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     } else {
         0
     })
+}
+
+/// Raises this process's soft limit on open files to the hard limit: every job in flight may
+/// hold a socket, and the common soft limit (1,024) is far below a worker at thousands of jobs
+/// in flight. Child processes inherit the raised limit.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 pub fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {

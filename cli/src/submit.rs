@@ -105,10 +105,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         queue::connect(&args.broker, cfg.broker_options()),
     );
     written?;
-    let done: HashSet<String> = dedup(answered?)
-        .into_iter()
-        .map(|r| r.job_id)
-        .collect();
+    let done: HashSet<String> = dedup(answered?).into_iter().map(|r| r.job_id).collect();
     let queue = queue?;
     let bar = progress_bar(scan.valid.saturating_sub(done.len()) as u64, args.quiet);
     bar.set_message(format!("publishing to {}", redact(&args.broker)));

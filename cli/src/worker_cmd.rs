@@ -57,6 +57,7 @@ struct Shared {
 }
 
 pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
+    crate::run::raise_fd_limit();
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }

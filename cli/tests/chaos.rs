@@ -535,7 +535,12 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
         assert!(Instant::now() < deadline, "no end in sight");
         for w in workers.iter_mut() {
             let st = w.child.try_wait().unwrap();
-            assert!(st.is_none(), "{} exited: {st:?}\n{}", w.name, tail(&w.log_text(), 10));
+            assert!(
+                st.is_none(),
+                "{} exited: {st:?}\n{}",
+                w.name,
+                tail(&w.log_text(), 10)
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }

@@ -116,7 +116,10 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
             format!("{:.0}", mb(l.rss)),
         ]);
         s.num(&format!("c{}_jobs_s", l.c), got)
-            .num(&format!("c{}_whole_run_ratio", l.c), rate(l.jobs, l.took) / ideal)
+            .num(
+                &format!("c{}_whole_run_ratio", l.c),
+                rate(l.jobs, l.took) / ideal,
+            )
             .num(&format!("c{}_ratio", l.c), got / ideal)
             .num(&format!("c{}_rss_mb", l.c), mb(l.rss));
     }
@@ -180,15 +183,9 @@ async fn level(
         None
     };
     let timeout = Duration::from_secs_f64(60.0 + 10.0 * waves as f64 * 2.0);
-    let done = wait_counter(
-        http,
-        &mut workers,
-        SUCCEEDED,
-        jobs as u64,
-        timeout,
-    )
-    .await
-    .map_err(|e| log_tail(&log, e))?;
+    let done = wait_counter(http, &mut workers, SUCCEEDED, jobs as u64, timeout)
+        .await
+        .map_err(|e| log_tail(&log, e))?;
     let took = done - start;
     wait_counter(
         http,
