@@ -25,18 +25,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-const CATALOG: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-base_url = "{SIM}/cheap/v1"
-[[providers.models]]
-model = "m"
-id = "m-cheap"
-input_per_mtok = 0.1
-output_per_mtok = 0.2
-"#;
-
 /// A provider slow enough (40 ms an answer) that a run lasts long enough to be hit by faults.
 const STEADY: &str = r#"
 seed = 11
@@ -220,7 +208,7 @@ impl Dice {
 fn sigkill_a_random_worker_every_two_seconds_loses_nothing() {
     let _g = serial();
     const N: usize = 20_000;
-    let mut fleet = Fleet::start(&nats_url(), STEADY, CATALOG);
+    let mut fleet = Fleet::start(&nats_url(), STEADY, ONE_PROVIDER_CATALOG);
     fleet.extra_env.extend([
         ("OFFPEAK_WORKER__CONCURRENCY".into(), "24".into()),
         // Redelivery of a killed worker's jobs after 5 + 2 s.
@@ -339,7 +327,7 @@ fn nats_server_killed_and_restarted_mid_run_loses_nothing() {
     const N: usize = 10_000;
     let nats_dir = tempfile::tempdir().unwrap();
     let mut nats = PrivateNats::start(nats_dir.path());
-    let mut fleet = Fleet::start(&nats.url(), STEADY, CATALOG);
+    let mut fleet = Fleet::start(&nats.url(), STEADY, ONE_PROVIDER_CATALOG);
     fleet.extra_env.extend([
         ("OFFPEAK_WORKER__CONCURRENCY".into(), "24".into()),
         ("OFFPEAK_WORKER__REQUEST_TIMEOUT_S".into(), "2".into()),
@@ -409,96 +397,6 @@ fn nats_server_killed_and_restarted_mid_run_loses_nothing() {
     nats.kill();
 }
 
-/// A RabbitMQ node of the test's own (its own node name, ports and data directory), started
-/// from the machine's installation; SIGKILLed as a whole process group.
-struct PrivateRabbit {
-    port: u16,
-    dir: PathBuf,
-    node: String,
-    proc: Option<Proc>,
-}
-
-impl PrivateRabbit {
-    fn start(dir: &Path) -> PrivateRabbit {
-        let port = free_port();
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
-        )
-        .unwrap();
-        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-        let mut r = PrivateRabbit {
-            port,
-            dir: dir.to_path_buf(),
-            node: format!("offpeak-chaos-{}@localhost", std::process::id()),
-            proc: None,
-        };
-        r.up();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    fn up(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let d = |n: &str| self.dir.join(n);
-        let log = d("rabbit.log");
-        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", free_port().to_string())
-            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d("advanced.config"))
-            .env("RABBITMQ_CONF_ENV_FILE", d("rabbitmq-env.conf"))
-            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d("log"))
-            .env("HOME", &self.dir)
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("start rabbitmq-server (deploy/local/services.sh installs it)");
-        self.proc = Some(Proc {
-            child,
-            name: "rabbitmq".into(),
-            log,
-        });
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "rabbitmq never opened its port"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGKILL to the whole node (the start script and the Erlang VM).
-    fn kill(&mut self) {
-        if let Some(p) = &self.proc {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", p.pid())])
-                .status();
-        }
-        self.proc = None;
-    }
-}
-
-impl Drop for PrivateRabbit {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// 6,000 jobs on a private RabbitMQ node that is SIGKILLed while two workers process and
 /// restarted. Workers whose connection died store what they hold and connect again in place.
 #[test]
@@ -507,7 +405,7 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
     const N: usize = 6_000;
     let rabbit_dir = tempfile::tempdir().unwrap();
     let mut rabbit = PrivateRabbit::start(rabbit_dir.path());
-    let mut fleet = Fleet::start(&rabbit.url(), STEADY, CATALOG);
+    let mut fleet = Fleet::start(&rabbit.url(), STEADY, ONE_PROVIDER_CATALOG);
     fleet.extra_env.extend([
         ("OFFPEAK_WORKER__CONCURRENCY".into(), "24".into()),
         ("OFFPEAK_WORKER__REQUEST_TIMEOUT_S".into(), "2".into()),
@@ -667,7 +565,7 @@ fn s3_store_down_for_thirty_seconds_loses_nothing_and_acks_nothing_meanwhile() {
     const OUTAGE: Duration = Duration::from_secs(30);
     let s3_dir = tempfile::tempdir().unwrap();
     let mut s3 = PrivateS3::start(s3_dir.path());
-    let mut fleet = Fleet::start(&nats_url(), STEADY, CATALOG);
+    let mut fleet = Fleet::start(&nats_url(), STEADY, ONE_PROVIDER_CATALOG);
     let bucket = unique("chaos-s3");
     fleet.output = format!("s3://{bucket}/results");
     fleet.extra_env.extend([

@@ -9,18 +9,6 @@ use schemas::{Envelope, JobDefaults, JobParser, ResultStatus, RunId};
 use std::time::{Duration, Instant};
 use support::*;
 
-const CATALOG: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-base_url = "{SIM}/cheap/v1"
-[[providers.models]]
-model = "m"
-id = "m-cheap"
-input_per_mtok = 0.1
-output_per_mtok = 0.2
-"#;
-
 const SCENARIO: &str = r#"
 seed = 1
 [[providers]]
@@ -43,7 +31,7 @@ fn poison_messages_are_dead_lettered_with_a_failed_row_and_the_worker_goes_on(
     prompt_bytes: usize,
     max_prompt_bytes: Option<usize>,
 ) {
-    let mut fleet = Fleet::start(broker, SCENARIO, CATALOG);
+    let mut fleet = Fleet::start(broker, SCENARIO, ONE_PROVIDER_CATALOG);
     if let Some(max) = max_prompt_bytes {
         fleet
             .extra_env
@@ -187,7 +175,7 @@ fn rabbitmq_poison_messages_are_dead_lettered_with_a_failed_row_and_the_worker_g
 /// both exit 2 and enqueue nothing.
 #[test]
 fn submit_refuses_oversized_prompts_and_too_many_jobs_with_clear_errors() {
-    let mut fleet = Fleet::start(&nats_url(), SCENARIO, CATALOG);
+    let mut fleet = Fleet::start(&nats_url(), SCENARIO, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
     job_file(&jobs, 3, |i| {
         let prompt = if i == 1 { "x".repeat(500) } else { "hi".into() };

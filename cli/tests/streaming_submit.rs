@@ -6,18 +6,6 @@ mod support;
 
 use support::*;
 
-const CATALOG: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-base_url = "{SIM}/cheap/v1"
-[[providers.models]]
-model = "m"
-id = "m-cheap"
-input_per_mtok = 0.1
-output_per_mtok = 0.2
-"#;
-
 const SCENARIO: &str = r#"
 [[providers]]
 name = "cheap"
@@ -31,7 +19,7 @@ fn job(i: usize) -> String {
 }
 
 fn refuses_a_file_whose_last_line_is_invalid(broker: &str) {
-    let fleet = Fleet::start(broker, SCENARIO, CATALOG);
+    let fleet = Fleet::start(broker, SCENARIO, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
     const N: usize = 30_000;
     job_file(&jobs, N + 1, |i| {
@@ -65,7 +53,7 @@ fn submit_refuses_a_file_whose_last_line_is_invalid_and_enqueues_nothing_on_nats
 
 #[test]
 fn submit_with_a_duplicate_id_far_apart_enqueues_nothing_and_skip_invalid_enqueues_the_rest() {
-    let fleet = Fleet::start(&nats_url(), SCENARIO, CATALOG);
+    let fleet = Fleet::start(&nats_url(), SCENARIO, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
     const N: usize = 30_000;
     // The last line repeats the id of the second.

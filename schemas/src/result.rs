@@ -70,6 +70,17 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
+impl ResultRow {
+    /// Roughly the bytes this row holds: its long text columns plus a fixed allowance for the
+    /// rest (for sizing buffers and files).
+    pub fn approx_text_bytes(&self) -> usize {
+        256 + self.output_text.as_ref().map_or(0, String::len)
+            + self.response_json.as_ref().map_or(0, String::len)
+            + self.metadata.len()
+            + self.error_message.as_ref().map_or(0, String::len)
+    }
+}
+
 /// The Arrow schema of result files. Column order is part of the contract.
 pub fn arrow_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
@@ -112,7 +123,8 @@ pub fn arrow_schema() -> SchemaRef {
 /// Builds one Arrow batch from rows.
 pub fn to_record_batch(rows: &[ResultRow]) -> Result<RecordBatch, ArrowError> {
     fn strs<'a>(rows: &'a [ResultRow], f: impl Fn(&'a ResultRow) -> Option<&'a str>) -> ArrayRef {
-        let mut b = StringBuilder::new();
+        let bytes = rows.iter().map(|r| f(r).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(rows.len(), bytes);
         for r in rows {
             b.append_option(f(r));
         }

@@ -112,7 +112,7 @@ pub fn spawn_flusher(
                 bytes: 0,
                 since: Instant::now(),
             });
-            b.bytes += approx_size(&o.row);
+            b.bytes += o.row.approx_text_bytes();
             b.rows.push(o.row);
             b.pending.push((o.delivery, o.settlement));
             if b.rows.len() >= cfg.max_rows || b.bytes >= cfg.max_bytes {
@@ -173,13 +173,6 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-fn approx_size(r: &ResultRow) -> usize {
-    256 + r.output_text.as_ref().map_or(0, String::len)
-        + r.response_json.as_ref().map_or(0, String::len)
-        + r.metadata.len()
-        + r.error_message.as_ref().map_or(0, String::len)
-}
-
 /// Writes one buffer and settles its messages. Retries the store with backoff until it works;
 /// at shutdown it gives up after a few tries and leaves the messages unsettled, so the broker
 /// redelivers them to another worker.
@@ -193,7 +186,16 @@ async fn flush(
     shutting_down: bool,
 ) {
     let started = Instant::now();
-    let bytes = match encode_parquet(&b.rows) {
+    let rows = b.rows.len();
+    // Encoding takes milliseconds of CPU: off the runtime's threads, which serve the jobs.
+    let encoded = tokio::task::spawn_blocking(move || encode_parquet(&b.rows))
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::sink::SinkError::Parquet(format!(
+                "encoder panicked: {e}"
+            )))
+        });
+    let bytes = match encoded {
         Ok(bytes) => bytes,
         Err(e) => {
             tracing::error!(run_id = run, error = %e, "cannot encode results; messages left for redelivery");
@@ -217,7 +219,7 @@ async fn flush(
                 if shutting_down && tries >= 5 {
                     tracing::error!(
                         run_id = run,
-                        rows = b.rows.len(),
+                        rows,
                         "giving up at shutdown; the broker will redeliver"
                     );
                     return;
@@ -227,9 +229,9 @@ async fn flush(
             }
         }
     }
-    stats.flushed_rows.add(b.rows.len() as u64);
+    stats.flushed_rows.add(rows as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
-    tracing::debug!(run_id = run, file = %name, rows = b.rows.len(), "results stored");
+    tracing::debug!(run_id = run, file = %name, rows, "results stored");
     // Each settlement is a broker round trip (a confirmed ack on NATS): one at a time, a file
     // of a thousand rows would cost a thousand round trips while the next rows wait.
     futures::stream::iter(b.pending)

@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// One OpenAI-kind provider, `cheap`, serving model `m` from the simulator (`{SIM}`).
+pub const ONE_PROVIDER_CATALOG: &str = r#"
+[[providers]]
+name = "cheap"
+kind = "openai"
+base_url = "{SIM}/cheap/v1"
+[[providers.models]]
+model = "m"
+id = "m-cheap"
+input_per_mtok = 0.1
+output_per_mtok = 0.2
+"#;
+
 pub const S3_KEY: &str = "offpeak";
 pub const S3_SECRET: &str = "offpeak-secret";
 
@@ -97,6 +110,26 @@ impl Drop for Proc {
     }
 }
 
+/// Starts `offpeak sim` on `scenario` (a TOML file), serving plain HTTP on 127.0.0.1:`port`
+/// and logging to `log`; returns once the port is open.
+pub fn start_sim(scenario: &Path, port: u16, log: &Path) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_offpeak"))
+        .args(["sim", "--scenario"])
+        .arg(scenario)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let sim = Proc {
+        child,
+        name: "sim".into(),
+        log: log.to_path_buf(),
+    };
+    wait_port(port);
+    sim
+}
+
 /// One test's world: a simulator process, a catalog pointing at it, a broker namespace and a
 /// bucket of its own.
 pub struct Fleet {
@@ -126,22 +159,12 @@ impl Fleet {
             catalog.replace("{SIM}", &sim_url),
         )
         .unwrap();
-        let log = dir.path().join("sim.log");
         let sim_started = chrono::Utc::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_offpeak"))
-            .args(["sim", "--scenario"])
-            .arg(dir.path().join("scenario.toml"))
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let sim = Proc {
-            child,
-            name: "sim".into(),
-            log,
-        };
-        wait_port(port);
+        let sim = start_sim(
+            &dir.path().join("scenario.toml"),
+            port,
+            &dir.path().join("sim.log"),
+        );
         let output = format!("s3://{bucket}/results");
         rt().block_on(async {
             let client = producer::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
@@ -357,4 +380,136 @@ pub fn job_file(path: &Path, n: usize, line: impl Fn(usize) -> String) {
         s.push('\n');
     }
     std::fs::write(path, s).unwrap();
+}
+
+/// The server side of an AMQPS listener: PEM files (the CA, the server's certificate and key).
+pub struct TlsFiles<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+/// A RabbitMQ node of the test's own (its own node name, ports and data directory), started
+/// from the machine's installation; SIGKILLed as a whole process group.
+pub struct PrivateRabbit {
+    pub port: u16,
+    /// The AMQPS listener's port, when the node has one.
+    pub tls_port: Option<u16>,
+    dir: PathBuf,
+    node: String,
+    proc: Option<Proc>,
+}
+
+impl PrivateRabbit {
+    pub fn start(dir: &Path) -> PrivateRabbit {
+        PrivateRabbit::start_with(dir, None)
+    }
+
+    /// A node that also listens for AMQPS on loopback with `tls`'s certificate (clients are
+    /// not asked for certificates of their own).
+    pub fn start_tls(dir: &Path, tls: TlsFiles) -> PrivateRabbit {
+        PrivateRabbit::start_with(dir, Some(tls))
+    }
+
+    fn start_with(dir: &Path, tls: Option<TlsFiles>) -> PrivateRabbit {
+        let port = free_port();
+        let mut conf = format!("listeners.tcp.local = 127.0.0.1:{port}\n");
+        let tls_port = tls.map(|t| {
+            let tls_port = free_port();
+            conf.push_str(&format!(
+                "listeners.ssl.local = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n",
+                t.ca.display(),
+                t.cert.display(),
+                t.key.display()
+            ));
+            tls_port
+        });
+        std::fs::write(dir.join("rabbitmq.conf"), conf).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        let mut r = PrivateRabbit {
+            port,
+            tls_port,
+            dir: dir.to_path_buf(),
+            node: format!("{}@localhost", unique("offpeak-rabbit")),
+            proc: None,
+        };
+        r.up();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The AMQPS URL, by host name (the server's certificate names `localhost`; `guest` may
+    /// log in only from loopback).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a node started with start_tls");
+        format!("amqps://guest:guest@localhost:{port}/%2f")
+    }
+
+    pub fn up(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let d = |n: &str| self.dir.join(n);
+        let log = d("rabbit.log");
+        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d("advanced.config"))
+            .env("RABBITMQ_CONF_ENV_FILE", d("rabbitmq-env.conf"))
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("HOME", &self.dir)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start rabbitmq-server (deploy/local/services.sh installs it)");
+        self.proc = Some(Proc {
+            child,
+            name: "rabbitmq".into(),
+            log,
+        });
+        let start = Instant::now();
+        for port in std::iter::once(self.port).chain(self.tls_port) {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(90),
+                    "rabbitmq never opened port {port}; see {}",
+                    d("log").display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// SIGKILL to the whole node (the start script and the Erlang VM).
+    pub fn kill(&mut self) {
+        if let Some(p) = &self.proc {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", p.pid())])
+                .status();
+        }
+        self.proc = None;
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -47,7 +47,11 @@ pub(crate) async fn send(
         } else {
             "request failed".to_string()
         };
-        transient(format!("{what}: {}", e.without_url()), None, None)
+        transient(
+            format!("{what}: {}", with_causes(&e.without_url())),
+            None,
+            None,
+        )
     })?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -136,4 +140,20 @@ impl Answer {
             ),
         }
     }
+}
+
+/// An error and its causes, `: `-separated: reqwest's own message ("error sending request")
+/// leaves out what went wrong underneath (connection refused, an untrusted certificate, …).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
