@@ -79,10 +79,14 @@ else
   mkdir -p "$DATA_DIR" "$(dirname "$LOG_FILE")"
   prune_deleted_buckets
   log "starting s3s-fs on 127.0.0.1:$PORT (data in $DATA_DIR, log in $LOG_FILE)"
-  # setsid + nohup: the server outlives this script and the shell that ran it.
-  setsid nohup "$S3S_FS" --host 127.0.0.1 --port "$PORT" \
+  # setsid + nohup: the server outlives this script and the shell that ran it. It runs from its
+  # data directory, not from the caller's: s3s-fs resolves bucket paths against its working
+  # directory, and answers 500 to everything once that is deleted (a removed checkout).
+  DATA_DIR="$(cd "$DATA_DIR" && pwd)"
+  LOG_FILE="$(cd "$(dirname "$LOG_FILE")" && pwd)/$(basename "$LOG_FILE")"
+  (cd "$DATA_DIR" && exec setsid nohup "$S3S_FS" --host 127.0.0.1 --port "$PORT" \
     --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$DATA_DIR" \
-    >>"$LOG_FILE" 2>&1 </dev/null &
+    >>"$LOG_FILE" 2>&1 </dev/null) &
   wait_port "$PORT"
 fi
 

@@ -264,18 +264,7 @@ where
         }
         return out;
     }
-    let mut out = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Some layers repeat their cause's text; once is enough.
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
+    crate::error::error_chain(err)
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub(crate) async fn send(
             "request failed".to_string()
         };
         transient(
-            format!("{what}: {}", with_causes(&e.without_url())),
+            format!("{what}: {}", producer::error::error_chain(&e.without_url())),
             None,
             None,
         )
@@ -140,20 +140,4 @@ impl Answer {
             ),
         }
     }
-}
-
-/// An error and its causes, `: `-separated: reqwest's own message ("error sending request")
-/// leaves out what went wrong underneath (connection refused, an untrusted certificate, …).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }
