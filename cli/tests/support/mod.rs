@@ -206,6 +206,11 @@ impl Fleet {
             .env("AWS_ACCESS_KEY_ID", S3_KEY)
             .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
             .env("AWS_REGION", "us-east-1")
+            // The store's endpoint is this one (or a test's own, in `extra_env`): not one
+            // inherited from the shell, which offpeak would prefer (deploy/local/s3.sh exports
+            // OFFPEAK_S3_ENDPOINT).
+            .env_remove("OFFPEAK_S3_ENDPOINT")
+            .env_remove("AWS_ENDPOINT_URL_S3")
             .env("AWS_ENDPOINT_URL", s3_endpoint())
             .env("OFFPEAK_WORKER__FLUSH__MAX_AGE_S", "1")
             .env("OFFPEAK_WORKER__REQUEST_TIMEOUT_S", "10");
