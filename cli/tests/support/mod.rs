@@ -48,11 +48,19 @@ pub fn text(b: &[u8]) -> String {
 
 /// A unique lowercase name (bucket- and namespace-safe).
 pub fn unique(prefix: &str) -> String {
+    // Tests of one binary run in parallel threads: the clock alone can give two of them the same
+    // name (a CI run met `BucketAlreadyExists`), so a per-process counter goes in too.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{}-{:x}", std::process::id(), nanos % 0xffff_ffff)
+    format!(
+        "{prefix}-{}-{n}-{:x}",
+        std::process::id(),
+        nanos % 0xffff_ffff
+    )
 }
 
 pub fn free_port() -> u16 {
