@@ -6,6 +6,10 @@
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
 //! finished but some jobs failed.
 
+/// jemalloc: see docs/benchmarks.md (allocator).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod bench;
 mod config;
 mod input;
