@@ -107,6 +107,10 @@ pub trait Consumer: Send {
 pub trait Settle: Send + Sync {
     /// Done: remove the message for good.
     async fn ack(&self) -> Result<(), QueueError>;
+    /// Done, without waiting for the broker to confirm it: see [`Delivery::ack_unconfirmed`].
+    async fn ack_unconfirmed(&self) -> Result<(), QueueError> {
+        self.ack().await
+    }
     /// Redeliver after `delay`, carrying `payload` (the updated envelope) where the backend can.
     async fn defer(&self, delay: Duration, payload: Bytes) -> Result<(), QueueError>;
     /// Give the message back for immediate redelivery (shutdown, or work not started).
@@ -150,6 +154,15 @@ impl Delivery {
     /// Done: the message is removed for good.
     pub async fn ack(self) -> Result<(), QueueError> {
         self.settle.ack().await
+    }
+
+    /// Done, without waiting for the broker's confirmation: the ack is on its way when this
+    /// returns. A confirmed [`Delivery::ack`] of another delivery of the same consumer, sent
+    /// afterwards, confirms this one too (the broker takes a connection's acks in order). For a
+    /// batch: ack all but one this way, then the last with `ack` — one round trip, not one each.
+    /// (RabbitMQ acks are never confirmed; there both are the same.)
+    pub async fn ack_unconfirmed(self) -> Result<(), QueueError> {
+        self.settle.ack_unconfirmed().await
     }
 
     /// Hands the message back to the broker to be redelivered, carrying `payload`, no sooner

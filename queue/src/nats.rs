@@ -512,6 +512,18 @@ impl Settle for NatsSettle {
         self.confirm(AckKind::Ack, "acking").await
     }
 
+    /// The ack without its `AckAck` round trip. The consumer takes its acks in the order a
+    /// connection sent them, so a confirmed ack sent after these confirms them too.
+    async fn ack_unconfirmed(&self) -> Result<(), QueueError> {
+        let _slot = self.slot.claim(BACKEND)?;
+        self.msg()?.ack().await.map_err(|e| {
+            err(
+                format_args!("acking stream sequence {}", self.stream_seq),
+                e,
+            )
+        })
+    }
+
     async fn defer(&self, delay: Duration, payload: Bytes) -> Result<(), QueueError> {
         let _slot = self.slot.claim(BACKEND)?;
         let msg = self.msg()?;

@@ -100,6 +100,41 @@ async fn each_published_message_is_consumed_once_and_nothing_is_left() {
     .await;
 }
 
+/// How the flusher settles a stored file: every ack but the last unconfirmed, the last one
+/// confirmed. When that one returns, the broker has taken all of them.
+#[tokio::test]
+async fn a_confirmed_ack_after_unconfirmed_ones_confirms_them_all() {
+    with_queue(|q| async move {
+        for i in 0..200 {
+            publish(&q, &format!("j{i}"), &format!("m{i}")).await;
+        }
+        assert_eq!(depth(&q).await, 200);
+        let mut c = q
+            .consume(consume_opts(256, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got.push(next(&mut c).await);
+        }
+        let last = got.pop().unwrap();
+        futures::future::try_join_all(got.into_iter().map(|d| d.ack_unconfirmed()))
+            .await
+            .unwrap();
+        last.ack().await.unwrap();
+        assert_eq!(
+            depth(&q).await,
+            0,
+            "every ack taken once the last is confirmed"
+        );
+        assert!(
+            next_within(&mut c, 1).await.is_none(),
+            "an acked message came back"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_same_dedup_id_inside_the_window_is_enqueued_once() {
     with_queue(|q| async move {

@@ -1,14 +1,17 @@
 //! The message on the broker (DESIGN §3): the job plus its delivery bookkeeping.
 
-use crate::{Job, RunId};
+use crate::{ChatMessage, Job, JobId, Priority, RunId, Usd};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
 /// Version of the envelope's JSON shape; workers dead-letter messages of a version they do not know.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// One job on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One job on the wire: the job's fields and the bookkeeping's side by side in one JSON object.
+/// (Read through [`WireIn`]: `#[serde(flatten)]` would buffer every job field before reading it,
+/// which made parsing an envelope the worker's costliest step after the HTTP request.)
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Envelope {
     pub schema_version: u32,
     pub run_id: RunId,
@@ -63,5 +66,172 @@ impl Envelope {
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(b)
+    }
+}
+
+/// What an envelope reads as: the fields of [`Envelope`] and of [`Job`] in one flat struct, with
+/// the same names, defaults and optionality, so the JSON is the one `Envelope` writes. Unknown
+/// fields are ignored, as they were with the flattened job.
+#[derive(Deserialize)]
+struct WireIn {
+    schema_version: u32,
+    run_id: RunId,
+    submitted_at: DateTime<Utc>,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default)]
+    deferred_ms: u64,
+    #[serde(default)]
+    deferrals: u32,
+    #[serde(default)]
+    defer_reason: Option<String>,
+    #[serde(default)]
+    deferred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    cheapest_at_submit_usd: Option<f64>,
+    id: JobId,
+    models: Vec<String>,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    priority: Priority,
+    deadline: DateTime<Utc>,
+    #[serde(default)]
+    max_cost_usd: Option<Usd>,
+    #[serde(default)]
+    providers_allow: Vec<String>,
+    #[serde(default)]
+    providers_deny: Vec<String>,
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        Ok(Envelope {
+            schema_version: w.schema_version,
+            run_id: w.run_id,
+            submitted_at: w.submitted_at,
+            attempt: w.attempt,
+            deferred_ms: w.deferred_ms,
+            deferrals: w.deferrals,
+            defer_reason: w.defer_reason,
+            deferred_at: w.deferred_at,
+            cheapest_at_submit_usd: w.cheapest_at_submit_usd,
+            job: Job {
+                id: w.id,
+                models: w.models,
+                messages: w.messages,
+                max_tokens: w.max_tokens,
+                priority: w.priority,
+                deadline: w.deadline,
+                max_cost_usd: w.max_cost_usd,
+                providers_allow: w.providers_allow,
+                providers_deny: w.providers_deny,
+                params: w.params,
+                metadata: w.metadata,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The JSON an envelope is written as, field by field (DESIGN §3).
+    fn full() -> Value {
+        json!({
+            "schema_version": 1,
+            "run_id": "r1",
+            "submitted_at": "2026-01-05T00:00:00Z",
+            "attempt": 2,
+            "deferred_ms": 1500,
+            "deferrals": 3,
+            "defer_reason": "groq rate-limited",
+            "deferred_at": "2026-01-05T00:10:00Z",
+            "cheapest_at_submit_usd": 0.0125,
+            "id": "job-1",
+            "models": ["m1", "m2"],
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "ann"}
+            ],
+            "max_tokens": 64,
+            "priority": "standard",
+            "deadline": "2026-01-05T06:00:00Z",
+            "max_cost_usd": 0.5,
+            "providers_allow": ["groq"],
+            "providers_deny": ["openai"],
+            "params": {"temperature": 0.2, "seed": 7},
+            "metadata": {"suite": "nightly"}
+        })
+    }
+
+    #[test]
+    fn every_field_is_read_and_written_back_as_it_was() {
+        let env: Envelope = serde_json::from_value(full()).unwrap();
+        assert_eq!(env.attempt, 2);
+        assert_eq!(env.deferred_ms, 1500);
+        assert_eq!(env.deferrals, 3);
+        assert_eq!(env.defer_reason.as_deref(), Some("groq rate-limited"));
+        assert_eq!(env.cheapest_at_submit_usd, Some(0.0125));
+        assert_eq!(env.job.id.0, "job-1");
+        assert_eq!(env.job.models, ["m1", "m2"]);
+        assert_eq!(env.job.messages[1].extra["name"], "ann");
+        assert_eq!(env.job.max_tokens, Some(64));
+        assert_eq!(env.job.priority, Priority::Standard);
+        assert_eq!(env.job.max_cost_usd, Some(Usd(0.5)));
+        assert_eq!(env.job.providers_allow, ["groq"]);
+        assert_eq!(env.job.providers_deny, ["openai"]);
+        assert_eq!(env.job.params["seed"], 7);
+        assert_eq!(env.job.metadata["suite"], "nightly");
+        let back: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(back, full());
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()).unwrap(), env);
+    }
+
+    #[test]
+    fn optional_fields_default_and_unknown_fields_are_ignored() {
+        let mut v = full();
+        let o = v.as_object_mut().unwrap();
+        for k in [
+            "attempt",
+            "deferred_ms",
+            "deferrals",
+            "defer_reason",
+            "deferred_at",
+            "cheapest_at_submit_usd",
+            "max_tokens",
+            "max_cost_usd",
+            "providers_allow",
+            "providers_deny",
+            "params",
+            "metadata",
+        ] {
+            o.remove(k);
+        }
+        o.insert("added_by_a_newer_producer".into(), json!({"x": 1}));
+        let env: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!((env.attempt, env.deferred_ms, env.deferrals), (0, 0, 0));
+        assert!(env.defer_reason.is_none() && env.deferred_at.is_none());
+        assert!(env.job.max_tokens.is_none() && env.job.params.is_empty());
+        let back: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        assert!(back.get("added_by_a_newer_producer").is_none());
+        assert!(back.get("params").is_none() && back.get("attempt").is_some());
+    }
+
+    #[test]
+    fn a_missing_job_field_is_named() {
+        let mut v = full();
+        v.as_object_mut().unwrap().remove("deadline");
+        let e = serde_json::from_value::<Envelope>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `deadline`"), "{e}");
     }
 }

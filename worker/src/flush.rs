@@ -232,16 +232,39 @@ async fn flush(
     stats.flushed_rows.add(rows as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
     tracing::debug!(run_id = run, file = %name, rows, "results stored");
-    // Each settlement is a broker round trip (a confirmed ack on NATS): one at a time, a file
-    // of a thousand rows would cost a thousand round trips while the next rows wait.
-    futures::stream::iter(b.pending)
+    settle(run, b.pending).await;
+}
+
+/// Settles a stored file's messages. Acks go out unconfirmed but for the last one, sent after
+/// all the others and confirmed: its confirmation covers the whole file (the broker takes a
+/// connection's acks in order), so a file of a thousand rows costs one ack round trip, not a
+/// thousand. Dead letters are confirmed one by one (they are rare).
+async fn settle(run: &str, pending: Vec<(Delivery, Settlement)>) {
+    let (mut acks, dead): (Vec<_>, Vec<_>) = pending
+        .into_iter()
+        .partition(|(_, s)| matches!(s, Settlement::Ack));
+    let warn = |e: queue::QueueError| {
+        tracing::warn!(run_id = run, error = %e, "settling a stored result failed; it may be redelivered and appear twice");
+    };
+    let last = acks.pop();
+    futures::stream::iter(acks)
+        .for_each_concurrent(SETTLE_CONCURRENCY, |(d, _)| async move {
+            if let Err(e) = d.ack_unconfirmed().await {
+                warn(e);
+            }
+        })
+        .await;
+    if let Some((d, _)) = last {
+        if let Err(e) = d.ack().await {
+            warn(e);
+        }
+    }
+    futures::stream::iter(dead)
         .for_each_concurrent(SETTLE_CONCURRENCY, |(d, s)| async move {
-            let r = match s {
-                Settlement::Ack => d.ack().await,
-                Settlement::DeadLetter(reason) => d.dead_letter(&reason).await,
-            };
-            if let Err(e) = r {
-                tracing::warn!(run_id = run, error = %e, "settling a stored result failed; it may be redelivered and appear twice");
+            if let Settlement::DeadLetter(reason) = s {
+                if let Err(e) = d.dead_letter(&reason).await {
+                    warn(e);
+                }
             }
         })
         .await;

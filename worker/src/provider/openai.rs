@@ -4,7 +4,8 @@
 use super::http::{self, Answer};
 use super::{ChatRequest, Completion, Provider, ProviderError};
 use async_trait::async_trait;
-use serde::Deserialize;
+use schemas::ChatMessage;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -48,24 +49,40 @@ impl OpenAiProvider {
     }
 }
 
-/// The request body: the params first, then the fields the worker owns, so a param can never
-/// replace the model or the messages.
-pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
-    let mut body: Map<String, Value> = req
-        .params
-        .iter()
-        .filter(|(k, _)| !DROPPED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    body.insert("model".into(), Value::String(req.model_id.clone()));
-    body.insert(
-        "messages".into(),
-        serde_json::to_value(&req.messages).unwrap_or(Value::Null),
-    );
-    if let Some(n) = req.max_tokens {
-        body.insert("max_tokens".into(), Value::from(n));
+/// Fields the worker owns: a param of the same name is dropped, so it can never replace the
+/// model or the messages.
+const OWNED: &[&str] = &["model", "messages", "max_tokens"];
+
+/// The request body: the job's params (but the dropped and the owned ones), then the fields the
+/// worker owns. Serialised straight from the request, without building a JSON tree first.
+#[derive(Serialize)]
+pub(crate) struct RequestBody<'a> {
+    #[serde(flatten, serialize_with = "passed_params")]
+    params: &'a Map<String, Value>,
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+}
+
+fn passed_params<S: serde::Serializer>(
+    params: &&Map<String, Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        params
+            .iter()
+            .filter(|(k, _)| !DROPPED.contains(&k.as_str()) && !OWNED.contains(&k.as_str())),
+    )
+}
+
+pub(crate) fn request_body(req: &ChatRequest) -> RequestBody<'_> {
+    RequestBody {
+        params: &req.params,
+        model: &req.model_id,
+        messages: &req.messages,
+        max_tokens: req.max_tokens,
     }
-    body
 }
 
 #[derive(Deserialize)]
@@ -170,7 +187,11 @@ mod tests {
             )
             .unwrap(),
         };
-        let body = Value::Object(request_body(&req));
+        let text = serde_json::to_string(&request_body(&req)).unwrap();
+        // Written once each: a repeated key would leave the choice to the server's parser.
+        assert_eq!(text.matches("\"model\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"stream\"").count(), 0, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             body,
             json!({"model": "m", "messages": [{"role": "user", "content": "hi", "name": "x"}], "max_tokens": 7, "temperature": 0})
