@@ -241,9 +241,9 @@ impl Queue for NatsQueue {
             ));
         }
         let subject = format!("{}.jobs.{run_id}", self.shared.opts.subject_prefix);
+        // An original's `Nats-Msg-Id` is its de-duplication id: no `Offpeak-Dedup-Id` needed.
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID, dedup_id);
-        headers.insert(DEDUP_ID, dedup_id);
         // A server restart or a failover makes publishes time out until the client has
         // reconnected; the message id makes a retry safe (the stream drops a second copy).
         let give_up = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;

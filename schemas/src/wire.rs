@@ -9,32 +9,26 @@ use serde_json::{Map, Value};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One job on the wire: the job's fields and the bookkeeping's side by side in one JSON object.
-/// (Read through [`WireIn`]: `#[serde(flatten)]` would buffer every job field before reading it,
-/// which made parsing an envelope the worker's costliest step after the HTTP request.)
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// (Read through [`WireIn`] and written through [`WireOut`]: `#[serde(flatten)]` would buffer
+/// every job field before reading it, which made parsing an envelope the worker's costliest step
+/// after the HTTP request.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     pub schema_version: u32,
     pub run_id: RunId,
     pub submitted_at: DateTime<Utc>,
     /// Provider attempts that failed so far (rate limits and deferrals do not count).
-    #[serde(default)]
     pub attempt: u32,
     /// Milliseconds spent deferred so far.
-    #[serde(default)]
     pub deferred_ms: u64,
     /// Times the job has been deferred so far.
-    #[serde(default)]
     pub deferrals: u32,
     /// Why it was last deferred.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer_reason: Option<String>,
     /// When it was last put back to wait (to measure `deferred_ms`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_at: Option<DateTime<Utc>>,
     /// The cheapest expected cost of the job at submission, for the result row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cheapest_at_submit_usd: Option<f64>,
-    #[serde(flatten)]
     pub job: Job,
 }
 
@@ -106,6 +100,69 @@ struct WireIn {
     params: Map<String, Value>,
     #[serde(default)]
     metadata: Map<String, Value>,
+}
+
+/// What an envelope writes: the same fields, borrowed, in the same order.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    schema_version: u32,
+    run_id: &'a RunId,
+    submitted_at: &'a DateTime<Utc>,
+    attempt: u32,
+    deferred_ms: u64,
+    deferrals: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    defer_reason: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deferred_at: &'a Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cheapest_at_submit_usd: Option<f64>,
+    id: &'a JobId,
+    models: &'a [String],
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    priority: Priority,
+    deadline: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_cost_usd: Option<Usd>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    providers_allow: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    providers_deny: &'a [String],
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    params: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    metadata: &'a Map<String, Value>,
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let j = &self.job;
+        WireOut {
+            schema_version: self.schema_version,
+            run_id: &self.run_id,
+            submitted_at: &self.submitted_at,
+            attempt: self.attempt,
+            deferred_ms: self.deferred_ms,
+            deferrals: self.deferrals,
+            defer_reason: &self.defer_reason,
+            deferred_at: &self.deferred_at,
+            cheapest_at_submit_usd: self.cheapest_at_submit_usd,
+            id: &j.id,
+            models: &j.models,
+            messages: &j.messages,
+            max_tokens: j.max_tokens,
+            priority: j.priority,
+            deadline: &j.deadline,
+            max_cost_usd: j.max_cost_usd,
+            providers_allow: &j.providers_allow,
+            providers_deny: &j.providers_deny,
+            params: &j.params,
+            metadata: &j.metadata,
+        }
+        .serialize(s)
+    }
 }
 
 impl<'de> Deserialize<'de> for Envelope {
