@@ -110,6 +110,29 @@ impl S3Sink {
         }
     }
 
+    /// Deletes every file of run `run_id` (benches remove their throwaway runs, so repeated runs
+    /// do not pile up objects under one bucket). Returns how many were deleted.
+    pub async fn delete_run(&self, run_id: &str) -> Result<usize, SinkError> {
+        let names = self.list(run_id).await?;
+        let n = names.len();
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let key = self.key(run_id, &name)?;
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error("DeleteObject", &self.url(&key), e))
+            })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
+        Ok(n)
+    }
+
     /// `prefix/run=<run_id>/`: the key prefix holding one run's files.
     fn run_prefix(&self, run_id: &str) -> Result<String, SinkError> {
         schemas::RunId::new(run_id).map_err(SinkError::Store)?;

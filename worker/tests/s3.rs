@@ -256,6 +256,24 @@ async fn list_follows_continuation_pages_and_stays_inside_the_run() {
 }
 
 #[tokio::test]
+async fn delete_run_removes_that_run_and_nothing_else() {
+    let bucket = TestBucket::new("delrun").await;
+    let sink = bucket.sink("d").with_list_page_size(4);
+    for n in 0..9 {
+        sink.put("r1", &format!("part-{n}.parquet"), vec![n])
+            .await
+            .unwrap();
+    }
+    // `run=r10/` shares the string prefix `run=r1`: it must survive.
+    sink.put("r10", "part-0.parquet", vec![1]).await.unwrap();
+
+    assert_eq!(sink.delete_run("r1").await.unwrap(), 9);
+    assert!(sink.list("r1").await.unwrap().is_empty());
+    assert_eq!(sink.list("r10").await.unwrap(), ["part-0.parquet"]);
+    bucket.remove().await;
+}
+
+#[tokio::test]
 async fn list_returns_more_than_the_thousand_keys_of_one_default_page() {
     let bucket = TestBucket::new("thousand").await;
     let sink = bucket.sink("");

@@ -67,6 +67,13 @@ impl Target {
         {
             let _ = q.delete_topology().await;
         }
+        // The run's results too: a store that keeps every bench run's files lists ever more
+        // slowly (s3s-fs walks the bucket), which would weigh on later runs' `submit`.
+        if producer::s3::is_s3_location(&self.output) {
+            if let Ok(sink) = worker::s3::S3Sink::from_env(&self.output).await {
+                let _ = sink.delete_run(&self.namespace).await;
+            }
+        }
     }
 }
 
