@@ -256,68 +256,6 @@ fn sigkill_a_random_worker_every_two_seconds_loses_nothing() {
     eprintln!("rows stored at every 4th kill: {stored_at_kills:?}");
 }
 
-/// A `nats-server -js` of the test's own, on a free port with its own store directory.
-struct PrivateNats {
-    port: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl PrivateNats {
-    fn start(dir: &Path) -> PrivateNats {
-        let mut n = PrivateNats {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            proc: None,
-        };
-        n.up();
-        n
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let log = self.dir.join("nats.log");
-        let child = Command::new(bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("store"))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("start nats-server (deploy/local/services.sh installs it)");
-        self.proc = Some(Proc {
-            child,
-            name: "nats".into(),
-            log,
-        });
-        wait_port(self.port);
-    }
-
-    /// SIGKILL: no goodbye to the clients.
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-}
-
 /// 10,000 jobs on a private NATS server that is SIGKILLed twice — once while `submit` is
 /// publishing, once while two workers process — and restarted 3 s later each time. The
 /// producer and the workers reconnect and carry on.
@@ -504,13 +442,7 @@ impl PrivateS3 {
             .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
             .arg(self.dir.join("data"))
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            )
+            .stderr(append_log(&log))
             .spawn()
             .expect("start s3s-fs (deploy/local/s3.sh installs it)");
         self.proc = Some(Proc {

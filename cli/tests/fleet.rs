@@ -9,17 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use support::*;
 
-const CATALOG: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-base_url = "{SIM}/cheap/v1"
-[[providers.models]]
-model = "m"
-id = "m-cheap"
-input_per_mtok = 0.1
-output_per_mtok = 0.2
+/// The shared `cheap` provider, then a `broken` one and a dear one.
+fn catalog() -> String {
+    format!("{ONE_PROVIDER_CATALOG}{MORE_PROVIDERS}")
+}
 
+const MORE_PROVIDERS: &str = r#"
 [[providers]]
 name = "broken"
 kind = "openai"
@@ -102,7 +97,7 @@ fn status_json(o: &std::process::Output) -> serde_json::Value {
 /// exit 0 on SIGTERM.
 fn ten_thousand_jobs_three_workers_one_killed(broker: &str) {
     const N: usize = 10_000;
-    let fleet = Fleet::start(broker, &scenario(0.0), CATALOG);
+    let fleet = Fleet::start(broker, &scenario(0.0), &catalog());
     let jobs = fleet.path("jobs.jsonl");
     job_file(&jobs, N, |i| {
         job(
@@ -200,7 +195,7 @@ fn deferral_does_not_stall_and_ends_on_the_cheapest(broker: &str) {
     const DEFERRED: usize = 5_000;
     const OTHER: usize = 300;
     const WINDOW_S: f64 = 25.0;
-    let fleet = Fleet::start(broker, &scenario(WINDOW_S), CATALOG);
+    let fleet = Fleet::start(broker, &scenario(WINDOW_S), &catalog());
     let window_end = fleet.sim_started + chrono::Duration::milliseconds((WINDOW_S * 1000.0) as i64);
     let jobs = fleet.path("jobs.jsonl");
     job_file(&jobs, DEFERRED + OTHER, |i| {
@@ -268,7 +263,7 @@ fn rabbitmq_deferral_does_not_stall_and_ends_on_the_cheapest() {
 /// dead-letter message after the configured attempts; the rest of the run is unaffected and
 /// `status --wait` exits 3.
 fn always_failing_job_is_a_failed_row_and_a_dead_letter(broker: &str) {
-    let mut fleet = Fleet::start(broker, &scenario(0.0), CATALOG);
+    let mut fleet = Fleet::start(broker, &scenario(0.0), &catalog());
     fleet
         .extra_env
         .push(("OFFPEAK_WORKER__MAX_ATTEMPTS".into(), "3".into()));
@@ -340,7 +335,7 @@ fn rabbitmq_always_failing_job_is_a_failed_row_and_a_dead_letter() {
 #[test]
 fn nats_duplicate_submission_enqueues_nothing_new() {
     const N: usize = 200;
-    let fleet = Fleet::start(&nats_url(), &scenario(0.0), CATALOG);
+    let fleet = Fleet::start(&nats_url(), &scenario(0.0), &catalog());
     let jobs = fleet.path("jobs.jsonl");
     job_file(&jobs, N, |i| job(i, "m", "standard"));
     let run = "dup";
@@ -388,7 +383,7 @@ fn nats_duplicate_submission_enqueues_nothing_new() {
 /// official `openai` package's types) and `error`.
 #[test]
 fn results_export_matches_the_openai_batch_output_format() {
-    let fleet = Fleet::start(&nats_url(), &scenario(0.0), CATALOG);
+    let fleet = Fleet::start(&nats_url(), &scenario(0.0), &catalog());
     let jobs = fleet.path("jobs.jsonl");
     // Half go to the Anthropic-kind provider (critical jobs to "other"), half to OpenAI-kind.
     job_file(&jobs, 40, |i| {

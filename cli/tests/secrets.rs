@@ -356,30 +356,12 @@ fn completes_trusting_the_ca(fleet: &mut Fleet, tls: &Path, run: &str, jobs: &Pa
 fn nats_over_tls_with_a_private_ca() {
     let tls = tempfile::tempdir().unwrap();
     certificates(tls.path());
-    let port = free_port();
-    let child = std::process::Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(tls.path().join("store"))
-        .arg("--tls")
-        .arg("--tlscert")
-        .arg(tls.path().join("server.pem"))
-        .arg("--tlskey")
-        .arg(tls.path().join("server.key"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tls.path().join("nats.log")).unwrap())
-        .spawn()
-        .expect("start nats-server");
-    let _nats = Proc {
-        child,
-        name: "nats-tls".into(),
-        log: tls.path().join("nats.log"),
-    };
-    wait_port(port);
-    let mut fleet = Fleet::start(
-        &format!("tls://127.0.0.1:{port}"),
-        TLS_SCENARIO,
-        ONE_PROVIDER_CATALOG,
+    let nats = PrivateNats::start_tls(
+        tls.path(),
+        &tls.path().join("server.pem"),
+        &tls.path().join("server.key"),
     );
+    let mut fleet = Fleet::start(&nats.url(), TLS_SCENARIO, ONE_PROVIDER_CATALOG);
     let jobs = refused_without_the_ca(&fleet, "tls");
     completes_trusting_the_ca(&mut fleet, tls.path(), "tls", &jobs);
 }

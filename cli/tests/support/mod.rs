@@ -395,6 +395,92 @@ pub fn job_file(path: &Path, n: usize, line: impl Fn(usize) -> String) {
     std::fs::write(path, s).unwrap();
 }
 
+/// `path` opened for appending: a restarted service keeps its earlier lines.
+pub fn append_log(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
+/// A `nats-server -js` of the test's own, on a free port with its own store directory.
+pub struct PrivateNats {
+    pub port: u16,
+    dir: PathBuf,
+    /// The server's certificate and key, for a server that requires TLS.
+    tls: Option<(PathBuf, PathBuf)>,
+    proc: Option<Proc>,
+}
+
+impl PrivateNats {
+    pub fn start(dir: &Path) -> PrivateNats {
+        PrivateNats::start_with(dir, None)
+    }
+
+    /// A server that requires TLS, with `cert` and `key` (PEM).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> PrivateNats {
+        PrivateNats::start_with(dir, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> PrivateNats {
+        let mut n = PrivateNats {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            tls,
+            proc: None,
+        };
+        n.up();
+        n
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn up(&mut self) {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let log = self.dir.join("nats.log");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.dir.join("store"));
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--tls")
+                .arg("--tlscert")
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(append_log(&log))
+            .spawn()
+            .expect("start nats-server (deploy/local/services.sh installs it)");
+        self.proc = Some(Proc {
+            child,
+            name: "nats".into(),
+            log,
+        });
+        wait_port(self.port);
+    }
+
+    /// SIGKILL: no goodbye to the clients.
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+}
+
 /// The server side of an AMQPS listener: PEM files (the CA, the server's certificate and key).
 pub struct TlsFiles<'a> {
     pub ca: &'a Path,
@@ -483,13 +569,7 @@ impl PrivateRabbit {
             .env("HOME", &self.dir)
             .process_group(0)
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            )
+            .stderr(append_log(&log))
             .spawn()
             .expect("start rabbitmq-server (deploy/local/services.sh installs it)");
         self.proc = Some(Proc {
