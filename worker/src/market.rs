@@ -18,4 +18,4 @@ pub mod server;
 pub use bound::{lower_bound, BoundOptions, LowerBound};
 pub use engine::{run, PolicyKind, ProviderTally, RunReport};
 pub use random::random_spec;
-pub use scenario::{Scenario, ScenarioError, ScenarioSpec, TraceEntry};
+pub use scenario::{Scenario, ScenarioError, ScenarioSpec, TraceEntry, TraceJob};

@@ -68,8 +68,36 @@ pub struct LowerBound {
     pub unserved: usize,
 }
 
-/// Minutes in a coarse run (a dyadic run of level `COARSE`).
+/// A coarse run is a dyadic run of level `COARSE` (16 minutes).
 const COARSE: usize = 4;
+
+/// Stretches of a resource the ascent holds to its bucket at most (beyond the aligned runs).
+const MAX_SPANS: usize = 512;
+
+/// Overloaded stretches looked for per resource and iteration.
+const SPANS_PER_ROUND: usize = 4;
+
+/// A capacity constraint on one resource over the minutes `a..=e`, beside the aligned runs:
+/// a stretch the priced choice overloaded during the ascent. An aligned run holds only one
+/// burst, but a long overloaded stretch is tiled by several runs, each with its own burst; the
+/// stretch itself holds one, as the provider's bucket does.
+#[derive(Debug, Clone)]
+struct Span {
+    a: usize,
+    e: usize,
+    cap: f64,
+    lam: f64,
+    /// The last step's direction for `lam`.
+    dir: f64,
+}
+
+impl Span {
+    /// The coarse runs wholly inside the span: `c0..c1` (a coarse placement counts against the
+    /// span only when it surely starts inside it).
+    fn coarse(&self) -> (usize, usize) {
+        (self.a.div_ceil(1 << COARSE), (self.e + 1) >> COARSE)
+    }
+}
 
 /// One way to serve a job: a pair over a range of minutes (`fine`) or of 16-minute runs.
 #[derive(Debug, Clone)]
@@ -101,6 +129,8 @@ struct Model {
     unusable: Grains<bool>,
     /// Capacity-limited resources: (provider, cap[k][w] of the w-th run of 2^k minutes).
     res: Vec<(usize, Vec<Vec<f64>>)>,
+    /// Per resource, its token bucket: (rate per minute, burst).
+    bucket: Vec<(f64, f64)>,
     /// Resource index per (provider, kind).
     res_of: Vec<[Option<usize>; 3]>,
     jobs: Vec<(Vec<Opt>, f64)>,
@@ -219,13 +249,22 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
             let (m0, m1) = (minute_of(tj.arrival), minute_of(latest));
             let max_mult = (m0..=m1).map(|m| mult[0][oi][m]).fold(0.0, f64::max);
             dearest = dearest.max(c0 * max_mult);
-            // Short windows minute by minute; long ones in 16-minute runs that overlap them.
-            let fine = (m1 - m0) as i64 <= o.fine_window_minutes;
-            let ranges = if fine {
-                [(true, m0, m1)]
+            // Short windows minute by minute; long ones in the 16-minute runs wholly inside
+            // them, and the minutes at either end outside such a run one by one.
+            let run = 1usize << COARSE;
+            let (r0, r1) = (m0.div_ceil(run), (m1 + 1) / run);
+            let mut ranges = Vec::with_capacity(3);
+            if (m1 - m0) as i64 <= o.fine_window_minutes || r0 >= r1 {
+                ranges.push((true, m0, m1));
             } else {
-                [(false, m0 >> COARSE, m1 >> COARSE)]
-            };
+                if m0 < r0 * run {
+                    ranges.push((true, m0, r0 * run - 1));
+                }
+                ranges.push((false, r0, r1 - 1));
+                if r1 * run <= m1 {
+                    ranges.push((true, r1 * run, m1));
+                }
+            }
             for (fine, b0, b1) in ranges {
                 if b1 < b0 {
                     continue;
@@ -257,6 +296,7 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
     }
     let levels = (usize::BITS - (nm - 1).leading_zeros()) as usize + 1;
     let mut res = Vec::new();
+    let mut bucket = Vec::new();
     let mut res_of = vec![[None; 3]; sc.servers.len()];
     for (p, s) in sc.servers.iter().enumerate() {
         let limits = [
@@ -280,6 +320,7 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
                 .collect();
             res_of[p][kind] = Some(res.len());
             res.push((p, cap));
+            bucket.push((rate, burst));
         }
     }
     Model {
@@ -288,6 +329,7 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
         mult,
         unusable,
         res,
+        bucket,
         res_of,
         jobs,
         unserved,
@@ -309,12 +351,14 @@ fn covered(spans: &[(DateTime<Utc>, DateTime<Utc>)], a: DateTime<Utc>, b: DateTi
     t >= b
 }
 
-/// Per resource, per grain and slot, the price of one unit: Σ over the runs holding the slot.
-fn unit_prices(m: &Model, lambda: &[Vec<Vec<f64>>]) -> Vec<[Vec<f64>; 2]> {
+/// Per resource, per grain and slot, the price of one unit: Σ over the runs and spans holding
+/// the slot.
+fn unit_prices(m: &Model, lambda: &[Vec<Vec<f64>>], spans: &[Vec<Span>]) -> Vec<[Vec<f64>; 2]> {
     m.res
         .iter()
         .zip(lambda)
-        .map(|((_, cap), lam)| {
+        .zip(spans)
+        .map(|(((_, cap), lam), spans)| {
             let price = |fine: bool, b: usize| -> f64 {
                 (Model::first_level(fine)..m.levels)
                     .map(|k| {
@@ -327,11 +371,70 @@ fn unit_prices(m: &Model, lambda: &[Vec<Vec<f64>>]) -> Vec<[Vec<f64>; 2]> {
                     })
                     .sum()
             };
-            [
-                (0..m.nm).map(|b| price(true, b)).collect(),
-                (0..m.nm >> COARSE).map(|b| price(false, b)).collect(),
-            ]
+            let mut fine: Vec<f64> = (0..m.nm).map(|b| price(true, b)).collect();
+            let mut coarse: Vec<f64> = (0..m.nm >> COARSE).map(|b| price(false, b)).collect();
+            // Each span's price over its slots, through difference arrays.
+            let mut diff = [vec![0.0; fine.len() + 1], vec![0.0; coarse.len() + 1]];
+            for s in spans.iter().filter(|s| s.lam > 0.0) {
+                let unit = s.lam / s.cap;
+                diff[0][s.a] += unit;
+                diff[0][s.e + 1] -= unit;
+                let (c0, c1) = s.coarse();
+                if c0 < c1 {
+                    diff[1][c0] += unit;
+                    diff[1][c1] -= unit;
+                }
+            }
+            for (prices, d) in [&mut fine, &mut coarse].into_iter().zip(&diff) {
+                let mut run = 0.0;
+                for (x, dx) in prices.iter_mut().zip(d) {
+                    run += dx;
+                    *x += run.max(0.0);
+                }
+            }
+            [fine, coarse]
         })
+        .collect()
+}
+
+/// Up to `k` disjoint stretches of minutes whose starts exceed the bucket (`usage` over
+/// `rate·len + burst`), most overloaded first.
+fn overloaded(usage: &[f64], rate: f64, burst: f64, k: usize) -> Vec<(usize, usize)> {
+    let mut taken = vec![false; usage.len()];
+    let mut out = Vec::new();
+    for _ in 0..k {
+        let mut best = (burst * (1.0 + 1e-9), None);
+        let (mut run, mut start) = (0.0, 0);
+        for (b, u) in usage.iter().enumerate() {
+            if taken[b] {
+                run = 0.0;
+                continue;
+            }
+            if run <= 0.0 {
+                run = 0.0;
+                start = b;
+            }
+            run += u - rate;
+            if run > best.0 {
+                best = (run, Some((start, b)));
+            }
+        }
+        let Some((a, e)) = best.1 else {
+            break;
+        };
+        taken[a..=e].fill(true);
+        out.push((a, e));
+    }
+    out
+}
+
+/// Prefix sums: `p[i]` = Σ `x[..i]`.
+fn prefix(x: &[f64]) -> Vec<f64> {
+    std::iter::once(0.0)
+        .chain(x.iter().scan(0.0, |acc, v| {
+            *acc += v;
+            Some(*acc)
+        }))
         .collect()
 }
 
@@ -383,8 +486,13 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
         .iter()
         .map(|(_, cap)| cap.iter().map(|c| vec![0.0; c.len()]).collect())
         .collect();
+    let mut dir = lambda.clone();
+    let mut spans: Vec<Vec<Span>> = vec![Vec::new(); m.res.len()];
+    let mut seen = std::collections::HashSet::new();
+    // Whether spans were added since `ub` was computed (it then bounds a looser relaxation).
+    let mut ub_stale = false;
     let np = m.res_of.len();
-    let mut ub = greedy(m, None);
+    let mut ub = greedy(m, None, &spans);
     let mut best = f64::NEG_INFINITY;
     let mut uncapacitated = 0.0;
     let mut theta = 1.0;
@@ -392,7 +500,7 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
     let mut iterations = 0;
     for it in 0..o.max_iterations.max(1) {
         iterations = it + 1;
-        let up = unit_prices(m, &lambda);
+        let up = unit_prices(m, &lambda, &spans);
         let mut active = vec![false; np];
         for ((p, _), prices) in m.res.iter().zip(&up) {
             if prices.iter().flatten().any(|x| *x > 0.0) {
@@ -421,7 +529,8 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
                 }
             }
         }
-        let paid: f64 = lambda.iter().flatten().flatten().sum();
+        let paid: f64 = lambda.iter().flatten().flatten().sum::<f64>()
+            + spans.iter().flatten().map(|s| s.lam).sum::<f64>();
         let l = value - paid;
         if it == 0 {
             uncapacitated = l;
@@ -436,10 +545,47 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
                 stale = 0;
             }
         }
-        if it % 40 == 39 {
-            ub = ub.min(greedy(m, Some(&up)));
+        // The stretches this choice overloads become constraints of their own.
+        let mut grew = false;
+        for (ri, &(rate, burst)) in m.bucket.iter().enumerate() {
+            // Coarse placements spread over their runs to find the stretches; a stretch they
+            // load is also held rounded out to whole runs, which counts them.
+            let [fine, coarse] = &usage[ri];
+            let spread: Vec<f64> = fine
+                .iter()
+                .enumerate()
+                .map(|(b, u)| u + coarse[b >> COARSE] / (1 << COARSE) as f64)
+                .collect();
+            let mut found = overloaded(&spread, rate, burst, SPANS_PER_ROUND);
+            for (a, e) in found.clone() {
+                if coarse[a >> COARSE..=e >> COARSE].iter().any(|u| *u > 0.0) {
+                    found.push((
+                        a >> COARSE << COARSE,
+                        (e | ((1 << COARSE) - 1)).min(m.nm - 1),
+                    ));
+                }
+            }
+            for (a, e) in found {
+                if spans[ri].len() < MAX_SPANS && seen.insert((ri, a, e)) {
+                    let cap = rate * (e + 1 - a) as f64 + burst;
+                    spans[ri].push(Span {
+                        a,
+                        e,
+                        cap,
+                        lam: 0.0,
+                        dir: 0.0,
+                    });
+                    grew = true;
+                }
+            }
         }
-        if ub - best <= o.tolerance * ub.abs() || theta < 1e-4 {
+        ub_stale |= grew;
+        if it % 40 == 39 || (ub_stale && it % 10 == 9) {
+            let g = greedy(m, Some(&up), &spans).min(greedy(m, None, &spans));
+            ub = if ub_stale { g } else { ub.min(g) };
+            ub_stale = false;
+        }
+        if theta < 1e-4 || (!grew && !ub_stale && ub - best <= o.tolerance * ub.abs()) {
             break;
         }
         // Subgradient: each run's usage over its capacity, minus one.
@@ -474,17 +620,79 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
             }
             grads.push(g_levels);
         }
+        let mut span_grads = Vec::with_capacity(m.res.len());
+        for (ri, ss) in spans.iter().enumerate() {
+            let [fine, coarse] = &usage[ri];
+            let (pf, pc) = (prefix(fine), prefix(coarse));
+            let g: Vec<f64> = ss
+                .iter()
+                .map(|s| {
+                    let (c0, c1) = s.coarse();
+                    let mut used = pf[s.e + 1] - pf[s.a];
+                    if c0 < c1 {
+                        used += pc[c1] - pc[c0];
+                    }
+                    let g = used / s.cap - 1.0;
+                    if s.lam <= 0.0 && g < 0.0 {
+                        0.0
+                    } else {
+                        g
+                    }
+                })
+                .collect();
+            norm += g.iter().map(|x| x * x).sum::<f64>();
+            span_grads.push(g);
+        }
         if norm <= 1e-18 {
             // The priced choice is feasible and complementary: the dual is at its optimum.
             break;
         }
-        let step = theta * (ub - l).max(1e-9) / norm;
-        for (lam, g) in lambda.iter_mut().zip(&grads) {
-            for (lk, gk) in lam.iter_mut().zip(g) {
-                for (x, gx) in lk.iter_mut().zip(gk) {
-                    *x = (*x + step * gx).max(0.0);
+        // Deflected direction (Camerini, Fratta, Maffioli): when the subgradient turns back on
+        // the last direction, keep part of that direction, which damps the zig-zag between
+        // nested runs and spans.
+        let mut dot = 0.0;
+        let mut prev = 0.0;
+        for (d, g) in dir
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(grads.iter().flatten().flatten())
+        {
+            dot += d * g;
+            prev += d * d;
+        }
+        for (s, g) in spans.iter().flatten().zip(span_grads.iter().flatten()) {
+            dot += s.dir * g;
+            prev += s.dir * s.dir;
+        }
+        let beta = if dot < 0.0 && prev > 0.0 {
+            -1.5 * dot / prev
+        } else {
+            0.0
+        };
+        let mut dnorm = 0.0;
+        for (dk, gk) in dir.iter_mut().flatten().zip(grads.iter().flatten()) {
+            for (d, g) in dk.iter_mut().zip(gk) {
+                *d = g + beta * *d;
+                dnorm += *d * *d;
+            }
+        }
+        for (ss, g) in spans.iter_mut().zip(&span_grads) {
+            for (s, gx) in ss.iter_mut().zip(g) {
+                s.dir = gx + beta * s.dir;
+                dnorm += s.dir * s.dir;
+            }
+        }
+        let step = theta * (ub - l).max(1e-9) / dnorm.max(1e-18);
+        for (lam, d) in lambda.iter_mut().zip(&dir) {
+            for (lk, dk) in lam.iter_mut().zip(d) {
+                for (x, dx) in lk.iter_mut().zip(dk) {
+                    *x = (*x + step * dx).max(0.0);
                 }
             }
+        }
+        for s in spans.iter_mut().flatten() {
+            s.lam = (s.lam + step * s.dir).max(0.0);
         }
     }
     LowerBound {
@@ -498,8 +706,29 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
 
 /// A feasible assignment of the relaxation: jobs with most to lose first, each to its cheapest
 /// (optionally priced) option with room left. Its cost bounds the relaxation's optimum above.
-fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>) -> f64 {
+fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>, spans: &[Vec<Span>]) -> f64 {
     let mut left: Vec<Vec<Vec<f64>>> = m.res.iter().map(|(_, cap)| cap.clone()).collect();
+    let mut span_left: Vec<Vec<f64>> = spans
+        .iter()
+        .map(|ss| ss.iter().map(|s| s.cap).collect())
+        .collect();
+    // Per resource, grain and slot: the spans holding the slot.
+    let holding: Vec<[Vec<Vec<usize>>; 2]> = spans
+        .iter()
+        .map(|ss| {
+            let mut h = [vec![Vec::new(); m.nm], vec![Vec::new(); m.nm >> COARSE]];
+            for (i, s) in ss.iter().enumerate() {
+                for b in s.a..=s.e {
+                    h[0][b].push(i);
+                }
+                let (c0, c1) = s.coarse();
+                for b in c0..c1 {
+                    h[1][b].push(i);
+                }
+            }
+            h
+        })
+        .collect();
     let mut order: Vec<(f64, usize)> = m
         .jobs
         .iter()
@@ -541,11 +770,15 @@ fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>) -> f64 {
             let o = &opts[i];
             let rs = m.res_of[o.provider];
             let levels = Model::first_level(o.fine)..m.levels;
+            let g = Model::grain(o.fine);
             let fits = rs.iter().enumerate().all(|(kind, r)| {
                 r.is_none_or(|r| {
                     levels
                         .clone()
                         .all(|k| left[r][k][Model::run(o.fine, b, k)] >= o.uses[kind])
+                        && holding[r][g][b]
+                            .iter()
+                            .all(|i| span_left[r][*i] >= o.uses[kind])
                 })
             });
             if fits {
@@ -553,6 +786,9 @@ fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>) -> f64 {
                     if let Some(r) = r {
                         for k in levels.clone() {
                             left[*r][k][Model::run(o.fine, b, k)] -= o.uses[kind];
+                        }
+                        for i in &holding[*r][g][b] {
+                            span_left[*r][*i] -= o.uses[kind];
                         }
                     }
                 }
