@@ -344,6 +344,7 @@ mod tests {
         for name in [
             "market-cheap-rate-limited.toml",
             "market-offpeak-window-outage.toml",
+            "market-cheap-saturated.toml",
         ] {
             let sc = load_scenario(&example(name), 1.0)
                 .unwrap_or_else(|e| panic!("{name}: {}", e.error));

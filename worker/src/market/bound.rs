@@ -74,6 +74,13 @@ const COARSE: usize = 4;
 /// Stretches of a resource the ascent holds to its bucket at most (beyond the aligned runs).
 const MAX_SPANS: usize = 512;
 
+/// Temperature of the choices that share a job's usage in the ascent, as a fraction of the job's
+/// dearest price (times the step scale `theta`, so it cools as the ascent settles).
+const SOFTNESS: f64 = 0.01;
+
+/// Steps over which the ascent must still gain to go on.
+const STALL: usize = 80;
+
 /// Overloaded stretches looked for per resource and iteration.
 const SPANS_PER_ROUND: usize = 4;
 
@@ -292,6 +299,8 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
         if opts.is_empty() {
             unserved += 1;
         }
+        // Cheapest first: the ascent stops looking once an option cannot come near the best.
+        opts.sort_by(|a, b| a.static_min.total_cmp(&b.static_min));
         jobs.push((opts, 10.0 * dearest + 1e-6));
     }
     let levels = (usize::BITS - (nm - 1).leading_zeros()) as usize + 1;
@@ -450,32 +459,60 @@ fn priced(m: &Model, o: &Opt, b: usize, up: &[[Vec<f64>; 2]]) -> f64 {
     v
 }
 
-/// The cheapest option of a job at unit prices `up`: (value, option index, slot).
-fn best_option(
+/// A job's choices at unit prices `up`: its cheapest value, and in `near` the (option, slot,
+/// weight) of those within a few `tau` of it, weighted `exp(-excess / tau)`, so that choices
+/// priced alike share the job's usage instead of all of it going to the first of them (`None`:
+/// the miss option). Providers with no limits only offer their cheapest slot: they use nothing.
+fn soft_choice(
     m: &Model,
     opts: &[Opt],
     miss: f64,
     up: &[[Vec<f64>; 2]],
-    active: &[bool],
-) -> (f64, Option<(usize, usize)>) {
-    let mut best = (miss, None);
+    tau: f64,
+    all: &mut Vec<(f64, Option<(usize, usize)>)>,
+    near: &mut Vec<(Option<(usize, usize)>, f64)>,
+) -> f64 {
+    all.clear();
+    near.clear();
+    all.push((miss, None));
+    // Prices only add to an option's base cost: what starts above `best + reach` stays there.
+    let reach_of = |best: f64| (8.0 * tau).max(1e-12 * best.abs());
+    let mut best = miss;
     for (i, o) in opts.iter().enumerate() {
-        if !active[o.provider] {
-            if o.static_min < best.0 {
-                best = (o.static_min, Some((i, o.static_b)));
-            }
+        if o.static_min > best + reach_of(best) {
+            break;
+        }
+        if m.res_of[o.provider].iter().all(Option::is_none) {
+            all.push((o.static_min, Some((i, o.static_b))));
+            best = best.min(o.static_min);
             continue;
         }
         let g = Model::grain(o.fine);
         for b in o.b0..=o.b1 {
-            if m.unusable[g][o.provider][b] {
+            if m.unusable[g][o.provider][b] || o.c0 * m.mult[g][o.offer][b] > best + reach_of(best)
+            {
                 continue;
             }
             let v = priced(m, o, b, up);
-            if v < best.0 {
-                best = (v, Some((i, b)));
-            }
+            best = best.min(v);
+            all.push((v, Some((i, b))));
         }
+    }
+    let reach = reach_of(best);
+    let mut total = 0.0;
+    for &(v, arg) in all.iter() {
+        if v - best <= reach {
+            let w = if tau > 0.0 {
+                (-(v - best) / tau).exp()
+            } else {
+                1.0
+            };
+            total += w;
+            near.push((arg, w));
+        }
+    }
+    for x in near.iter_mut() {
+        x.1 /= total;
     }
     best
 }
@@ -491,7 +528,8 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
     let mut seen = std::collections::HashSet::new();
     // Whether spans were added since `ub` was computed (it then bounds a looser relaxation).
     let mut ub_stale = false;
-    let np = m.res_of.len();
+    let (mut all, mut near) = (Vec::new(), Vec::new());
+    let mut history = Vec::with_capacity(o.max_iterations);
     let mut ub = greedy(m, None, &spans);
     let mut best = f64::NEG_INFINITY;
     let mut uncapacitated = 0.0;
@@ -501,12 +539,6 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
     for it in 0..o.max_iterations.max(1) {
         iterations = it + 1;
         let up = unit_prices(m, &lambda, &spans);
-        let mut active = vec![false; np];
-        for ((p, _), prices) in m.res.iter().zip(&up) {
-            if prices.iter().flatten().any(|x| *x > 0.0) {
-                active[*p] = true;
-            }
-        }
         // Usage per resource, per grain and slot, of the priced choice.
         let mut usage: Vec<[Vec<f64>; 2]> = m
             .res
@@ -518,13 +550,16 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
             if opts.is_empty() {
                 continue;
             }
-            let (v, arg) = best_option(m, opts, *miss, &up, &active);
-            value += v;
-            if let Some((i, b)) = arg {
+            let tau = SOFTNESS * theta * miss / 10.0;
+            value += soft_choice(m, opts, *miss, &up, tau, &mut all, &mut near);
+            for &(arg, w) in &near {
+                let Some((i, b)) = arg else {
+                    continue;
+                };
                 let op = &opts[i];
                 for (kind, r) in m.res_of[op.provider].iter().enumerate() {
                     if let Some(r) = r {
-                        usage[*r][Model::grain(op.fine)][b] += op.uses[kind];
+                        usage[*r][Model::grain(op.fine)][b] += w * op.uses[kind];
                     }
                 }
             }
@@ -534,6 +569,12 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
         let l = value - paid;
         if it == 0 {
             uncapacitated = l;
+        }
+        // Stop once the best has gained less than a hundredth of a percent in `STALL` steps.
+        history.push(best.max(l));
+        if it >= STALL && history[it] <= history[it - STALL] + 1e-4 * history[it].abs() {
+            best = best.max(l);
+            break;
         }
         if it == 0 || l > best + 1e-12 * best.abs().max(1.0) {
             best = l;
@@ -580,7 +621,7 @@ fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
             }
         }
         ub_stale |= grew;
-        if it % 40 == 39 || (ub_stale && it % 10 == 9) {
+        if it % 40 == 39 {
             let g = greedy(m, Some(&up), &spans).min(greedy(m, None, &spans));
             ub = if ub_stale { g } else { ub.min(g) };
             ub_stale = false;
@@ -716,17 +757,17 @@ fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>, spans: &[Vec<Span>]) -> f64 {
     let holding: Vec<[Vec<Vec<usize>>; 2]> = spans
         .iter()
         .map(|ss| {
-            let mut h = [vec![Vec::new(); m.nm], vec![Vec::new(); m.nm >> COARSE]];
+            let (mut fine, mut coarse) = (vec![Vec::new(); m.nm], vec![Vec::new(); m.nm >> COARSE]);
             for (i, s) in ss.iter().enumerate() {
-                for b in s.a..=s.e {
-                    h[0][b].push(i);
-                }
                 let (c0, c1) = s.coarse();
-                for b in c0..c1 {
-                    h[1][b].push(i);
+                for held in fine[s.a..=s.e]
+                    .iter_mut()
+                    .chain(&mut coarse[c0..c1.max(c0)])
+                {
+                    held.push(i);
                 }
             }
-            h
+            [fine, coarse]
         })
         .collect();
     let mut order: Vec<(f64, usize)> = m
@@ -799,4 +840,30 @@ fn greedy(m: &Model, up: Option<&[[Vec<f64>; 2]]>, spans: &[Vec<Span>]) -> f64 {
         total += paid;
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overloaded_finds_the_stretches_over_one_burst_most_overloaded_first() {
+        // Rate 10: minutes 2..=4 start 20 each (30 over the rate), minute 12 starts 24 (14
+        // over), minutes 20..=21 start 30 (40 over); the idle minutes between cost more than any
+        // of them gains.
+        let mut usage = vec![0.0; 30];
+        usage[2..=4].fill(20.0);
+        usage[12] = 24.0;
+        usage[20..=21].fill(30.0);
+        assert_eq!(overloaded(&usage, 10.0, 29.0, 4), vec![(20, 21), (2, 4)]);
+        assert_eq!(
+            overloaded(&usage, 10.0, 13.0, 4),
+            vec![(20, 21), (2, 4), (12, 12)]
+        );
+        assert_eq!(overloaded(&usage, 10.0, 13.0, 1), vec![(20, 21)]);
+        assert!(overloaded(&usage, 10.0, 40.0, 4).is_empty());
+        // Closer together, one stretch overloads the bucket more than either part.
+        usage[13..=19].fill(10.0);
+        assert_eq!(overloaded(&usage, 10.0, 29.0, 1), vec![(12, 21)]);
+    }
 }
