@@ -15,6 +15,7 @@ pub mod publish;
 pub mod read;
 pub mod report;
 pub mod s3;
+mod spill;
 pub mod stream;
 
 pub use error::ProducerError;

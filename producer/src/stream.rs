@@ -1,9 +1,10 @@
 //! Job files of any size in flat memory: two passes instead of one list of every job.
 //!
 //! **Pass 1, [`scan`]**, reads the whole file and validates every line or row, keeping only the
-//! rejected lines and the 64-bit hashes of the ids seen (8 bytes a job, sorted at the end,
-//! against a kilobyte or more for a parsed job). Two ids with the same hash are either a real
-//! duplicate or a hash collision; when any turn up, one more pass over the file compares those
+//! rejected lines and the 64-bit hashes of the ids seen: 512 KiB of them in memory, the rest in
+//! sorted runs in temporary files, merged in order at the end (`spill`), so memory does not
+//! grow with the file. Two ids with the same hash are either a real duplicate or a hash
+//! collision; when any turn up, one more pass over the file compares those
 //! ids exactly, so a collision never rejects a valid job and every duplicate names the line of
 //! the first use, as the in-memory reader does. The contract of DESIGN §2 holds: the whole file
 //! is checked before anything is published.
@@ -16,6 +17,7 @@
 
 use crate::read::{detect_format, visit_rows, InputFormat, ReadOptions};
 use crate::report::{render_errors, RejectedLine};
+use crate::spill::{SortedSpill, IN_MEMORY};
 use crate::{InputFile, ProducerError};
 use schemas::{Job, JobError, JobParser};
 use std::collections::{HashMap, HashSet};
@@ -115,6 +117,16 @@ fn parser(opts: &ReadOptions) -> JobParser {
 /// [`ProducerError::TooManyJobs`] once more than [`ReadOptions::max_jobs`] jobs are valid. This
 /// is blocking I/O.
 pub fn scan(path: &Path, name: &str, opts: &ReadOptions) -> Result<ScanReport, ProducerError> {
+    scan_with(path, name, opts, IN_MEMORY)
+}
+
+/// [`scan`], keeping at most `in_memory` id hashes in memory.
+fn scan_with(
+    path: &Path,
+    name: &str,
+    opts: &ReadOptions,
+    in_memory: usize,
+) -> Result<ScanReport, ProducerError> {
     let name_path = Path::new(name);
     let format = detect_format(path, name_path)?;
     let too_many = |limit| ProducerError::TooManyJobs {
@@ -129,21 +141,24 @@ pub fn scan(path: &Path, name: &str, opts: &ReadOptions) -> Result<ScanReport, P
         lines: 0,
     };
     let mut parser = parser(opts);
-    // Every valid job's id hash, unsorted until the end (8 bytes a job; sorted in place now and
-    // then when `max_jobs` needs a count of distinct ids, so a file far over it stops early).
-    let mut ids: Vec<u64> = Vec::new();
+    // Every valid job's id hash (counted distinct now and then when `max_jobs` is set, so a file
+    // far over it stops early).
+    let mut ids = SortedSpill::new(in_memory);
+    let spill_error = |source| ProducerError::Io {
+        file: std::env::temp_dir(),
+        source,
+    };
     let mut next_check = opts.max_jobs.map_or(usize::MAX, |l| l.saturating_add(1));
     visit_rows(path, name_path, format, &mut |line, mut raw| {
         report.lines += 1;
         match raw.parse(&mut parser, line, opts.max_prompt_bytes) {
             Ok(job) => {
-                ids.push(id_hash(&job.id.0));
+                ids.push(id_hash(&job.id.0)).map_err(spill_error)?;
                 if ids.len() >= next_check {
                     if let Some(limit) = opts.max_jobs {
                         // Duplicates do not count: check the distinct hashes (never more than
                         // the distinct ids), and look again only once enough new ones came.
-                        ids.sort_unstable();
-                        let distinct = distinct(&ids);
+                        let distinct = ids.distinct().map_err(spill_error)?;
                         if distinct > limit {
                             return Err(too_many(limit));
                         }
@@ -160,13 +175,16 @@ pub fn scan(path: &Path, name: &str, opts: &ReadOptions) -> Result<ScanReport, P
         }
         Ok(ControlFlow::Continue(()))
     })?;
-    ids.sort_unstable();
     // Hashes met more than once: a duplicate id or (rarely) two ids with the same hash.
-    let suspects: HashSet64 = ids
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
+    let mut suspects = HashSet64::default();
+    let mut last = None;
+    ids.for_each_sorted(|h| {
+        if last == Some(h) {
+            suspects.insert(h);
+        }
+        last = Some(h);
+    })
+    .map_err(spill_error)?;
     report.valid = ids.len();
     drop(ids);
     if !suspects.is_empty() {
@@ -179,14 +197,6 @@ pub fn scan(path: &Path, name: &str, opts: &ReadOptions) -> Result<ScanReport, P
         return Err(too_many(limit));
     }
     Ok(report)
-}
-
-/// Distinct values of a sorted slice.
-fn distinct(sorted: &[u64]) -> usize {
-    if sorted.is_empty() {
-        return 0;
-    }
-    1 + sorted.windows(2).filter(|w| w[0] != w[1]).count()
 }
 
 /// The resolving pass: among the valid jobs whose id hash is in `suspects`, the ones whose id
@@ -302,4 +312,49 @@ pub fn spawn_job_reader(
         )
     });
     (rx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use schemas::JobDefaults;
+    use std::fmt::Write;
+
+    /// Pass 1 with 100 id hashes in memory (5,000 jobs: 50 runs on disk, merged) finds every
+    /// duplicate, naming its first line, as the in-memory reader does; `max_jobs` counts the
+    /// distinct ids across the runs.
+    #[test]
+    fn duplicates_spread_over_spilled_runs_are_all_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..5_000 {
+            // Every 7th job from the 700th on (line i + 1) repeats the id of line i - 649.
+            let id = if i >= 700 && i % 7 == 0 { i - 650 } else { i };
+            writeln!(text, r#"{{"id":"j{id}","model":"m","prompt":"p{i}"}}"#).unwrap();
+        }
+        let path = dir.path().join("jobs.jsonl");
+        std::fs::write(&path, &text).unwrap();
+        let name = path.display().to_string();
+        let mut opts = ReadOptions::new(JobDefaults::new(
+            Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(),
+        ));
+        let memory = crate::read_job_file(&path, opts.clone()).unwrap();
+        let spilled = scan_with(&path, &name, &opts, 100).unwrap();
+        let duplicates = (700..5_000).filter(|i| i % 7 == 0).count();
+        assert_eq!(spilled.errors.len(), duplicates);
+        assert_eq!(spilled.errors, memory.errors);
+        assert_eq!(spilled.valid, 5_000 - duplicates);
+        assert!(spilled.errors[0]
+            .error
+            .reason
+            .contains("first used on line 51"));
+        opts.max_jobs = Some(5_000 - duplicates);
+        assert!(scan_with(&path, &name, &opts, 100).is_ok());
+        opts.max_jobs = Some(5_000 - duplicates - 1);
+        assert!(matches!(
+            scan_with(&path, &name, &opts, 100),
+            Err(ProducerError::TooManyJobs { .. })
+        ));
+    }
 }

@@ -4,23 +4,27 @@
 //! The relaxation, on a timeline of minutes from the scenario's start: job `j` may be served,
 //! fractionally, by any pair that can serve it, starting in any minute that overlaps
 //! `[arrival, latest]` (latest = deadline − the pair's fastest latency; with the priority
-//! contract, no later than a minute after arrival for `critical` jobs and `standard_max_defer_s`
-//! plus a minute for `standard` ones) and is not wholly inside an outage or 429 window of the
+//! contract, no later than 30 s after arrival for `critical` jobs and `standard_max_defer_s`
+//! plus 30 s for `standard` ones) and is not wholly inside an outage or 429 window of the
 //! provider, at the price of that minute. Jobs whose window is longer than
-//! `fine_window_minutes` are placed at a coarser grain, in the runs of 16 minutes that overlap
-//! their window, at the lowest price within the run. Per provider and resource (requests, tokens, slot-time under the concurrency
-//! limit), the work started in any dyadic run of minutes `W` is at most `rate·|W| + burst` (a
-//! token bucket is at most full when `W` starts; requests started in `W` hold their slots inside
-//! `W` plus the longest latency). Coarse placements count against runs of 16 minutes and
-//! longer. Every real schedule that meets the contract satisfies all of this, so the
-//! relaxation's optimum is a lower bound on its cost.
+//! `fine_window_minutes` are placed in the runs of 16 minutes wholly inside their window, at the
+//! lowest price within the run, and minute by minute at either end. Per provider and resource
+//! (requests, tokens, slot-time under the concurrency limit), the work started in a stretch of
+//! minutes `W` is at most `rate·|W| + burst` (a token bucket is at most full when `W` starts;
+//! requests started in `W` hold their slots inside `W` plus the longest latency): for every
+//! dyadic run, and for every stretch the ascent finds overloaded ([`Span`]). A 16-minute
+//! placement counts against the runs of 16 minutes and longer that hold it, and against the
+//! stretches that wholly contain it. Every real schedule that meets the contract satisfies all
+//! of this, so the relaxation's optimum is a lower bound on its cost.
 //!
 //! It is solved through its Lagrangian dual: capacity constraints priced by multipliers λ ≥ 0,
 //! each job then takes its cheapest priced option, and `L(λ) = Σ_j min_option − Σ λ·capacity`
 //! is a lower bound for *every* λ (weak duality). Projected subgradient ascent with Polyak steps
 //! (target: the best feasible greedy assignment found) raises it; the best value seen is
-//! reported. A "miss" option at ten times the job's dearest price keeps the dual bounded when
-//! capacity cannot carry everything (adding an option only lowers the optimum — still a bound).
+//! reported. The step's direction shares each job's usage between its nearly cheapest choices
+//! and keeps part of the last direction (see `solve`); the value is always the exact minimum.
+//! A "miss" option at ten times the job's dearest price keeps the dual bounded when capacity
+//! cannot carry everything (adding an option only lowers the optimum — still a bound).
 
 use super::scenario::Scenario;
 use crate::policy::{candidates, Availability};
@@ -248,6 +252,12 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
             if latest < tj.arrival {
                 continue;
             }
+            // The server takes at most a full bucket for one request, and holds its slot for
+            // whole milliseconds.
+            let tokens =
+                s.limits
+                    .tpm
+                    .map_or(tj.limit_tokens(), |t| tj.limit_tokens().min(t)) as f64;
             let c0 = c
                 .offer
                 .base_price()
@@ -289,7 +299,7 @@ fn build(sc: &Scenario, o: &BoundOptions) -> Model {
                         b0,
                         b1,
                         c0,
-                        uses: [1.0, tj.limit_tokens() as f64, fastest_ms / 60_000.0],
+                        uses: [1.0, tokens, fastest_ms.floor() / 60_000.0],
                         static_min,
                         static_b,
                     });
