@@ -60,7 +60,7 @@ impl Checked {
         &self,
         buffer: usize,
     ) -> (
-        tokio::sync::mpsc::Receiver<schemas::Job>,
+        impl futures::Stream<Item = schemas::Job> + Send + 'static,
         tokio::task::JoinHandle<Result<usize, producer::ProducerError>>,
     ) {
         producer::stream::spawn_job_reader(

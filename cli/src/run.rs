@@ -145,10 +145,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     let queue = MemoryQueue::new();
     // Pass 2 of the streaming producer: the valid jobs read again from the file.
     let (jobs, reader) = checked.jobs(512);
-    let todo = futures::stream::unfold(jobs, |mut rx| async move {
-        rx.recv().await.map(|job| (job, rx))
-    })
-    .filter(|j| futures::future::ready(!done.contains(&j.id.0)));
+    let todo = jobs.filter(|j| futures::future::ready(!done.contains(&j.id.0)));
     let published =
         producer::publish::publish_stream(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await;
     reader.await??;

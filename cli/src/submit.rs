@@ -111,10 +111,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
     bar.set_message(format!("publishing to {}", redact(&args.broker)));
     // Pass 2: the file is read again as fast as the broker confirms, never all at once.
     let (jobs, reader) = checked.jobs(args.in_flight.max(1) * 2);
-    let todo = futures::stream::unfold(jobs, |mut rx| async move {
-        rx.recv().await.map(|job| (job, rx))
-    })
-    .filter(|j| futures::future::ready(!done.contains(&j.id.0)));
+    let todo = jobs.filter(|j| futures::future::ready(!done.contains(&j.id.0)));
     let published = producer::publish::publish_stream(
         &*queue,
         &run_id,

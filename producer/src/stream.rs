@@ -11,7 +11,7 @@
 //!
 //! **Pass 2, [`for_each_job`]**, reads the file again and hands over the valid jobs one at a
 //! time, leaving out exactly the lines pass 1 rejected; [`spawn_job_reader`] runs it on a
-//! blocking thread behind a bounded channel, so a slow broker slows the reading instead of
+//! blocking thread behind a bounded channel (of chunks of jobs), so a slow broker slows the reading instead of
 //! filling memory. A file that no longer reads as it did in pass 1 stops pass 2 with
 //! [`ProducerError::Changed`].
 
@@ -19,6 +19,7 @@ use crate::read::{detect_format, visit_rows, InputFormat, ReadOptions};
 use crate::report::{render_errors, RejectedLine};
 use crate::spill::{SortedSpill, IN_MEMORY};
 use crate::{InputFile, ProducerError};
+use futures::{Stream, StreamExt};
 use schemas::{Job, JobError, JobParser};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -287,31 +288,51 @@ pub fn for_each_job(
     Ok(handed)
 }
 
-/// Runs [`for_each_job`] over `input` on a blocking thread, sending the jobs into a channel of
-/// `capacity`. Dropping the receiver stops the reading. The handle returns the jobs sent.
+/// Jobs handed from the reading thread to the publisher in chunks of this many: one wake-up of
+/// either side per chunk instead of per job (a thread wake-up costs about what parsing a small
+/// job does).
+const CHUNK: usize = 64;
+
+/// Runs [`for_each_job`] over `input` on a blocking thread; the stream yields the jobs in file
+/// order, at most about `capacity` of them read ahead. Dropping the stream stops the reading.
+/// The handle returns the jobs read.
 pub fn spawn_job_reader(
     input: Arc<InputFile>,
     opts: ReadOptions,
     selection: Selection,
     capacity: usize,
 ) -> (
-    mpsc::Receiver<Job>,
+    impl Stream<Item = Job> + Send + 'static,
     JoinHandle<Result<usize, ProducerError>>,
 ) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let chunk = capacity.clamp(1, CHUNK);
+    let (tx, rx) = mpsc::channel::<Vec<Job>>((capacity / chunk).max(1));
     let task = tokio::task::spawn_blocking(move || {
-        for_each_job(
-            input.path(),
-            input.name(),
-            &opts,
-            &selection,
-            |job| match tx.blocking_send(job) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
-            },
-        )
+        let mut batch = Vec::with_capacity(chunk);
+        let mut open = true;
+        let read = for_each_job(input.path(), input.name(), &opts, &selection, |job| {
+            batch.push(job);
+            if batch.len() < chunk {
+                return ControlFlow::Continue(());
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+            open = tx.blocking_send(full).is_ok();
+            if open {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        })?;
+        if open && !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(read)
     });
-    (rx, task)
+    let jobs = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
+    })
+    .flat_map(futures::stream::iter);
+    (jobs, task)
 }
 
 #[cfg(test)]
