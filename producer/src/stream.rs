@@ -378,4 +378,50 @@ mod tests {
             Err(ProducerError::TooManyJobs { .. })
         ));
     }
+
+    /// The reader hands over every valid job in file order across chunk boundaries (ten full
+    /// chunks and a partial one, with a rejected line in the first), and stops reading when the
+    /// stream is dropped: with a one-chunk channel it reads at most three chunks (taken, queued,
+    /// being filled) before a send fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reader_hands_over_every_job_in_order_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        let jobs = 10 * CHUNK + 5;
+        for i in 0..=jobs {
+            if i == 10 {
+                text.push_str("{\"id\":\"bad\"}\n");
+            } else {
+                writeln!(text, r#"{{"id":"j{i}","model":"m","prompt":"p{i}"}}"#).unwrap();
+            }
+        }
+        let path = dir.path().join("jobs.jsonl");
+        std::fs::write(&path, &text).unwrap();
+        let opts = ReadOptions::new(JobDefaults::new(
+            Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap(),
+        ));
+        let input = Arc::new(InputFile::local(&path));
+        let selection = input.scan(&opts).unwrap().selection();
+        assert_eq!(selection.expected(), jobs);
+
+        let (stream, reader) =
+            spawn_job_reader(input.clone(), opts.clone(), selection.clone(), 512);
+        let ids: Vec<String> = stream.map(|j| j.id.0).collect().await;
+        let want: Vec<String> = (0..=jobs)
+            .filter(|i| *i != 10)
+            .map(|i| format!("j{i}"))
+            .collect();
+        assert_eq!(ids, want);
+        assert_eq!(reader.await.unwrap().unwrap(), jobs);
+
+        // Taking one job and dropping the stream stops the reader before the end of the file.
+        let (stream, reader) = spawn_job_reader(input, opts, selection, CHUNK);
+        let first: Vec<Job> = stream.take(1).collect().await;
+        assert_eq!(first[0].id.0, "j0");
+        let read = reader.await.unwrap().unwrap();
+        assert!(
+            read < jobs,
+            "read {read} of {jobs} after the stream was dropped"
+        );
+    }
 }
