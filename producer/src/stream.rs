@@ -11,8 +11,8 @@
 //!
 //! **Pass 2, [`for_each_job`]**, reads the file again and hands over the valid jobs one at a
 //! time, leaving out exactly the lines pass 1 rejected; [`spawn_job_reader`] runs it on a
-//! blocking thread behind a bounded channel (of chunks of jobs), so a slow broker slows the reading instead of
-//! filling memory. A file that no longer reads as it did in pass 1 stops pass 2 with
+//! blocking thread behind a bounded channel of chunks of jobs, so a slow broker slows the
+//! reading instead of filling memory. A file that no longer reads as it did in pass 1 stops pass 2 with
 //! [`ProducerError::Changed`].
 
 use crate::read::{detect_format, visit_rows, InputFormat, ReadOptions};
@@ -309,21 +309,19 @@ pub fn spawn_job_reader(
     let (tx, rx) = mpsc::channel::<Vec<Job>>((capacity / chunk).max(1));
     let task = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(chunk);
-        let mut open = true;
         let read = for_each_job(input.path(), input.name(), &opts, &selection, |job| {
             batch.push(job);
             if batch.len() < chunk {
                 return ControlFlow::Continue(());
             }
             let full = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
-            open = tx.blocking_send(full).is_ok();
-            if open {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
+            match tx.blocking_send(full) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
             }
         })?;
-        if open && !batch.is_empty() {
+        // The partial last chunk (empty when the stream was dropped: a failed send emptied it).
+        if !batch.is_empty() {
             let _ = tx.blocking_send(batch);
         }
         Ok(read)
@@ -414,13 +412,13 @@ mod tests {
         assert_eq!(ids, want);
         assert_eq!(reader.await.unwrap().unwrap(), jobs);
 
-        // Taking one job and dropping the stream stops the reader before the end of the file.
+        // Taking one job and dropping the stream stops the reader within three chunks.
         let (stream, reader) = spawn_job_reader(input, opts, selection, CHUNK);
         let first: Vec<Job> = stream.take(1).collect().await;
         assert_eq!(first[0].id.0, "j0");
         let read = reader.await.unwrap().unwrap();
         assert!(
-            read < jobs,
+            read <= 3 * CHUNK,
             "read {read} of {jobs} after the stream was dropped"
         );
     }
