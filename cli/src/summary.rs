@@ -75,11 +75,7 @@ impl Summary {
             s.baseline_cost_usd += r.baseline_cost_usd;
             s.deferrals += u64::from(r.deferrals);
             s.deferred_jobs += u64::from(r.deferrals > 0);
-            s.escalations += u64::from(
-                r.route_reason
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with("escalated")),
-            );
+            s.escalations += u64::from(r.escalated);
             match r.status {
                 ResultStatus::Succeeded => {
                     s.succeeded += 1;

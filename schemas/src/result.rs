@@ -1,9 +1,9 @@
 //! The result row (DESIGN §6) and its Arrow schema: one row per job outcome.
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder,
-    UInt64Array, UInt64Builder,
+    Array, ArrayRef, BooleanArray, Float64Array, Float64Builder, RecordBatch, StringArray,
+    StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array,
+    UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -64,6 +64,23 @@ pub struct ResultRow {
     pub metadata: String,
     /// The provider's full response body as JSON, for succeeded jobs.
     pub response_json: Option<String>,
+    /// Why generation stopped in the provider's own words (`end_turn`, `max_tokens`, …);
+    /// `finish_reason` holds the same in one vocabulary (see [`normalize_finish_reason`]).
+    pub provider_finish_reason: Option<String>,
+    /// Whether the job went to a dearer pair than the cheapest (the route reason says why).
+    pub escalated: bool,
+}
+
+/// One vocabulary for why generation stopped, whichever API answered: `stop` (a natural end or
+/// a stop sequence), `length` (the token cap), `tool_calls`, `content_filter`, or `other`.
+pub fn normalize_finish_reason(provider_value: &str) -> &'static str {
+    match provider_value {
+        "stop" | "end_turn" | "stop_sequence" | "STOP" => "stop",
+        "length" | "max_tokens" | "model_context_window_exceeded" | "MAX_TOKENS" => "length",
+        "tool_calls" | "function_call" | "tool_use" => "tool_calls",
+        "content_filter" | "refusal" | "SAFETY" | "RECITATION" => "content_filter",
+        _ => "other",
+    }
 }
 
 fn ts() -> DataType {
@@ -115,6 +132,8 @@ pub fn arrow_schema() -> SchemaRef {
                 Field::new("deadline", ts(), false),
                 s("metadata", false),
                 s("response_json", true),
+                s("provider_finish_reason", true),
+                Field::new("escalated", DataType::Boolean, false),
             ]))
         })
         .clone()
@@ -178,6 +197,10 @@ pub fn to_record_batch(rows: &[ResultRow]) -> Result<RecordBatch, ArrowError> {
         times(rows, |r| r.deadline),
         strs(rows, |r| Some(&r.metadata)),
         strs(rows, |r| r.response_json.as_deref()),
+        strs(rows, |r| r.provider_finish_reason.as_deref()),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.escalated)),
+        )),
     ];
     RecordBatch::try_new(arrow_schema(), cols)
 }
@@ -228,6 +251,9 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
     let t = |n| col::<TimestampMillisecondArray>(batch, n);
     let (submitted_at, completed_at, deadline) =
         (t("submitted_at")?, t("completed_at")?, t("deadline")?);
+    // Files written before these columns existed read as "not known" and "not escalated".
+    let provider_finish_reason = s("provider_finish_reason").ok();
+    let escalated = col::<BooleanArray>(batch, "escalated").ok();
     let opt = |a: &StringArray, i| (!a.is_null(i)).then(|| a.value(i).to_string());
     let time = |a: &TimestampMillisecondArray, i| {
         DateTime::from_timestamp_millis(a.value(i)).unwrap_or_default()
@@ -266,6 +292,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
                 deadline: time(deadline, i),
                 metadata: metadata.value(i).to_string(),
                 response_json: opt(response_json, i),
+                provider_finish_reason: provider_finish_reason.and_then(|a| opt(a, i)),
+                escalated: escalated.is_some_and(|a| a.value(i)),
             })
         })
         .collect()
@@ -305,9 +333,29 @@ mod tests {
             deadline: now,
             metadata: "{}".into(),
             response_json: None,
+            provider_finish_reason: Some("max_tokens".into()),
+            escalated: true,
         };
         let b = to_record_batch(std::slice::from_ref(&row)).unwrap();
         assert_eq!(b.num_columns(), arrow_schema().fields().len());
         assert_eq!(from_record_batch(&b).unwrap(), vec![row]);
+    }
+
+    #[test]
+    fn both_apis_finish_reasons_share_one_vocabulary() {
+        for (openai, anthropic) in [
+            ("stop", "end_turn"),
+            ("length", "max_tokens"),
+            ("tool_calls", "tool_use"),
+            ("content_filter", "refusal"),
+        ] {
+            assert_eq!(
+                normalize_finish_reason(openai),
+                normalize_finish_reason(anthropic)
+            );
+            assert_eq!(normalize_finish_reason(openai), openai);
+        }
+        assert_eq!(normalize_finish_reason("stop_sequence"), "stop");
+        assert_eq!(normalize_finish_reason("pause_turn"), "other");
     }
 }

@@ -49,7 +49,7 @@ pub enum Settlement {
 
 /// A finished job: its row and the delivery to settle after the row is stored.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Finished {
     pub row: ResultRow,
     pub delivery: Delivery,
     pub settlement: Settlement,
@@ -68,8 +68,8 @@ pub fn spawn_flusher(
     worker_id: String,
     cfg: FlushConfig,
     stats: Arc<Stats>,
-) -> (mpsc::Sender<Outcome>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Outcome>(cfg.max_rows.max(16));
+) -> (mpsc::Sender<Finished>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Finished>(cfg.max_rows.max(16));
     // File names must never collide, not even for a worker restarted under the same id: the
     // start time (ms) goes into every name.
     let worker_id = format!(

@@ -3,18 +3,21 @@
 //! row is durable. Deferral puts the message back on the broker with a delay; nothing waits in
 //! memory longer than a short inline pause.
 
-use crate::capacity::{BreakerConfig, Capacity};
-use crate::flush::{spawn_flusher, FlushConfig, Outcome, Settlement};
-use crate::policy::{dearest_price, plan, Decision, History, PolicyConfig};
-use crate::provider::{ChatRequest, ErrorClass, Provider};
+use crate::flush::{spawn_flusher, Finished, FlushConfig, Settlement};
+use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
 use crate::sink::ResultSink;
 use crate::stats::Stats;
 use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery};
+use router::{
+    BreakerConfig, CallOutcome, Decision, DeferReason, GiveUp, History, PolicyConfig, Retry,
+    RouteReason, Router, RouterConfig, Ticket,
+};
+use schemas::catalog::Price;
 use schemas::{Catalog, Envelope, ResultRow, ResultStatus, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -69,11 +72,21 @@ impl Default for WorkerConfig {
     }
 }
 
-/// One worker: its catalog, provider clients, capacity view and counters.
+impl WorkerConfig {
+    /// The router's part of the settings.
+    pub fn router(&self) -> RouterConfig {
+        RouterConfig {
+            policy: self.policy.clone(),
+            breaker: self.breaker.clone(),
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
+/// One worker: its router (catalog, policy, capacity plan), provider clients and counters.
 pub struct Worker {
-    catalog: Arc<Catalog>,
+    router: Router,
     providers: HashMap<String, Arc<dyn Provider>>,
-    capacity: Mutex<Capacity>,
     cfg: WorkerConfig,
     pub stats: Arc<Stats>,
     pub id: String,
@@ -91,6 +104,48 @@ struct Job {
     delivery: Delivery,
 }
 
+/// Where a dispatched job goes: the pair the router chose, owned (the call outlives the
+/// router's lock), and why.
+struct Call {
+    provider: String,
+    model: String,
+    model_id: String,
+    price: Price,
+    reason: RouteReason,
+}
+
+/// How one provider call left the job: finished (its row handed over, or deferred), or to be
+/// routed again, with the error that sent it back.
+enum CallEnd {
+    Settled,
+    Again(Job, ProviderError),
+}
+
+/// The capacity one dispatched call holds at the router. Dropped without
+/// [`record`](Self::record) — the call panicked or was cancelled — it gives the capacity back,
+/// so no path leaks a concurrency slot.
+struct Slot<'r> {
+    router: &'r Router,
+    provider: &'r str,
+    recorded: bool,
+}
+
+impl Slot<'_> {
+    fn record(mut self, outcome: CallOutcome) {
+        self.recorded = true;
+        self.router.record(self.provider, outcome, Utc::now());
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.router
+                .record(self.provider, CallOutcome::Abandoned, Utc::now());
+        }
+    }
+}
+
 impl Worker {
     /// Builds a worker with one client per catalog provider.
     pub fn new(
@@ -99,11 +154,10 @@ impl Worker {
         providers: HashMap<String, Arc<dyn Provider>>,
         cfg: WorkerConfig,
     ) -> Self {
-        let capacity = Mutex::new(Capacity::new(&catalog, Utc::now()));
+        let router = Router::new(catalog, cfg.router(), Utc::now());
         Worker {
-            catalog,
+            router,
             providers,
-            capacity,
             cfg,
             stats: Arc::new(Stats::default()),
             id,
@@ -153,9 +207,8 @@ impl Worker {
                 Ok(Some(delivery)) => {
                     let (me, tx) = (self.clone(), tx.clone());
                     tasks.spawn(async move {
-                        me.stats.in_flight.inc();
+                        let _gauge = me.stats.in_flight.track();
                         me.handle(delivery, &tx).await;
-                        me.stats.in_flight.dec();
                         drop(permit);
                     });
                 }
@@ -165,14 +218,18 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            while tasks.try_join_next().is_some() {}
+            while let Some(joined) = tasks.try_join_next() {
+                self.report_join(joined);
+            }
         }
         drop(consumer);
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
-        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
-        {
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                self.report_join(joined);
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
             // Dropping the tasks drops their deliveries unsettled: the broker redelivers them.
             tracing::warn!(worker = %self.id, left = tasks.len(), "grace period over; releasing in-flight jobs");
             tasks.abort_all();
@@ -181,7 +238,17 @@ impl Worker {
         let _ = flusher.await;
     }
 
-    async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Outcome>) {
+    /// A job task that panicked is logged (its delivery was dropped unsettled: the broker
+    /// hands it out again, and after `max_deliveries` it is dead-lettered).
+    fn report_join(&self, joined: Result<(), tokio::task::JoinError>) {
+        if let Err(e) = joined {
+            if e.is_panic() {
+                tracing::error!(worker = %self.id, error = %e, "a job task panicked; its message will be redelivered");
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Finished>) {
         let env = match Envelope::from_bytes(&delivery.payload) {
             Ok(env) if env.schema_version == SCHEMA_VERSION => env,
             Ok(env) => {
@@ -223,7 +290,7 @@ impl Worker {
 
     /// A message no worker can process: a `failed` row where the job id is known, and the
     /// dead-letter queue in any case.
-    async fn poison(&self, delivery: Delivery, reason: String, tx: &mpsc::Sender<Outcome>) {
+    async fn poison(&self, delivery: Delivery, reason: String, tx: &mpsc::Sender<Finished>) {
         self.stats.dead_letters.inc();
         let v: serde_json::Value = serde_json::from_slice(&delivery.payload).unwrap_or_default();
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
@@ -263,10 +330,12 @@ impl Worker {
                 deadline: now,
                 metadata: "{}".into(),
                 response_json: None,
+                provider_finish_reason: None,
+                escalated: false,
             };
             hand_over(
                 tx,
-                Outcome {
+                Finished {
                     row,
                     delivery,
                     settlement: Settlement::DeadLetter(reason),
@@ -278,12 +347,12 @@ impl Worker {
         }
     }
 
-    async fn process(&self, mut job: Job, tx: &mpsc::Sender<Outcome>) {
+    /// Routes the job until it is settled: sent and answered, deferred, or failed.
+    async fn process(&self, mut job: Job, tx: &mpsc::Sender<Finished>) {
         if let Some(at) = job.env.deferred_at.take() {
             job.env.deferred_ms += (Utc::now() - at).num_milliseconds().max(0) as u64;
         }
-        let tokens = job.env.job.estimated_input_tokens() + job.env.job.expected_output_tokens();
-        let mut last_error: Option<(String, String)> = None;
+        let mut last_error: Option<ProviderError> = None;
         let mut progress_at = std::time::Instant::now();
         loop {
             // A job retried in place for a while tells the broker it is still being worked on.
@@ -292,38 +361,22 @@ impl Worker {
                 progress_at = std::time::Instant::now();
             }
             let now = Utc::now();
-            let decision = {
-                let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-                let history = History {
+            let key = job.env.dedup_id();
+            let ticket = Ticket {
+                job: &job.env.job,
+                key: &key,
+                history: History {
                     waited: chrono::Duration::milliseconds(job.env.deferred_ms as i64),
                     failures: job.env.attempt,
-                };
-                let id = job.env.dedup_id();
-                let p = plan(
-                    &job.env.job,
-                    &history,
-                    &self.catalog,
-                    &cap.view(&id, tokens, now),
-                    now,
-                    &self.cfg.policy,
-                );
-                // A job deferred for a pair's capacity keeps its turn there; any other
-                // decision gives its place up.
-                match (&p.decision, p.hold) {
-                    (Decision::Defer { .. }, Some(h)) => {
-                        cap.reserve(&id, h.provider, tokens, h.at, h.by, now)
-                    }
-                    _ => cap.cancel_reservation(&id),
-                }
-                p.decision
+                },
             };
-            match decision {
+            let call = match self.router.decide(&ticket, now) {
                 Decision::Fail { kind, reason } => {
                     let (kind, reason) = match last_error.take() {
-                        Some((k, m)) => (k, format!("{reason}; last error: {m}")),
-                        None => (kind.to_string(), reason),
+                        Some(e) => (e.class.as_str(), format!("{reason}; last error: {e}")),
+                        None => (kind, reason),
                     };
-                    return self.fail(job, &kind, reason, tx).await;
+                    return self.fail(job, kind, reason, tx).await;
                 }
                 Decision::Defer { until, reason } => {
                     let wait = (until - now).to_std().unwrap_or_default();
@@ -331,150 +384,155 @@ impl Worker {
                         tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
                         continue;
                     }
-                    return self.defer(job, wait, reason).await;
+                    return self.defer(job, wait, reason.to_string()).await;
                 }
-                Decision::Dispatch {
-                    to,
+                Decision::Dispatch { to, reason } => Call {
+                    provider: to.provider.name.clone(),
+                    model: to.offer.model.clone(),
+                    model_id: to.offer.id.clone(),
+                    price: to.price,
                     reason,
-                    escalated,
-                } => {
-                    let pname = to.provider.name.clone();
-                    let acquired = {
-                        let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-                        cap.get_mut(&pname)
-                            .is_some_and(|s| s.try_acquire(tokens, now))
-                    };
-                    if !acquired {
-                        continue;
-                    }
-                    let Some(client) = self.providers.get(&pname).cloned() else {
-                        return self
-                            .fail(job, "config", format!("no client for provider {pname}"), tx)
-                            .await;
-                    };
-                    let req = ChatRequest {
-                        model_id: to.offer.id.clone(),
-                        messages: job.env.job.messages.clone(),
-                        max_tokens: job.env.job.max_tokens,
-                        params: job.env.job.params.clone(),
-                    };
-                    let started = std::time::Instant::now();
-                    let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %pname);
-                    let result = tracing::Instrument::instrument(client.complete(&req), span).await;
-                    let latency = started.elapsed();
-                    let now = Utc::now();
-                    let pstats = self.stats.provider(&pname);
-                    pstats.latency.observe(latency.as_secs_f64());
-                    self.record_outcome(&pname, result.as_ref().err(), now, latency);
-                    match result {
-                        Ok(c) => {
-                            if escalated {
-                                self.stats.escalations.inc();
-                            }
-                            let price = to.price;
-                            let cost = price.cost(c.input_tokens, c.output_tokens);
-                            let baseline = dearest_price(&job.env.job, &self.catalog, now)
-                                .map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
-                            let route_reason = match &job.env.defer_reason {
-                                Some(d) => {
-                                    format!("{reason}; deferred {}x, last: {d}", job.env.deferrals)
-                                }
-                                None => reason,
-                            };
-                            let mut row = self.row(&job.env, ResultStatus::Succeeded, now);
-                            row.model = to.offer.model.clone();
-                            row.provider = Some(pname);
-                            row.provider_model = Some(to.offer.id.clone());
-                            row.output_text = Some(c.text);
-                            row.finish_reason = c.finish_reason;
-                            row.input_tokens = c.input_tokens;
-                            row.output_tokens = c.output_tokens;
-                            row.cost_usd = cost.0;
-                            row.baseline_cost_usd = baseline.0;
-                            row.latency_ms = latency.as_millis() as u64;
-                            row.attempts = job.env.attempt + 1;
-                            row.route_reason = Some(route_reason);
-                            row.response_json = Some(c.response_json);
-                            self.stats.succeeded.inc();
-                            self.stats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
-                            pstats.succeeded.inc();
-                            pstats.cost_micro_usd.add((cost.0 * 1e6).round() as u64);
-                            hand_over(
-                                tx,
-                                Outcome {
-                                    row,
-                                    delivery: job.delivery,
-                                    settlement: Settlement::Ack,
-                                },
-                            )
-                            .await;
-                            return;
-                        }
-                        Err(e) => {
-                            self.stats.provider_errors.inc();
-                            pstats.errors.inc();
-                            tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
-                            last_error = Some((e.class.as_str().to_string(), e.to_string()));
-                            match e.class {
-                                ErrorClass::RateLimited => {}
-                                ErrorClass::Terminal => {
-                                    job.env.attempt += 1;
-                                    return self.fail(job, "terminal", e.to_string(), tx).await;
-                                }
-                                ErrorClass::Transient | ErrorClass::ProviderFault => {
-                                    job.env.attempt += 1;
-                                    if job.env.attempt >= self.cfg.max_attempts {
-                                        let msg = format!(
-                                            "gave up after {} attempts; last error: {e}",
-                                            job.env.attempt
-                                        );
-                                        return self.fail(job, e.class.as_str(), msg, tx).await;
-                                    }
-                                    if e.class == ErrorClass::Transient {
-                                        let wait = backoff(job.env.attempt, rand::random::<f64>());
-                                        if wait.as_secs_f64() > self.cfg.inline_wait_s {
-                                            return self
-                                                .defer(job, wait, format!("retry after {e}"))
-                                                .await;
-                                        }
-                                        tokio::time::sleep(wait).await;
-                                    }
-                                }
-                            }
-                        }
-                    }
+                },
+            };
+            match self.call(job, call, tx).await {
+                CallEnd::Settled => return,
+                CallEnd::Again(j, e) => {
+                    job = j;
+                    last_error = Some(e);
                 }
             }
         }
     }
 
-    /// Frees the capacity a request held and feeds its outcome to the provider's state.
-    fn record_outcome(
-        &self,
-        provider: &str,
-        err: Option<&crate::provider::ProviderError>,
-        now: DateTime<Utc>,
-        latency: Duration,
-    ) {
-        let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = cap.get_mut(provider) else {
-            return;
+    /// Sends the job to the pair the router chose (its capacity already taken), reports the
+    /// outcome to the router, and applies the retry rule to an error.
+    async fn call(&self, mut job: Job, call: Call, tx: &mpsc::Sender<Finished>) -> CallEnd {
+        let slot = Slot {
+            router: &self.router,
+            provider: &call.provider,
+            recorded: false,
         };
-        s.release();
-        let latency = chrono::Duration::from_std(latency).unwrap_or_default();
-        match err.map(|e| (e.class, e.retry_after)) {
-            None => {
-                // A success of a request sent before the latest failure says nothing about now.
-                s.on_success_of(now - latency);
-                s.observe_latency(latency);
+        let Some(client) = self.providers.get(&call.provider).cloned() else {
+            let reason = format!("no client for provider {}", call.provider);
+            self.fail(job, "config", reason, tx).await;
+            return CallEnd::Settled;
+        };
+        let req = ChatRequest {
+            model_id: call.model_id.clone(),
+            messages: job.env.job.messages.clone(),
+            max_tokens: job.env.job.max_tokens,
+            params: job.env.job.params.clone(),
+        };
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %call.provider);
+        let result = tracing::Instrument::instrument(client.complete(&req), span).await;
+        let latency = started.elapsed();
+        slot.record(match &result {
+            Ok(_) => CallOutcome::Answered { latency },
+            Err(e) => CallOutcome::Failed {
+                class: e.class,
+                retry_after: e.retry_after,
+            },
+        });
+        let pstats = self.stats.provider(&call.provider);
+        pstats.latency.observe(latency.as_secs_f64());
+        let e = match result {
+            Ok(c) => {
+                self.succeed(job, call, c, latency, tx).await;
+                return CallEnd::Settled;
             }
-            Some((ErrorClass::RateLimited, retry_after)) => {
-                s.on_rate_limited(retry_after, now, &self.cfg.breaker)
+            Err(e) => e,
+        };
+        self.stats.provider_errors.inc();
+        pstats.errors.inc();
+        tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
+        let attempts = job.env.attempt + u32::from(e.class.counts_as_attempt());
+        job.env.attempt = attempts;
+        match self
+            .router
+            .after_error(e.class, attempts, rand::random::<f64>())
+        {
+            Retry::Reroute => CallEnd::Again(job, e),
+            Retry::Backoff(wait) if wait.as_secs_f64() > self.cfg.inline_wait_s => {
+                let reason = DeferReason::Backoff {
+                    error: e.to_string(),
+                };
+                self.defer(job, wait, reason.to_string()).await;
+                CallEnd::Settled
             }
-            Some((ErrorClass::Transient, _)) => s.on_transient(now, &self.cfg.breaker),
-            Some((ErrorClass::ProviderFault, _)) => s.on_provider_fault(now, &self.cfg.breaker),
-            Some((ErrorClass::Terminal, _)) => {}
+            Retry::Backoff(wait) => {
+                tokio::time::sleep(wait).await;
+                CallEnd::Again(job, e)
+            }
+            Retry::GiveUp(GiveUp::Terminal) => {
+                self.fail(job, "terminal", e.to_string(), tx).await;
+                CallEnd::Settled
+            }
+            Retry::GiveUp(GiveUp::Exhausted(class)) => {
+                let msg = format!("gave up after {attempts} attempts; last error: {e}");
+                self.fail(job, class.as_str(), msg, tx).await;
+                CallEnd::Settled
+            }
         }
+    }
+
+    /// A succeeded call: its row (priced at the pair's price, against the dearest pair's) goes
+    /// to the flusher, which acks the message once the row is stored.
+    async fn succeed(
+        &self,
+        job: Job,
+        call: Call,
+        c: Completion,
+        latency: Duration,
+        tx: &mpsc::Sender<Finished>,
+    ) {
+        let now = Utc::now();
+        if call.reason.is_escalation() {
+            self.stats.escalations.inc();
+        }
+        let cost = call.price.cost(c.input_tokens, c.output_tokens);
+        let baseline = self
+            .router
+            .baseline_price(&job.env.job, now)
+            .map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
+        let route_reason = match &job.env.defer_reason {
+            Some(d) => format!(
+                "{}; deferred {}x, last: {d}",
+                call.reason, job.env.deferrals
+            ),
+            None => call.reason.to_string(),
+        };
+        let mut row = self.row(&job.env, ResultStatus::Succeeded, now);
+        row.model = call.model;
+        row.provider = Some(call.provider.clone());
+        row.provider_model = Some(call.model_id);
+        row.output_text = Some(c.text);
+        row.finish_reason = c
+            .finish_reason
+            .as_deref()
+            .map(|f| schemas::result::normalize_finish_reason(f).to_string());
+        row.provider_finish_reason = c.finish_reason;
+        row.input_tokens = c.input_tokens;
+        row.output_tokens = c.output_tokens;
+        row.cost_usd = cost.0;
+        row.baseline_cost_usd = baseline.0;
+        row.latency_ms = latency.as_millis() as u64;
+        row.attempts = job.env.attempt + 1;
+        row.route_reason = Some(route_reason);
+        row.escalated = call.reason.is_escalation();
+        row.response_json = Some(c.response_json);
+        let micro_usd = (cost.0 * 1e6).round() as u64;
+        self.stats.succeeded.inc();
+        self.stats.cost_micro_usd.add(micro_usd);
+        let pstats = self.stats.provider(&call.provider);
+        pstats.succeeded.inc();
+        pstats.cost_micro_usd.add(micro_usd);
+        let finished = Finished {
+            row,
+            delivery: job.delivery,
+            settlement: Settlement::Ack,
+        };
+        hand_over(tx, finished).await;
     }
 
     async fn defer(&self, mut job: Job, wait: Duration, reason: String) {
@@ -488,7 +546,7 @@ impl Worker {
         }
     }
 
-    async fn fail(&self, job: Job, kind: &str, message: String, tx: &mpsc::Sender<Outcome>) {
+    async fn fail(&self, job: Job, kind: &str, message: String, tx: &mpsc::Sender<Finished>) {
         self.stats.failed.inc();
         self.stats.dead_letters.inc();
         let mut row = self.row(&job.env, ResultStatus::Failed, Utc::now());
@@ -503,7 +561,7 @@ impl Worker {
         let settlement = Settlement::DeadLetter(format!("{kind}: {message}"));
         hand_over(
             tx,
-            Outcome {
+            Finished {
                 row,
                 delivery: job.delivery,
                 settlement,
@@ -540,6 +598,8 @@ impl Worker {
             deadline: env.job.deadline,
             metadata: serde_json::Value::Object(env.job.metadata.clone()).to_string(),
             response_json: None,
+            provider_finish_reason: None,
+            escalated: false,
         }
     }
 }
@@ -550,7 +610,7 @@ const HAND_OVER_KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Hands a finished job to the flusher. While the flusher pushes back (the store is slow or
 /// down), the message is reported in progress every few seconds, so the broker does not hand
 /// it to another worker while this one holds its row.
-async fn hand_over(tx: &mpsc::Sender<Outcome>, o: Outcome) {
+async fn hand_over(tx: &mpsc::Sender<Finished>, o: Finished) {
     let start = tokio::time::Instant::now() + HAND_OVER_KEEP_ALIVE;
     let mut tick = tokio::time::interval_at(start, HAND_OVER_KEEP_ALIVE);
     loop {
@@ -598,13 +658,4 @@ pub fn prompt_bytes(messages: &[schemas::ChatMessage]) -> usize {
     let mut c = Count(0);
     let _ = serde_json::to_writer(&mut c, messages);
     c.0
-}
-
-/// Exponential backoff with jitter for the `attempt`-th failure: 1 s, 2 s, 4 s… capped at
-/// 5 minutes, scaled by a factor in [0.5, 1) drawn from `jitter01` ∈ [0, 1).
-pub fn backoff(attempt: u32, jitter01: f64) -> Duration {
-    let base = 2f64
-        .powi(attempt.saturating_sub(1).min(16) as i32)
-        .min(300.0);
-    Duration::from_secs_f64(base * (0.5 + 0.5 * jitter01.clamp(0.0, 1.0)))
 }

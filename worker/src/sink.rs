@@ -251,6 +251,8 @@ mod tests {
                 deadline: now,
                 metadata: "{}".into(),
                 response_json: Some("{}".into()),
+                provider_finish_reason: None,
+                escalated: false,
             })
             .collect();
         let bytes = encode_parquet(&rows).unwrap();

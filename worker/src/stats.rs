@@ -36,6 +36,22 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Counts one up now and down again when the guard is dropped, whichever way the holder
+    /// ends (a panicking task included).
+    pub fn track(&self) -> GaugeGuard<'_> {
+        self.inc();
+        GaugeGuard(self)
+    }
+}
+
+/// One unit of a [`Gauge`], given back on drop.
+#[derive(Debug)]
+pub struct GaugeGuard<'g>(&'g Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Fixed-bucket histogram of seconds.

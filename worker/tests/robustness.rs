@@ -351,3 +351,109 @@ async fn deferrals_do_not_count_as_unsettled_deliveries() {
     assert_eq!(r.status, schemas::ResultStatus::Succeeded, "{r:?}");
     h.shutdown().await;
 }
+
+/// A provider client with a bug: its first call panics, later calls answer.
+struct PanicsOnce {
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Provider for PanicsOnce {
+    fn name(&self) -> &str {
+        "p"
+    }
+
+    async fn complete(
+        &self,
+        _req: &ChatRequest,
+    ) -> Result<worker::provider::Completion, worker::provider::ProviderError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("a bug in a provider client");
+        }
+        Ok(worker::provider::Completion {
+            text: "ok".into(),
+            finish_reason: Some("end_turn".into()),
+            input_tokens: 1,
+            output_tokens: 1,
+            response_json: "{}".into(),
+            request_id: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_provider_call_gives_its_concurrency_slot_and_gauge_back() {
+    use queue::Queue;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    // One request at a time: had the panicking call kept its slot, no other job could go.
+    let catalog = schemas::Catalog::from_toml(
+        "c.toml",
+        "[[providers]]\nname='p'\nkind='openai'\nbase_url='http://127.0.0.1:9/v1'\nlimits={concurrency=1}\n[[providers.models]]\nmodel='m'\nid='m-1'\ninput_per_mtok=1.0\noutput_per_mtok=1.0\n",
+    )
+    .unwrap();
+    let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    providers.insert(
+        "p".into(),
+        Arc::new(PanicsOnce {
+            calls: Default::default(),
+        }),
+    );
+    let cfg = worker::WorkerConfig {
+        concurrency: 1,
+        ..Default::default()
+    };
+    let w = Arc::new(worker::Worker::new(
+        "w".into(),
+        Arc::new(catalog),
+        providers,
+        cfg,
+    ));
+    let q = queue::MemoryQueue::new();
+    let now = chrono::Utc::now();
+    for id in ["a", "b"] {
+        let job = schemas::JobParser::new(schemas::JobDefaults::new(now), None)
+            .parse_line(
+                1,
+                &format!(r#"{{"id":"{id}","model":"m","prompt":"hi","max_tokens":4,"priority":"critical"}}"#),
+            )
+            .unwrap();
+        let env = schemas::Envelope::new(schemas::RunId::new("r").unwrap(), now, job);
+        q.publish("r", &format!("r/{id}"), env.to_bytes().into())
+            .await
+            .unwrap();
+    }
+    let consumer = q.consume(w.consume_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink: Arc<dyn worker::ResultSink> = Arc::new(worker::LocalDirSink::new(dir.path()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
+    let start = Instant::now();
+    let rows = loop {
+        let rows = worker::sink::read_run(&*sink, "r")
+            .await
+            .unwrap_or_default();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no job went after the panic: the slot leaked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rows[0].status, schemas::ResultStatus::Succeeded, "{rows:?}");
+    assert_eq!(rows[0].finish_reason.as_deref(), Some("stop"));
+    assert_eq!(rows[0].provider_finish_reason.as_deref(), Some("end_turn"));
+    let gauge_fell = async {
+        while w.stats.in_flight.get() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gauge_fell)
+        .await
+        .expect("the in-flight gauge never fell back to 0 after the panic");
+    stop.cancel();
+    run.await.unwrap();
+}

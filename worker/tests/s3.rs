@@ -125,6 +125,8 @@ fn row(run_id: &str, n: usize) -> ResultRow {
         deadline: at,
         metadata: "{}".into(),
         response_json: None,
+        provider_finish_reason: None,
+        escalated: false,
     }
 }
 

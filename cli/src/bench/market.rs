@@ -1,19 +1,18 @@
 //! `offpeak bench market`: the cost of routing policies on one job trace and provider market,
-//! on a simulated clock (the engine is `worker::market`; the format and the lower bound are
+//! on a simulated clock (the engine is the `market` crate; the format and the lower bound are
 //! described in docs/benchmarks.md). Runs `dearest`, `gateway` and `offpeak` and computes the
 //! lower bound, prints a table, and ends with one `key=value` summary line.
 
 use crate::config::Config;
 use crate::{invalid, Failure};
 use anyhow::Context;
+use market::{
+    lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, PlannerConfig,
+    PolicyKind, RunReport, Scenario, ScenarioSpec, TraceEntry,
+};
 use schemas::Catalog;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use worker::market::{
-    lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, PolicyKind,
-    RunReport, Scenario, ScenarioSpec, TraceEntry,
-};
-use worker::WorkerConfig;
 
 /// Arguments of `offpeak bench market`.
 #[derive(Debug, clap::Args)]
@@ -41,13 +40,16 @@ pub struct Args {
 
 pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
     let sc = load(&args)?;
-    let worker = cfg.worker.clone();
+    let planner = PlannerConfig {
+        router: cfg.worker.router(),
+        inline_wait_s: cfg.worker.inline_wait_s,
+    };
     let opts = BoundOptions {
-        standard_wait_s: Some(worker.policy.standard_max_defer_s),
+        standard_wait_s: Some(planner.router.policy.standard_max_defer_s),
         ..Default::default()
     };
     let started = Instant::now();
-    let (runs, bounds) = tokio::task::block_in_place(|| simulate(&sc, &worker, &opts));
+    let (runs, bounds) = tokio::task::block_in_place(|| simulate(&sc, &planner, &opts));
     print(&sc, &runs, &bounds, started.elapsed().as_secs_f64());
     Ok(0)
 }
@@ -62,7 +64,7 @@ struct Bounds {
 /// The policies, each with its wall time, and the bounds; two threads.
 fn simulate(
     sc: &Scenario,
-    cfg: &WorkerConfig,
+    cfg: &PlannerConfig,
     opts: &BoundOptions,
 ) -> (Vec<(RunReport, f64)>, Bounds) {
     let timed = |kind: PolicyKind| {

@@ -50,16 +50,26 @@ pub fn parse_retry_after(
     now: DateTime<Utc>,
 ) -> Option<Duration> {
     if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+        if let Some(d) = seconds(ms / 1000.0) {
+            return Some(d);
         }
     }
     let v = retry_after?.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// A non-negative number of seconds as a wait, at most [`router::MAX_RETRY_AFTER`] (a provider
+/// asking for `1e20` seconds must not overflow a clock).
+fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s >= 0.0).then(|| {
+        Duration::try_from_secs_f64(s)
+            .unwrap_or(router::MAX_RETRY_AFTER)
+            .min(router::MAX_RETRY_AFTER)
+    })
 }
 
 /// The provider's own error text from a body: `error.message` (OpenAI and Anthropic), a string
@@ -164,6 +174,15 @@ mod tests {
             Some(Duration::from_millis(250))
         );
         assert_eq!(parse_retry_after(Some("soon"), None, now), None);
+        // Absurd waits are taken as the longest one honoured, not a panic or an overflow.
+        assert_eq!(
+            parse_retry_after(Some("1e20"), None, now),
+            Some(router::MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after(None, Some("1e300"), now),
+            Some(router::MAX_RETRY_AFTER)
+        );
         assert_eq!(parse_retry_after(None, None, now), None);
     }
 

@@ -49,31 +49,9 @@ pub struct Completion {
     pub request_id: Option<String>,
 }
 
-/// Whose fault an error is, which decides what the worker does next (DESIGN §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// 429: the provider wants us to slow down; retry or defer, honouring `retry_after`.
-    RateLimited,
-    /// 5xx, 529, timeouts, connection errors, unreadable bodies: retry with backoff.
-    Transient,
-    /// 400-class request errors: the job itself is bad; fail it.
-    Terminal,
-    /// 401/403/404-model, 402 and out-of-credit answers: the provider account is unusable;
-    /// open its circuit for minutes and route elsewhere.
-    ProviderFault,
-}
-
-impl ErrorClass {
-    /// The snake_case name used in result rows and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::RateLimited => "rate_limited",
-            ErrorClass::Transient => "transient",
-            ErrorClass::Terminal => "terminal",
-            ErrorClass::ProviderFault => "provider_fault",
-        }
-    }
-}
+/// Whose fault an error is, which decides what the worker does next (DESIGN §5); the rule
+/// itself is the router's ([`router::after_error`]).
+pub use router::ErrorClass;
 
 /// A failed provider call, with what a user needs to find it in the provider's logs.
 #[derive(Debug, Clone)]

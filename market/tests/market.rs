@@ -3,12 +3,12 @@
 //! policy and capacity plan) meets its deadlines and beats the gateway where waiting pays, and
 //! the lower bound stays below every policy.
 
-use schemas::Catalog;
-use serde_json::json;
-use worker::market::{
+use market::PlannerConfig;
+use market::{
     lower_bound, random_spec, run, BoundOptions, PolicyKind, RunReport, Scenario, ScenarioSpec,
 };
-use worker::WorkerConfig;
+use schemas::Catalog;
+use serde_json::json;
 
 fn catalog() -> Catalog {
     Catalog::from_toml(
@@ -24,7 +24,7 @@ fn scenario(spec: serde_json::Value) -> Scenario {
 }
 
 fn all(sc: &Scenario) -> [RunReport; 3] {
-    let cfg = WorkerConfig::default();
+    let cfg = PlannerConfig::default();
     [
         run(sc, PolicyKind::Dearest, &cfg),
         run(sc, PolicyKind::Gateway, &cfg),
@@ -104,7 +104,7 @@ fn providers_hold_their_true_limits_when_the_worker_believes_more() {
     // The workers see the catalog's 1000 rpm; the server allows 6.
     assert_eq!(sc.catalog.provider("groq").unwrap().limits.rpm, Some(1000));
     assert_eq!(sc.servers[0].limits.rpm, Some(6));
-    let offpeak = run(&sc, PolicyKind::Offpeak, &WorkerConfig::default());
+    let offpeak = run(&sc, PolicyKind::Offpeak, &PlannerConfig::default());
     assert!(offpeak.rate_limited > 0, "{offpeak:?}");
     assert_eq!(offpeak.misses(), 0, "{:?}", offpeak.missed);
     // Told the truth, the workers pace themselves and never meet a 429.
@@ -112,7 +112,7 @@ fn providers_hold_their_true_limits_when_the_worker_believes_more() {
     let told = run(
         &scenario(spec),
         PolicyKind::Offpeak,
-        &WorkerConfig::default(),
+        &PlannerConfig::default(),
     );
     assert_eq!(told.rate_limited, 0, "{told:?}");
     assert_eq!(told.misses(), 0);
@@ -203,7 +203,7 @@ fn lower_bound_holds_a_stream_to_one_burst_of_the_bucket() {
     // fractional knapsack). The aligned runs tiling those minutes (1 + 2 + 8 + 8 + 2 + 1) would
     // hold six bursts, 280,000 tokens: a bound some 5 % lower.
     let (groq, together) = ((0.05, 0.08), (0.18, 0.18));
-    let cost = |(i, o): (f64, f64), j: &worker::market::TraceJob| {
+    let cost = |(i, o): (f64, f64), j: &market::TraceJob| {
         (j.input_tokens as f64 * i + j.output_tokens as f64 * o) / 1e6
     };
     let mut saving: Vec<(f64, f64)> = sc
@@ -248,7 +248,7 @@ fn random(seed: u64, jobs: usize) -> Scenario {
 fn offpeak_meets_every_deadline_on_random_markets() {
     for seed in 1..=4 {
         let sc = random(seed, 250);
-        let offpeak = run(&sc, PolicyKind::Offpeak, &WorkerConfig::default());
+        let offpeak = run(&sc, PolicyKind::Offpeak, &PlannerConfig::default());
         assert_eq!(offpeak.misses(), 0, "seed {seed}: {:?}", offpeak.missed);
         assert_eq!(offpeak.completed, sc.jobs.len(), "seed {seed}");
         let lb = bound(&sc, false);
@@ -264,7 +264,7 @@ fn offpeak_meets_every_deadline_on_random_markets() {
 fn random_markets_are_reproducible_from_their_seed() {
     let (a, b) = (random(11, 200), random(11, 200));
     assert_eq!(a.jobs.len(), b.jobs.len());
-    let cfg = WorkerConfig::default();
+    let cfg = PlannerConfig::default();
     let (ra, rb) = (
         run(&a, PolicyKind::Offpeak, &cfg),
         run(&b, PolicyKind::Offpeak, &cfg),

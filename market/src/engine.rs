@@ -3,22 +3,43 @@
 //! worker loop does around it (take a job when a slot frees, send, wait, retry with backoff,
 //! defer back to the broker) and keeps the books.
 //!
-//! `offpeak` is the production code: [`crate::policy::plan`] against the production
-//! [`crate::capacity::Capacity`], fed with outcomes exactly as the runner feeds it. `gateway` and
-//! `dearest` are the baselines.
+//! `offpeak` is the production code: the worker's [`Router`] (`decide`, `record`, the retry
+//! rule), fed with outcomes exactly as the worker feeds it. `gateway` and `dearest` are the
+//! baselines.
 
-use super::scenario::Scenario;
-use super::server::{Answer, Outcome, Server};
-use crate::capacity::{BreakerConfig, Capacity};
-use crate::policy::{candidates, plan, Availability, Decision, History, PolicyConfig};
-use crate::runner::{backoff, WorkerConfig};
+use crate::scenario::Scenario;
+use crate::server::{Answer, Reply, Server};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use router::policy::candidates;
+use router::{
+    Availability, CallOutcome, Decision, ErrorClass, GiveUp, History, Retry, Router, RouterConfig,
+    Ticket,
+};
 use schemas::catalog::Price;
 use schemas::Usd;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// What the simulated fleet runs with: the worker's router settings and its inline wait.
+#[derive(Debug, Clone)]
+pub struct PlannerConfig {
+    pub router: RouterConfig,
+    /// Waits up to this long are taken in place, holding the slot (seconds); longer ones go
+    /// back to the broker.
+    pub inline_wait_s: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            router: RouterConfig::default(),
+            inline_wait_s: 0.5,
+        }
+    }
+}
 
 /// The routing policies the bench compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +109,10 @@ impl RunReport {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JobState {
     attempt: u32,
+    /// Time spent deferred so far, and since when the job is deferred now (as the worker's
+    /// envelope carries `deferred_ms` and `deferred_at`).
+    waited: Duration,
+    deferred_at: Option<DateTime<Utc>>,
     /// Gateway: index of the next candidate to try, and how many there are.
     next: usize,
     count: usize,
@@ -136,7 +161,7 @@ pub(crate) trait SimPolicy {
 
 /// Runs one policy over the scenario. `cfg` supplies the policy, breaker, attempts and inline
 /// wait of the production worker.
-pub fn run(sc: &Scenario, kind: PolicyKind, cfg: &WorkerConfig) -> RunReport {
+pub fn run(sc: &Scenario, kind: PolicyKind, cfg: &PlannerConfig) -> RunReport {
     match kind {
         PolicyKind::Offpeak => Sim::new(sc, kind, cfg, Offpeak::new(sc, cfg)).run(),
         PolicyKind::Gateway => Sim::new(sc, kind, cfg, Gateway).run(),
@@ -173,7 +198,7 @@ struct Sim<'s, P> {
 }
 
 impl<'s, P: SimPolicy> Sim<'s, P> {
-    fn new(sc: &'s Scenario, kind: PolicyKind, cfg: &WorkerConfig, policy: P) -> Self {
+    fn new(sc: &'s Scenario, kind: PolicyKind, cfg: &PlannerConfig, policy: P) -> Self {
         let servers = sc
             .servers
             .iter()
@@ -191,7 +216,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             ready: VecDeque::new(),
             free: sc.fleet.concurrency.max(1),
             states: vec![JobState::default(); sc.jobs.len()],
-            max_attempts: cfg.max_attempts.max(1),
+            max_attempts: cfg.router.max_attempts.max(1),
             inline_ms: (cfg.inline_wait_s * 1000.0) as i64,
             r: RunReport {
                 policy: kind,
@@ -265,6 +290,10 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
 
     /// The job holds a slot: route it; it is sent, waits, or ends.
     fn task(&mut self, j: usize, now: DateTime<Utc>) {
+        let st = &mut self.states[j];
+        if let Some(at) = st.deferred_at.take() {
+            st.waited += now - at;
+        }
         match self.policy.step(self.sc, j, &mut self.states[j], now) {
             Step::Send {
                 provider,
@@ -288,9 +317,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                     // The runner sleeps short waits in place, holding its slot.
                     self.push(now + Duration::milliseconds(wait.max(5)), Ev::Resume(j));
                 } else {
-                    self.r.deferrals += 1;
-                    self.free += 1;
-                    self.push(until, Ev::Wake(j));
+                    self.defer(j, until, now);
                 }
             }
             Step::Fail(why) => self.end(j, now, false, why),
@@ -304,13 +331,13 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
         let Some(answer) = self.answers.remove(&j) else {
             return;
         };
-        match answer.outcome {
-            Outcome::Ok => {}
-            Outcome::RateLimited(_) => {
+        match answer.reply {
+            Reply::Ok => {}
+            Reply::RateLimited(_) => {
                 self.r.rate_limited += 1;
                 self.r.providers[p].rate_limited += 1;
             }
-            Outcome::Transient(_) => {
+            Reply::Transient(_) => {
                 self.r.errors += 1;
                 self.r.providers[p].errors += 1;
             }
@@ -341,27 +368,44 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 let until = if let After::Pause(d) = after {
                     now + d
                 } else {
+                    // The worker's retry rule for a transient error.
                     st.attempt += 1;
-                    if st.attempt >= self.max_attempts {
-                        let why = format!(
-                            "gave up after {} attempts: {:?}",
-                            st.attempt, answer.outcome
-                        );
-                        self.end(j, now, false, why);
-                        return;
+                    let jitter = self.rng.random::<f64>();
+                    match router::after_error(
+                        ErrorClass::Transient,
+                        st.attempt,
+                        self.max_attempts,
+                        jitter,
+                    ) {
+                        Retry::Backoff(wait) => {
+                            now + Duration::milliseconds(wait.as_millis() as i64)
+                        }
+                        Retry::Reroute => now,
+                        Retry::GiveUp(_) => {
+                            let why = format!(
+                                "gave up after {} attempts: {:?}",
+                                st.attempt, answer.reply
+                            );
+                            self.end(j, now, false, why);
+                            return;
+                        }
                     }
-                    let wait = backoff(st.attempt, self.rng.random::<f64>());
-                    now + Duration::milliseconds(wait.as_millis() as i64)
                 };
                 if (until - now).num_milliseconds() <= self.inline_ms {
                     self.push(until, Ev::Resume(j));
                 } else {
-                    self.r.deferrals += 1;
-                    self.free += 1;
-                    self.push(until, Ev::Wake(j));
+                    self.defer(j, until, now);
                 }
             }
         }
+    }
+
+    /// Back to the broker until `until`: the slot frees, the wait counts as deferred.
+    fn defer(&mut self, j: usize, until: DateTime<Utc>, now: DateTime<Utc>) {
+        self.r.deferrals += 1;
+        self.free += 1;
+        self.states[j].deferred_at = Some(now);
+        self.push(until, Ev::Wake(j));
     }
 
     fn end(&mut self, j: usize, now: DateTime<Utc>, served: bool, why: String) {
@@ -402,42 +446,47 @@ fn provider_index(sc: &Scenario) -> HashMap<String, usize> {
         .collect()
 }
 
-/// Feeds a request's outcome to the worker's capacity state, as the runner does.
-fn record(
-    cap: &mut Capacity,
-    name: &str,
-    answer: &Answer,
-    now: DateTime<Utc>,
-    breaker: &BreakerConfig,
-) {
-    let Some(s) = cap.get_mut(name) else {
-        return;
-    };
-    s.release();
-    match answer.outcome {
-        Outcome::Ok => {
-            s.on_success_of(now - answer.latency);
-            s.observe_latency(answer.latency);
-        }
-        Outcome::RateLimited(ra) => s.on_rate_limited(ra, now, breaker),
-        Outcome::Transient(_) => s.on_transient(now, breaker),
+/// A simulated answer as the router's [`CallOutcome`], as the worker reports a real one.
+fn call_outcome(answer: &Answer) -> CallOutcome {
+    match answer.reply {
+        Reply::Ok => CallOutcome::Answered {
+            latency: answer.latency.to_std().unwrap_or_default(),
+        },
+        Reply::RateLimited(retry_after) => CallOutcome::Failed {
+            class: ErrorClass::RateLimited,
+            retry_after,
+        },
+        Reply::Transient(_) => CallOutcome::Failed {
+            class: ErrorClass::Transient,
+            retry_after: None,
+        },
     }
 }
 
-/// offpeak: the production policy and capacity plan.
+/// What follows an answer, by the worker's retry rule: done, route again (a 429; the router
+/// blocked the provider for its `Retry-After`), or back off (counted in [`Sim::done`]).
+fn after(router: &Router, answer: &Answer, attempts: u32) -> After {
+    let class = match call_outcome(answer) {
+        CallOutcome::Failed { class, .. } => class,
+        _ => return After::Done,
+    };
+    match router.after_error(class, attempts + u32::from(class.counts_as_attempt()), 0.0) {
+        Retry::Reroute => After::Retry,
+        Retry::Backoff(_) | Retry::GiveUp(GiveUp::Exhausted(_)) => After::Backoff,
+        Retry::GiveUp(GiveUp::Terminal) => After::Backoff,
+    }
+}
+
+/// offpeak: the production router.
 struct Offpeak {
-    cap: Capacity,
-    cfg: PolicyConfig,
-    breaker: BreakerConfig,
+    router: Router,
     index: HashMap<String, usize>,
 }
 
 impl Offpeak {
-    fn new(sc: &Scenario, cfg: &WorkerConfig) -> Self {
+    fn new(sc: &Scenario, cfg: &PlannerConfig) -> Self {
         Offpeak {
-            cap: Capacity::new(&sc.catalog, sc.start),
-            cfg: cfg.policy.clone(),
-            breaker: cfg.breaker.clone(),
+            router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
             index: provider_index(sc),
         }
     }
@@ -447,40 +496,21 @@ impl SimPolicy for Offpeak {
     fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step {
         let tj = &sc.jobs[j];
         let job = tj.job();
-        let tokens = job.estimated_input_tokens() + job.expected_output_tokens();
-        let history = History {
-            waited: now - tj.arrival,
-            failures: st.attempt,
+        let ticket = Ticket {
+            job: &job,
+            key: &tj.id,
+            history: History {
+                waited: st.waited,
+                failures: st.attempt,
+            },
         };
-        let p = plan(
-            &job,
-            &history,
-            &sc.catalog,
-            &self.cap.view(&tj.id, tokens, now),
-            now,
-            &self.cfg,
-        );
-        match (&p.decision, p.hold) {
-            (Decision::Defer { .. }, Some(h)) => self
-                .cap
-                .reserve(&tj.id, h.provider, tokens, h.at, h.by, now),
-            _ => self.cap.cancel_reservation(&tj.id),
-        }
-        match p.decision {
-            Decision::Dispatch { to, escalated, .. } => {
-                let name = &to.provider.name;
-                let acquired = self
-                    .cap
-                    .get_mut(name)
-                    .is_some_and(|s| s.try_acquire(tokens, now));
-                if !acquired {
-                    return Step::Wait(now + Duration::milliseconds(50));
-                }
-                st.escalated = escalated;
+        match self.router.decide(&ticket, now) {
+            Decision::Dispatch { to, reason } => {
+                st.escalated = reason.is_escalation();
                 Step::Send {
-                    provider: self.index[name.as_str()],
+                    provider: self.index[to.provider.name.as_str()],
                     price: to.price,
-                    escalated,
+                    escalated: st.escalated,
                 }
             }
             Decision::Defer { until, .. } => Step::Wait(until),
@@ -492,23 +522,14 @@ impl SimPolicy for Offpeak {
         &mut self,
         sc: &Scenario,
         _j: usize,
-        _st: &mut JobState,
+        st: &mut JobState,
         provider: usize,
         answer: &Answer,
         now: DateTime<Utc>,
     ) -> After {
-        record(
-            &mut self.cap,
-            &sc.catalog.providers[provider].name,
-            answer,
-            now,
-            &self.breaker,
-        );
-        match answer.outcome {
-            Outcome::Ok => After::Done,
-            Outcome::RateLimited(_) => After::Retry,
-            Outcome::Transient(_) => After::Backoff,
-        }
+        let name = &sc.catalog.providers[provider].name;
+        self.router.record(name, call_outcome(answer), now);
+        after(&self.router, answer, st.attempt)
     }
 }
 
@@ -553,7 +574,7 @@ impl SimPolicy for Gateway {
         answer: &Answer,
         _now: DateTime<Utc>,
     ) -> After {
-        if answer.outcome == Outcome::Ok {
+        if answer.reply == Reply::Ok {
             return After::Done;
         }
         st.next += 1;
@@ -571,15 +592,13 @@ impl SimPolicy for Gateway {
 
 /// Everything to the dearest eligible pair, paced by the worker's capacity state.
 struct Dearest {
-    cap: Capacity,
-    breaker: BreakerConfig,
+    router: Router,
 }
 
 impl Dearest {
-    fn new(sc: &Scenario, cfg: &WorkerConfig) -> Self {
+    fn new(sc: &Scenario, cfg: &PlannerConfig) -> Self {
         Dearest {
-            cap: Capacity::new(&sc.catalog, sc.start),
-            breaker: cfg.breaker.clone(),
+            router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
         }
     }
 }
@@ -612,21 +631,12 @@ impl SimPolicy for Dearest {
         let (p, m) = st.pair.unwrap_or((0, 0));
         let spec = &sc.catalog.providers[p];
         let tokens = tj.limit_tokens();
-        match self.cap.availability(&spec.name, tokens, now) {
-            Availability::Now => {
-                if !self
-                    .cap
-                    .get_mut(&spec.name)
-                    .is_some_and(|s| s.try_acquire(tokens, now))
-                {
-                    return Step::Wait(now + Duration::milliseconds(50));
-                }
-                Step::Send {
-                    provider: p,
-                    price: spec.models[m].price_at(now),
-                    escalated: false,
-                }
-            }
+        match self.router.acquire(&spec.name, tokens, now) {
+            Availability::Now => Step::Send {
+                provider: p,
+                price: spec.models[m].price_at(now),
+                escalated: false,
+            },
             Availability::At(t, _) => Step::Wait(t),
             Availability::Excluded => Step::Wait(now + Duration::seconds(60)),
         }
@@ -636,22 +646,13 @@ impl SimPolicy for Dearest {
         &mut self,
         sc: &Scenario,
         _j: usize,
-        _st: &mut JobState,
+        st: &mut JobState,
         provider: usize,
         answer: &Answer,
         now: DateTime<Utc>,
     ) -> After {
-        record(
-            &mut self.cap,
-            &sc.catalog.providers[provider].name,
-            answer,
-            now,
-            &self.breaker,
-        );
-        match answer.outcome {
-            Outcome::Ok => After::Done,
-            Outcome::RateLimited(_) => After::Retry,
-            Outcome::Transient(_) => After::Backoff,
-        }
+        let name = &sc.catalog.providers[provider].name;
+        self.router.record(name, call_outcome(answer), now);
+        after(&self.router, answer, st.attempt)
     }
 }

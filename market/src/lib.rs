@@ -1,11 +1,11 @@
 //! `bench market`'s engine: the cost of routing policies on one job trace and one provider
-//! market, on a simulated clock, driving the production policy and capacity code.
+//! market, on a simulated clock, driving the production [`router::Router`].
 //!
 //! - [`scenario`]: the scenario file's shape and the resolved [`Scenario`] (catalog as the
 //!   workers see it, each provider's true limits, latency, outages and 429 windows, the trace).
 //! - [`server`]: simulated providers that enforce their true limits.
 //! - [`engine`]: the discrete-event simulation and the policies — `dearest`, `gateway` and
-//!   `offpeak` (the production [`crate::policy::plan`] and [`crate::capacity::Capacity`]).
+//!   `offpeak` (the production [`router::Router`]).
 //! - [`bound`]: a lower bound on any policy's cost for the trace and market.
 //! - [`random`]: random markets and traces built from a catalog, for scenarios nobody tuned for.
 
@@ -16,6 +16,6 @@ pub mod scenario;
 pub mod server;
 
 pub use bound::{lower_bound, BoundOptions, LowerBound};
-pub use engine::{run, PolicyKind, ProviderTally, RunReport};
+pub use engine::{run, PlannerConfig, PolicyKind, ProviderTally, RunReport};
 pub use random::random_spec;
 pub use scenario::{Scenario, ScenarioError, ScenarioSpec, TraceEntry, TraceJob};

@@ -4,7 +4,7 @@
 //! priorities, deadlines and sizes. Every model in the trace keeps one generous provider
 //! without outages, so every job can meet its deadline.
 
-use super::scenario::{
+use crate::scenario::{
     Arrival, DeadlineIn, FleetSpec, JobClass, Offset, ProviderMarket, Range, ScenarioSpec, Window,
 };
 use rand::rngs::StdRng;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use schemas::catalog::Price;
 use schemas::{Catalog, Job, ModelOffer, Priority, ProviderSpec, Usd};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Tunables of the policy. Defaults suit production; tests shrink the margins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,19 +84,151 @@ pub struct Candidate<'a> {
 /// What to do with a job now.
 #[derive(Debug, Clone)]
 pub enum Decision<'a> {
-    /// Send it to this pair; `reason` is `cheapest` or why it escalated.
+    /// Send it to this pair, for this reason (the cheapest, or why it escalated).
     Dispatch {
         to: Candidate<'a>,
-        reason: String,
-        escalated: bool,
+        reason: RouteReason,
     },
     /// Put it back on the broker until `until`.
     Defer {
         until: DateTime<Utc>,
-        reason: String,
+        reason: DeferReason,
     },
     /// No pair can ever serve it (model, context, budget, deadline): fail it.
     Fail { kind: &'static str, reason: String },
+}
+
+impl Decision<'_> {
+    /// Whether the job is sent to a dearer pair than the cheapest.
+    pub fn escalated(&self) -> bool {
+        matches!(self, Decision::Dispatch { reason, .. } if reason.is_escalation())
+    }
+}
+
+/// Why a job was sent where it was; its text (`Display`) is what result rows record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteReason {
+    /// The cheapest pair could take it now.
+    Cheapest,
+    /// A dearer pair took it because the cheapest (`cheapest`, `busy`) could not in time.
+    Escalated {
+        cheapest: String,
+        busy: Busy,
+        why: Escalation,
+    },
+}
+
+impl RouteReason {
+    /// Whether the job went to a dearer pair than the cheapest.
+    pub fn is_escalation(&self) -> bool {
+        matches!(self, RouteReason::Escalated { .. })
+    }
+}
+
+/// Why waiting for the cheapest pair was not an option.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Escalation {
+    /// `critical` jobs never wait.
+    CriticalNeverWaits,
+    /// The wait (seconds) is longer than the job's slack (seconds).
+    WouldMissDeadline { wait_s: i64, slack_s: i64 },
+    /// A `standard` job may wait this many seconds in all.
+    StandardWaitLimit { max_s: f64 },
+    /// Waiting this long would save less than the minimum saving (a fraction).
+    SavesTooLittle { wait_s: i64, min_saving: f64 },
+    /// The cheapest pair has no capacity within a day.
+    NoCapacityWithinADay,
+}
+
+impl fmt::Display for RouteReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteReason::Cheapest => f.write_str("cheapest"),
+            RouteReason::Escalated {
+                cheapest,
+                busy,
+                why,
+            } => write!(f, "escalated: cheapest {cheapest} {}; {why}", busy.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Escalation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Escalation::CriticalNeverWaits => f.write_str("critical job never waits"),
+            Escalation::WouldMissDeadline { wait_s, slack_s } => write!(
+                f,
+                "waiting {wait_s}s would miss the deadline (slack {slack_s}s)"
+            ),
+            Escalation::StandardWaitLimit { max_s } => {
+                write!(f, "standard job may wait at most {max_s}s")
+            }
+            Escalation::SavesTooLittle { wait_s, min_saving } => write!(
+                f,
+                "waiting {wait_s}s saves less than {:.0}%",
+                min_saving * 100.0
+            ),
+            Escalation::NoCapacityWithinADay => f.write_str("no capacity within a day"),
+        }
+    }
+}
+
+/// Why a job is put back on the broker; its text is carried in the envelope and the row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeferReason {
+    /// A later price window is cheaper: `expected` there (from `at`) against `now` here.
+    CheaperWindow {
+        expected: Usd,
+        at: DateTime<Utc>,
+        now: Usd,
+    },
+    /// Waiting for `provider` (the cheapest, or the next cheapest) until `until`.
+    Waiting {
+        provider: String,
+        next_cheapest: bool,
+        busy: Busy,
+        until: DateTime<Utc>,
+    },
+    /// No eligible pair can start in time; waiting for the first to free up.
+    AllBusy,
+    /// Another job took the capacity between the plan and the dispatch.
+    Contended { provider: String },
+    /// Backing off after a transient error (its text).
+    Backoff { error: String },
+}
+
+impl fmt::Display for DeferReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeferReason::CheaperWindow { expected, at, now } => write!(
+                f,
+                "cheaper_window: {expected} expected at {} vs {now} now",
+                at.to_rfc3339()
+            ),
+            DeferReason::Waiting {
+                provider,
+                next_cheapest,
+                busy,
+                until,
+            } => write!(
+                f,
+                "{} {provider} {} until {}",
+                if *next_cheapest {
+                    "next cheapest"
+                } else {
+                    "cheapest"
+                },
+                busy.as_str(),
+                until.to_rfc3339()
+            ),
+            DeferReason::AllBusy => f.write_str("every eligible provider is busy"),
+            DeferReason::Contended { provider } => {
+                write!(f, "capacity at {provider} taken by another job")
+            }
+            DeferReason::Backoff { error } => write!(f, "retry after {error}"),
+        }
+    }
 }
 
 /// All pairs that could serve `job` (model offered, provider allowed, context fits, not
@@ -169,7 +302,7 @@ fn secs(s: f64) -> Duration {
 }
 
 /// What the policy may ask about the capacity a job could get. [`Availability`] answers through
-/// [`AvailabilityView`]; the worker's [`crate::capacity::Capacity`] answers with its plan of the
+/// [`AvailabilityView`]; the worker's [`crate::Capacity`] answers with its plan of the
 /// capacity ahead (reservations, virtual clocks), so deferrals land when the job's turn comes.
 pub trait CapacityView {
     /// Whether `provider` is unusable for a long while (credentials, credit): leave it out.
@@ -228,10 +361,10 @@ impl Default for History {
 
 /// A decision plus, for a deferral, the capacity the job should have kept for it.
 #[derive(Debug, Clone)]
-pub struct Plan<'a> {
+pub struct RoutePlan<'a> {
     pub decision: Decision<'a>,
     /// For a [`Decision::Defer`] that waits for a pair's capacity: reserve it (see
-    /// [`crate::capacity::Capacity::reserve`]) so later jobs queue behind this one.
+    /// [`crate::Capacity::reserve`]) so later jobs queue behind this one.
     pub hold: Option<Hold<'a>>,
 }
 
@@ -293,8 +426,8 @@ pub fn plan<'a>(
     view: &dyn CapacityView,
     now: DateTime<Utc>,
     cfg: &PolicyConfig,
-) -> Plan<'a> {
-    let decide = |decision| Plan {
+) -> RoutePlan<'a> {
+    let decide = |decision| RoutePlan {
         decision,
         hold: None,
     };
@@ -346,12 +479,7 @@ pub fn plan<'a>(
             .map(|(t, _)| t)
             .min()
             .unwrap_or(now + secs(cfg.max_defer_s));
-        return decide(defer(
-            now,
-            first,
-            cfg,
-            "every eligible provider is busy".into(),
-        ));
+        return decide(defer(now, first, cfg, DeferReason::AllBusy));
     };
     for o in &options[1..] {
         if o.cost.0 < best.cost.0 * (1.0 - cfg.min_window_saving) {
@@ -364,8 +492,7 @@ pub fn plan<'a>(
         if best.rank == 0 {
             return decide(Decision::Dispatch {
                 to: chosen.clone(),
-                reason: "cheapest".into(),
-                escalated: false,
+                reason: RouteReason::Cheapest,
             });
         }
         let (wait, busy) =
@@ -374,54 +501,46 @@ pub fn plan<'a>(
                 None => (None, Busy::RateLimited),
             };
         let why = match (job.priority, wait) {
-            (Priority::Critical, _) => "critical job never waits".to_string(),
-            (_, Some(w)) if w > slack => format!(
-                "waiting {}s would miss the deadline (slack {}s)",
-                w.num_seconds(),
-                slack.num_seconds()
-            ),
-            (Priority::Standard, Some(w)) if w > secs(cfg.standard_max_defer_s) => format!(
-                "standard job may wait at most {}s",
-                cfg.standard_max_defer_s
-            ),
-            (_, Some(w)) => format!(
-                "waiting {}s saves less than {:.0}%",
-                w.num_seconds(),
-                cfg.min_window_saving * 100.0
-            ),
-            (_, None) => "no capacity within a day".to_string(),
+            (Priority::Critical, _) => Escalation::CriticalNeverWaits,
+            (_, Some(w)) if w > slack => Escalation::WouldMissDeadline {
+                wait_s: w.num_seconds(),
+                slack_s: slack.num_seconds(),
+            },
+            (Priority::Standard, Some(w)) if w > secs(cfg.standard_max_defer_s) => {
+                Escalation::StandardWaitLimit {
+                    max_s: cfg.standard_max_defer_s,
+                }
+            }
+            (_, Some(w)) => Escalation::SavesTooLittle {
+                wait_s: w.num_seconds(),
+                min_saving: cfg.min_window_saving,
+            },
+            (_, None) => Escalation::NoCapacityWithinADay,
         };
         return decide(Decision::Dispatch {
             to: chosen.clone(),
-            reason: format!(
-                "escalated: cheapest {} {}; {why}",
-                cheapest.provider.name,
-                busy.as_str()
-            ),
-            escalated: true,
+            reason: RouteReason::Escalated {
+                cheapest: cheapest.provider.name.clone(),
+                busy,
+                why,
+            },
         });
     }
     let reason = if best.window_from > now {
-        format!(
-            "cheaper_window: {} expected at {} vs {} now",
-            best.cost,
-            best.at.to_rfc3339(),
-            cheapest.expected_cost
-        )
+        DeferReason::CheaperWindow {
+            expected: best.cost,
+            at: best.at,
+            now: cheapest.expected_cost,
+        }
     } else {
-        format!(
-            "{} {} {} until {}",
-            if best.rank == 0 {
-                "cheapest"
-            } else {
-                "next cheapest"
-            },
-            chosen.provider.name,
-            best.busy.unwrap_or(Busy::RateLimited).as_str(),
-            best.at.to_rfc3339()
-        )
+        DeferReason::Waiting {
+            provider: chosen.provider.name.clone(),
+            next_cheapest: best.rank != 0,
+            busy: best.busy.unwrap_or(Busy::RateLimited),
+            until: best.at,
+        }
     };
-    Plan {
+    RoutePlan {
         decision: defer(now, best.at, cfg, reason),
         hold: Some(Hold {
             provider: &chosen.provider.name,
@@ -471,7 +590,7 @@ fn defer<'a>(
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     cfg: &PolicyConfig,
-    reason: String,
+    reason: DeferReason,
 ) -> Decision<'a> {
     let until = until.min(now + secs(cfg.max_defer_s)).max(now);
     Decision::Defer { until, reason }

@@ -1,8 +1,9 @@
 //! The routing policy, branch by branch, on a fixed clock.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use router::policy::{route, Availability, Busy, Decision, PolicyConfig};
+use router::{DeferReason, Escalation, RouteReason};
 use schemas::{Catalog, Job, JobDefaults, JobParser};
-use worker::policy::{route, Availability, Busy, Decision, PolicyConfig};
 
 const CATALOG: &str = r#"
 [[providers]]
@@ -75,7 +76,9 @@ fn cheap_busy_until(secs: i64) -> impl Fn(&str) -> Availability {
 
 fn provider_of(d: &Decision<'_>) -> Option<(String, bool)> {
     match d {
-        Decision::Dispatch { to, escalated, .. } => Some((to.provider.name.clone(), *escalated)),
+        Decision::Dispatch { to, reason } => {
+            Some((to.provider.name.clone(), reason.is_escalation()))
+        }
         _ => None,
     }
 }
@@ -100,7 +103,7 @@ fn deferrable_job_waits_for_rate_limited_cheapest_instead_of_escalating() {
     match d {
         Decision::Defer { until, reason } => {
             assert_eq!(until, now() + Duration::seconds(600));
-            assert!(reason.contains("cheap"), "{reason}");
+            assert!(reason.to_string().contains("cheap"), "{reason}");
         }
         other => panic!("expected a deferral, got {other:?}"),
     }
@@ -133,11 +136,26 @@ fn job_whose_deadline_cannot_absorb_the_wait_escalates() {
     match d {
         Decision::Dispatch {
             to,
-            escalated: true,
-            reason,
+            reason:
+                RouteReason::Escalated {
+                    why: Escalation::WouldMissDeadline { .. },
+                    ..
+                },
         } => {
             assert_eq!(to.provider.name, "mid");
-            assert!(reason.contains("miss the deadline"), "{reason}");
+            assert!(
+                RouteReason::Escalated {
+                    cheapest: "cheap".into(),
+                    busy: Busy::RateLimited,
+                    why: Escalation::WouldMissDeadline {
+                        wait_s: 600,
+                        slack_s: 0
+                    }
+                }
+                .to_string()
+                .starts_with("escalated: cheapest cheap rate_limited; waiting 600s would miss"),
+                "the reason's text is the row's"
+            );
         }
         other => panic!("expected escalation, got {other:?}"),
     }
@@ -205,7 +223,11 @@ fn deferrable_job_waits_for_a_cheaper_price_window_within_its_slack() {
     match route(&job(""), &c, &|_| Availability::Now, now(), &cfg()) {
         Decision::Defer { until, reason } => {
             assert_eq!(until, now() + Duration::hours(1));
-            assert!(reason.starts_with("cheaper_window"), "{reason}");
+            assert!(
+                matches!(reason, DeferReason::CheaperWindow { .. }),
+                "{reason}"
+            );
+            assert!(reason.to_string().starts_with("cheaper_window"), "{reason}");
         }
         other => panic!("expected to wait for the window, got {other:?}"),
     }
@@ -238,8 +260,9 @@ fn past_deadline_fails() {
 
 // The plan against the worker's capacity: reservations, queue-aware escalation, history.
 
-use worker::capacity::Capacity;
-use worker::policy::{plan, AvailabilityView, History};
+use router::policy::{plan, AvailabilityView, History};
+use router::{Router, RouterConfig, Ticket};
+use std::sync::Arc;
 
 fn deferred_until(d: &Decision<'_>) -> Option<DateTime<Utc>> {
     match d {
@@ -248,51 +271,44 @@ fn deferred_until(d: &Decision<'_>) -> Option<DateTime<Utc>> {
     }
 }
 
-/// The test catalog with `cheap` limited to 60 requests a minute, its bucket drained at `now`.
-fn drained_cheap() -> (Catalog, Capacity) {
+/// A router over the test catalog with `cheap` limited to 60 requests a minute, its bucket
+/// drained at `now` by 60 dispatches through the router itself.
+fn drained_cheap() -> Router {
     let mut c = catalog();
     c.providers[0].limits.rpm = Some(60);
-    let mut cap = Capacity::new(&c, now());
-    for _ in 0..60 {
-        assert!(cap.get_mut("cheap").unwrap().try_acquire(10, now()));
+    let cfg = RouterConfig {
+        policy: cfg(),
+        ..RouterConfig::default()
+    };
+    let r = Router::new(Arc::new(c), cfg, now());
+    for i in 0..60 {
+        let d = decide(&r, &format!("drain{i}"), "", now());
+        assert_eq!(provider_of(&d), Some(("cheap".into(), false)), "drain {i}");
     }
-    (c, cap)
+    assert_eq!(r.in_flight("cheap"), 60);
+    r
 }
 
-fn plan_with_capacity<'a>(
-    id: &str,
-    extra: &str,
-    c: &'a Catalog,
-    cap: &mut Capacity,
-    at: DateTime<Utc>,
-) -> Decision<'a> {
+fn decide<'r>(r: &'r Router, id: &str, extra: &str, at: DateTime<Utc>) -> Decision<'r> {
     let line =
         format!(r#"{{"id":"{id}","model":"llama","prompt":"hello there","max_tokens":50{extra}}}"#);
     let j = JobParser::new(JobDefaults::new(now()), None)
         .parse_line(1, &line)
         .unwrap();
-    let tokens = j.estimated_input_tokens() + j.expected_output_tokens();
-    let p = plan(
-        &j,
-        &History::default(),
-        c,
-        &cap.view(id, tokens, at),
-        at,
-        &cfg(),
-    );
-    match (&p.decision, p.hold) {
-        (Decision::Defer { .. }, Some(h)) => cap.reserve(id, h.provider, tokens, h.at, h.by, at),
-        _ => cap.cancel_reservation(id),
-    }
-    p.decision
+    let t = Ticket {
+        job: &j,
+        key: id,
+        history: History::default(),
+    };
+    r.decide(&t, at)
 }
 
 #[test]
 fn deferred_jobs_queue_for_a_rate_limited_provider_one_turn_each() {
-    let (c, mut cap) = drained_cheap();
+    let r = drained_cheap();
     // 60 requests went now: at one a second, the next turn is a minute away, then one each.
     for i in 0..10 {
-        let d = plan_with_capacity(&format!("j{i}"), "", &c, &mut cap, now());
+        let d = decide(&r, &format!("j{i}"), "", now());
         let until = deferred_until(&d).unwrap_or_else(|| panic!("job {i}: {d:?}"));
         let expect = now() + Duration::seconds(60 + i);
         assert!(
@@ -300,33 +316,33 @@ fn deferred_jobs_queue_for_a_rate_limited_provider_one_turn_each() {
             "job {i}: deferred until {until}, expected {expect}"
         );
     }
-    assert_eq!(cap.reservations(), 10);
+    assert_eq!(r.reservations(), 10);
 }
 
 #[test]
 fn job_escalates_now_when_the_queue_ahead_outlasts_its_slack() {
-    let (c, mut cap) = drained_cheap();
+    let r = drained_cheap();
     // Slack = 120 s − 1 s latency − 60 s margin = 59 s, but cheap's next turn is 60 s away.
-    let d = plan_with_capacity("late", r#","deadline_in":"2m""#, &c, &mut cap, now());
+    let d = decide(&r, "late", r#","deadline_in":"2m""#, now());
     assert_eq!(provider_of(&d), Some(("mid".into(), true)));
     // With a deadline it can afford, the same job waits for its turn instead.
-    let d = plan_with_capacity("early", r#","deadline_in":"10m""#, &c, &mut cap, now());
+    let d = decide(&r, "early", r#","deadline_in":"10m""#, now());
     assert!(deferred_until(&d).is_some(), "{d:?}");
 }
 
 #[test]
 fn job_keeps_its_turn_when_it_wakes_early_and_goes_when_it_comes() {
-    let (c, mut cap) = drained_cheap();
-    let first = deferred_until(&plan_with_capacity("a", "", &c, &mut cap, now())).unwrap();
+    let r = drained_cheap();
+    let first = deferred_until(&decide(&r, "a", "", now())).unwrap();
     for i in 0..5 {
-        plan_with_capacity(&format!("b{i}"), "", &c, &mut cap, now());
+        decide(&r, &format!("b{i}"), "", now());
     }
     // Woken early (say by a cap on one deferral), it keeps its place ahead of the others.
     let later = now() + Duration::seconds(10);
-    let again = deferred_until(&plan_with_capacity("a", "", &c, &mut cap, later)).unwrap();
+    let again = deferred_until(&decide(&r, "a", "", later)).unwrap();
     assert_eq!(again, first);
     assert_eq!(
-        provider_of(&plan_with_capacity("a", "", &c, &mut cap, first)),
+        provider_of(&decide(&r, "a", "", first)),
         Some(("cheap".into(), false))
     );
 }

@@ -26,9 +26,9 @@
 //! A "miss" option at ten times the job's dearest price keeps the dual bounded when capacity
 //! cannot carry everything (adding an option only lowers the optimum — still a bound).
 
-use super::scenario::Scenario;
-use crate::policy::{candidates, Availability};
+use crate::scenario::Scenario;
 use chrono::{DateTime, Duration, Utc};
+use router::policy::{candidates, Availability};
 use schemas::{Priority, Usd};
 
 /// Tunables of the bound.

@@ -3,14 +3,14 @@
 //! concurrency limit get a 429 with `Retry-After`; during an outage every request gets a 503;
 //! inside a 429 window every request gets a 429. Rejected requests use no capacity.
 
-use super::scenario::ServerSpec;
+use crate::scenario::ServerSpec;
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// What a request came back with.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
+pub enum Reply {
     Ok,
     /// 429, with the `Retry-After` the server sent.
     RateLimited(Option<std::time::Duration>),
@@ -63,7 +63,7 @@ pub struct Server {
 /// A request's fate: the outcome, when it comes back, and whether it held a slot.
 #[derive(Debug, Clone, Copy)]
 pub struct Answer {
-    pub outcome: Outcome,
+    pub reply: Reply,
     pub latency: Duration,
     pub accepted: bool,
 }
@@ -81,20 +81,20 @@ impl Server {
 
     /// Answers a request counting `tokens` against tpm and producing `out` tokens.
     pub fn request(&mut self, now: DateTime<Utc>, tokens: u64, out: u64) -> Answer {
-        let reject = |outcome, ms| Answer {
-            outcome,
+        let reject = |reply, ms| Answer {
+            reply,
             latency: Duration::milliseconds(ms),
             accepted: false,
         };
         if self.spec.down_at(now) {
-            return reject(Outcome::Transient(503), 300);
+            return reject(Reply::Transient(503), 300);
         }
         if let Some(end) = self.spec.limited_at(now) {
             let s = ((end - now).num_milliseconds() as f64 / 1000.0)
                 .clamp(1.0, self.spec.retry_after_s)
                 .ceil();
             return reject(
-                Outcome::RateLimited(Some(std::time::Duration::from_secs_f64(s))),
+                Reply::RateLimited(Some(std::time::Duration::from_secs_f64(s))),
                 100,
             );
         }
@@ -105,7 +105,7 @@ impl Server {
             .is_some_and(|c| self.in_flight >= c)
         {
             return reject(
-                Outcome::RateLimited(Some(std::time::Duration::from_secs(1))),
+                Reply::RateLimited(Some(std::time::Duration::from_secs(1))),
                 50,
             );
         }
@@ -120,7 +120,7 @@ impl Server {
             // Headers give whole seconds, as x-ratelimit-reset and Retry-After do.
             let s = (wait / 1000.0).ceil().max(1.0);
             return reject(
-                Outcome::RateLimited(Some(std::time::Duration::from_secs_f64(s))),
+                Reply::RateLimited(Some(std::time::Duration::from_secs_f64(s))),
                 50,
             );
         }
@@ -140,13 +140,13 @@ impl Server {
         let ms = (self.spec.latency_ms(out) * factor).max(1.0);
         if self.spec.error_rate > 0.0 && self.rng.random::<f64>() < self.spec.error_rate {
             return Answer {
-                outcome: Outcome::Transient(500),
+                reply: Reply::Transient(500),
                 latency: Duration::milliseconds((ms / 2.0) as i64),
                 accepted: true,
             };
         }
         Answer {
-            outcome: Outcome::Ok,
+            reply: Reply::Ok,
             latency: Duration::milliseconds(ms as i64),
             accepted: true,
         }
@@ -161,7 +161,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::scenario::default_start;
+    use crate::scenario::default_start;
     use schemas::Limits;
 
     fn spec(limits: Limits) -> ServerSpec {
@@ -193,24 +193,21 @@ mod tests {
             t0,
             1,
         );
-        assert_eq!(s.request(t0, 400, 10).outcome, Outcome::Ok);
-        assert_eq!(s.request(t0, 400, 10).outcome, Outcome::Ok);
+        assert_eq!(s.request(t0, 400, 10).reply, Reply::Ok);
+        assert_eq!(s.request(t0, 400, 10).reply, Reply::Ok);
         // rpm bucket empty: one request refills in 30 s.
         let a = s.request(t0, 10, 10);
         assert_eq!(
-            a.outcome,
-            Outcome::RateLimited(Some(std::time::Duration::from_secs(30)))
+            a.reply,
+            Reply::RateLimited(Some(std::time::Duration::from_secs(30)))
         );
         assert!(!a.accepted);
         // After 30 s a request fits the rpm bucket but not the token bucket (200 + 500/min).
         let t = t0 + Duration::seconds(30);
-        assert!(matches!(
-            s.request(t, 900, 10).outcome,
-            Outcome::RateLimited(_)
-        ));
-        assert_eq!(s.request(t, 300, 10).outcome, Outcome::Ok);
+        assert!(matches!(s.request(t, 900, 10).reply, Reply::RateLimited(_)));
+        assert_eq!(s.request(t, 300, 10).reply, Reply::Ok);
         let down = t0 + Duration::minutes(90);
-        assert_eq!(s.request(down, 1, 1).outcome, Outcome::Transient(503));
+        assert_eq!(s.request(down, 1, 1).reply, Reply::Transient(503));
 
         let mut c = Server::new(
             spec(Limits {
@@ -222,11 +219,8 @@ mod tests {
             1,
         );
         assert!(c.request(t0, 1, 1).accepted);
-        assert!(matches!(
-            c.request(t0, 1, 1).outcome,
-            Outcome::RateLimited(_)
-        ));
+        assert!(matches!(c.request(t0, 1, 1).reply, Reply::RateLimited(_)));
         c.finish();
-        assert_eq!(c.request(t0, 1, 1).outcome, Outcome::Ok);
+        assert_eq!(c.request(t0, 1, 1).reply, Reply::Ok);
     }
 }

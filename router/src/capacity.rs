@@ -1,0 +1,197 @@
+//! Every provider's state in one planner, and the capacity reserved for deferred jobs. A job
+//! with an earlier deadline is admitted ahead of reserved jobs that can afford to wait; those
+//! wake, see their turn moved, and defer again. Rate limits and circuits are per planner
+//! (DESIGN §5).
+
+use crate::policy::{Availability, Busy, CapacityView};
+use crate::provider_state::ProviderState;
+use crate::timeline::minutes;
+use chrono::{DateTime, Duration, Utc};
+use schemas::Catalog;
+use std::collections::HashMap;
+
+/// Every provider's state in one worker, and the capacity reserved for deferred jobs.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pub providers: HashMap<String, ProviderState>,
+    reservations: HashMap<String, Reservation>,
+    pruned_at: DateTime<Utc>,
+}
+
+/// Capacity set aside for one deferred job (keyed by job id in [`Capacity`]).
+#[derive(Debug, Clone)]
+struct Reservation {
+    provider: String,
+    /// The job's turn, as promised when it was reserved.
+    at: DateTime<Utc>,
+    pool: i64,
+    idx: usize,
+    demand: [f64; 3],
+    due: i64,
+}
+
+impl Capacity {
+    pub fn new(catalog: &Catalog, now: DateTime<Utc>) -> Self {
+        Capacity {
+            providers: catalog
+                .providers
+                .iter()
+                .map(|p| {
+                    let edges = p
+                        .models
+                        .iter()
+                        .flat_map(|m| m.schedule.iter().flat_map(|w| [w.from, w.to]));
+                    let state = ProviderState::new(&p.limits, now).with_price_edges(edges);
+                    (p.name.clone(), state)
+                })
+                .collect(),
+            reservations: HashMap::new(),
+            pruned_at: now,
+        }
+    }
+
+    pub fn availability(&self, provider: &str, tokens: u64, now: DateTime<Utc>) -> Availability {
+        self.providers
+            .get(provider)
+            .map_or(Availability::Excluded, |s| s.availability(tokens, now))
+    }
+
+    pub fn get_mut(&mut self, provider: &str) -> Option<&mut ProviderState> {
+        self.providers.get_mut(provider)
+    }
+
+    /// What the policy may ask about job `job` of `tokens` (input + expected output) at `now`;
+    /// give it to [`crate::policy::plan`]. A job holding a reservation keeps its turn: asked
+    /// early, the view answers with the promised time; once the turn has come, the job goes
+    /// ahead of the reservations still waiting. After the decision, call
+    /// [`reserve`](Self::reserve) for a deferral with a hold, else
+    /// [`cancel_reservation`](Self::cancel_reservation).
+    pub fn view<'c>(&'c self, job: &'c str, tokens: u64, now: DateTime<Utc>) -> JobView<'c> {
+        JobView {
+            cap: self,
+            own: self.reservations.get(job),
+            tokens,
+            now,
+        }
+    }
+
+    /// Sets capacity aside on `provider` for `job`, deferred until `at` and due to start by `by`
+    /// (the `hold` of a [`crate::policy::Plan`]). Replaces any earlier reservation of the job.
+    pub fn reserve(
+        &mut self,
+        job: &str,
+        provider: &str,
+        tokens: u64,
+        at: DateTime<Utc>,
+        by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let was_due = self
+            .reservations
+            .get(job)
+            .is_some_and(|r| r.provider == provider && r.at <= now);
+        self.cancel_reservation(job);
+        if now - self.pruned_at >= Duration::minutes(1) {
+            self.prune(now);
+        }
+        let Some(s) = self.providers.get_mut(provider) else {
+            return;
+        };
+        let demand = s.demand(tokens);
+        if was_due && at > now {
+            s.plan.join_line(&demand, minutes(at));
+        }
+        let (pool, idx, due) = s.plan.reserve(&demand, minutes(at), minutes(by));
+        self.reservations.insert(
+            job.to_string(),
+            Reservation {
+                provider: provider.to_string(),
+                at,
+                pool,
+                idx,
+                demand,
+                due,
+            },
+        );
+    }
+
+    /// Gives back the capacity reserved for `job`, if any (it is being routed again).
+    pub fn cancel_reservation(&mut self, job: &str) {
+        if let Some(r) = self.reservations.remove(job) {
+            if let Some(s) = self.providers.get_mut(&r.provider) {
+                s.plan.unreserve(r.pool, r.idx, &r.demand);
+            }
+        }
+    }
+
+    /// Reservations currently held.
+    pub fn reservations(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Drops pools that have ended, and reservations a quarter of an hour past their deadline:
+    /// their jobs went to another worker or were lost, and must not hold capacity for ever.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        self.pruned_at = now;
+        let stale = minutes(now).floor() as i64 - 15;
+        let gone: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.due < stale)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.cancel_reservation(&k);
+        }
+        let m = minutes(now).floor() as i64;
+        for s in self.providers.values_mut() {
+            s.plan.pools.retain(|_, p| p.start + p.len as i64 > m);
+        }
+    }
+}
+
+/// One job's view of the capacity, for [`crate::policy::plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct JobView<'c> {
+    cap: &'c Capacity,
+    own: Option<&'c Reservation>,
+    tokens: u64,
+    now: DateTime<Utc>,
+}
+
+impl CapacityView for JobView<'_> {
+    fn excluded(&self, provider: &str) -> bool {
+        self.cap
+            .providers
+            .get(provider)
+            .is_none_or(|s| s.excluded(self.now))
+    }
+
+    fn earliest(
+        &self,
+        provider: &str,
+        from: DateTime<Utc>,
+        by: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        let s = self.cap.providers.get(provider)?;
+        let fresh = s.earliest(self.tokens, from, by, self.now);
+        let Some(own) = self.own.filter(|r| r.provider == provider) else {
+            return fresh;
+        };
+        if own.at < from.max(self.now) - Duration::minutes(1) && own.at > self.now || own.at > by {
+            return fresh;
+        }
+        let kept = if own.at > self.now {
+            // Not its turn yet: keep the place (or take an earlier one that has come free).
+            Some((own.at, Some(Busy::RateLimited)))
+        } else {
+            // Its turn has come: only the gates and capacity already used hold it back. Behind
+            // a backlog it queues afresh, so waiting jobs do not all wake at the same instant.
+            s.head_of_queue(self.tokens, by, self.now)
+        };
+        match (kept, fresh) {
+            (Some(k), Some(f)) => Some(if f.0 < k.0 { f } else { k }),
+            (k, f) => k.or(f),
+        }
+    }
+}

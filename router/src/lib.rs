@@ -1,0 +1,233 @@
+//! The routing decision as one synchronous type (DESIGN §5): [`Router`] owns the pure policy
+//! ([`policy`]), the capacity plan ([`Capacity`]: rate gates, circuit breakers, reservations for
+//! deferred jobs) and the retry rule ([`retry`]), and is the only glue between them. The worker's
+//! job loop, the market bench and the tests all call [`Router::decide`] and
+//! [`Router::record`]; nothing else plans, reserves or acquires.
+//!
+//! - [`policy`]: ranks the pairs that can serve a job and decides dispatch, defer or fail.
+//! - [`Capacity`]: every provider's [`ProviderState`] and the reservations of deferred jobs.
+//! - `provider_state`, `gates`, `breaker`, `timeline`, `min_tree`: the parts of one provider's
+//!   state — token buckets, the circuit breaker, the plan of the capacity ahead and its ledger.
+//! - [`retry`]: what a failed call means for the job.
+
+mod breaker;
+mod capacity;
+mod gates;
+mod min_tree;
+pub mod policy;
+mod provider_state;
+pub mod retry;
+mod timeline;
+
+pub use breaker::BreakerConfig;
+pub use capacity::{Capacity, JobView};
+pub use policy::{
+    Availability, Busy, Candidate, Decision, DeferReason, Escalation, History, PolicyConfig,
+    RouteReason,
+};
+pub use provider_state::{ProviderState, MAX_RETRY_AFTER};
+pub use retry::{after_error, backoff, ErrorClass, GiveUp, Retry};
+
+use chrono::{DateTime, Duration, Utc};
+use schemas::catalog::Price;
+use schemas::{Catalog, Job};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The router's tunables: the policy's, the breaker's, and how many failed attempts a job gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterConfig {
+    pub policy: PolicyConfig,
+    pub breaker: BreakerConfig,
+    /// Failed provider attempts after which a job ends as `failed`.
+    pub max_attempts: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            policy: PolicyConfig::default(),
+            breaker: BreakerConfig::default(),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// A job as the router sees it: the job, the key its reservation is held under (unique per job
+/// in the run), and what happened to it so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket<'j> {
+    pub job: &'j Job,
+    pub key: &'j str,
+    pub history: History,
+}
+
+impl Ticket<'_> {
+    /// Tokens the job is planned for: its estimated input plus its expected output.
+    pub fn tokens(&self) -> u64 {
+        self.job.estimated_input_tokens() + self.job.expected_output_tokens()
+    }
+}
+
+/// How a provider call that held capacity ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallOutcome {
+    /// The provider answered, after `latency`.
+    Answered { latency: std::time::Duration },
+    /// The call failed this way (`retry_after`: the wait the provider asked for, if any).
+    Failed {
+        class: ErrorClass,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The call ended without an answer to learn from (cancelled, or it panicked).
+    Abandoned,
+}
+
+/// The routing decision for a fleet member or a simulated planner. Thread-safe; every method
+/// takes its lock once and holds it for the whole step.
+#[derive(Debug)]
+pub struct Router {
+    catalog: Arc<Catalog>,
+    capacity: Mutex<Capacity>,
+    cfg: RouterConfig,
+}
+
+impl Router {
+    /// A router over `catalog` with fresh capacity (full buckets, closed circuits) at `now`.
+    pub fn new(catalog: Arc<Catalog>, cfg: RouterConfig, now: DateTime<Utc>) -> Self {
+        let capacity = Mutex::new(Capacity::new(&catalog, now));
+        Router {
+            catalog,
+            capacity,
+            cfg,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    fn capacity(&self) -> MutexGuard<'_, Capacity> {
+        self.capacity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides what to do with the job at `now`, under one lock: plans with the capacity ahead,
+    /// reserves the capacity a deferral waits for (or gives up the job's earlier reservation),
+    /// and for a dispatch takes the capacity of one request. A [`Decision::Dispatch`] therefore
+    /// holds a slot: report how the call ended with [`record`](Self::record), on every path.
+    pub fn decide(&self, t: &Ticket<'_>, now: DateTime<Utc>) -> Decision<'_> {
+        let tokens = t.tokens();
+        let mut cap = self.capacity();
+        let p = policy::plan(
+            t.job,
+            &t.history,
+            &self.catalog,
+            &cap.view(t.key, tokens, now),
+            now,
+            &self.cfg.policy,
+        );
+        // A job deferred for a pair's capacity keeps its turn there; any other decision gives
+        // its place up.
+        match (&p.decision, p.hold) {
+            (Decision::Defer { .. }, Some(h)) => {
+                cap.reserve(t.key, h.provider, tokens, h.at, h.by, now)
+            }
+            _ => cap.cancel_reservation(t.key),
+        }
+        if let Decision::Dispatch { to, .. } = &p.decision {
+            let name = &to.provider.name;
+            let acquired = cap
+                .get_mut(name)
+                .is_some_and(|s| s.try_acquire(tokens, now));
+            if !acquired {
+                return Decision::Defer {
+                    until: now + Duration::milliseconds(CONTENDED_WAIT_MS),
+                    reason: DeferReason::Contended {
+                        provider: name.clone(),
+                    },
+                };
+            }
+        }
+        p.decision
+    }
+
+    /// Frees the capacity a dispatched call held and feeds its outcome to the provider's state:
+    /// a success closes the circuit and teaches the latency; a 429 blocks the provider for its
+    /// `Retry-After` (or a growing backoff); transient errors count towards opening the circuit;
+    /// a provider fault leaves the provider out for minutes.
+    pub fn record(&self, provider: &str, outcome: CallOutcome, now: DateTime<Utc>) {
+        let mut cap = self.capacity();
+        let Some(s) = cap.get_mut(provider) else {
+            return;
+        };
+        s.release();
+        let b = &self.cfg.breaker;
+        match outcome {
+            CallOutcome::Answered { latency } => {
+                let latency = Duration::from_std(latency).unwrap_or_default();
+                // A success of a request sent before the latest failure says nothing about now.
+                s.on_success_of(now - latency);
+                s.observe_latency(latency);
+            }
+            CallOutcome::Failed { class, retry_after } => match class {
+                ErrorClass::RateLimited => s.on_rate_limited(retry_after, now, b),
+                ErrorClass::Transient => s.on_transient(now, b),
+                ErrorClass::ProviderFault => s.on_provider_fault(now, b),
+                ErrorClass::Terminal => {}
+            },
+            CallOutcome::Abandoned => {}
+        }
+    }
+
+    /// Takes the capacity of one request at `provider` if it is free now (a baseline that
+    /// chooses its pair by itself still paces by the plan); else says when it may be.
+    pub fn acquire(&self, provider: &str, tokens: u64, now: DateTime<Utc>) -> Availability {
+        let mut cap = self.capacity();
+        let Some(s) = cap.get_mut(provider) else {
+            return Availability::Excluded;
+        };
+        if s.try_acquire(tokens, now) {
+            return Availability::Now;
+        }
+        match s.availability(tokens, now) {
+            // Free by the gates but refused: another request took it; look again shortly.
+            Availability::Now => Availability::At(
+                now + Duration::milliseconds(CONTENDED_WAIT_MS),
+                Busy::Concurrency,
+            ),
+            other => other,
+        }
+    }
+
+    /// The retry rule with this router's `max_attempts` (see [`retry::after_error`]).
+    pub fn after_error(&self, class: ErrorClass, attempts: u32, jitter01: f64) -> Retry {
+        retry::after_error(class, attempts, self.cfg.max_attempts, jitter01)
+    }
+
+    /// The price of the dearest pair that could serve the job at `now`: the "no routing"
+    /// baseline each result is compared against.
+    pub fn baseline_price(&self, job: &Job, now: DateTime<Utc>) -> Option<Price> {
+        policy::dearest_price(job, &self.catalog, now)
+    }
+
+    /// Requests in flight at `provider`, as the capacity plan counts them.
+    pub fn in_flight(&self, provider: &str) -> u32 {
+        self.capacity()
+            .providers
+            .get(provider)
+            .map_or(0, ProviderState::in_flight)
+    }
+
+    /// Reservations held for deferred jobs.
+    pub fn reservations(&self) -> usize {
+        self.capacity().reservations()
+    }
+}
+
+/// How long a job waits after another took the capacity it was planned for, before it is
+/// routed again.
+const CONTENDED_WAIT_MS: i64 = 50;

@@ -1,0 +1,462 @@
+//! What one planner knows about one provider: its rate gates, its circuit breaker and the plan
+//! of its capacity ahead, combined into "may a request go now, and if not, when?". The clock is
+//! passed in, so the same state machine runs on real or simulated time.
+
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::gates::Bucket;
+use crate::policy::{Availability, Busy};
+use crate::timeline::{
+    from_minutes, minutes, secs, Timeline, BURST_HORIZON_MIN, DEFAULT_LATENCY_S, EPS,
+    HEAD_SLACK_MS, LATENCY_EWMA, SLOT,
+};
+use chrono::{DateTime, Duration, Utc};
+use schemas::Limits;
+
+/// Longest `Retry-After` honoured: a provider asking for more is retried after a day.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// What one worker knows about one provider.
+#[derive(Debug, Clone)]
+pub struct ProviderState {
+    rpm: Option<Bucket>,
+    tpm: Option<Bucket>,
+    concurrency: Option<u32>,
+    in_flight: u32,
+    blocked_until: Option<DateTime<Utc>>,
+    rate_limit_streak: u32,
+    breaker: Breaker,
+    pub(crate) plan: Timeline,
+}
+
+impl ProviderState {
+    pub fn new(limits: &Limits, now: DateTime<Utc>) -> Self {
+        ProviderState {
+            rpm: limits.rpm.map(|n| Bucket::per_minute(f64::from(n), now)),
+            tpm: limits.tpm.map(|n| Bucket::per_minute(n as f64, now)),
+            concurrency: limits.concurrency,
+            in_flight: 0,
+            blocked_until: None,
+            rate_limit_streak: 0,
+            breaker: Breaker::default(),
+            plan: Timeline::new(limits, now),
+        }
+    }
+
+    /// Splits the plan's pools at these minutes of the UTC day (where the provider's prices
+    /// change), so a job reserved in a cheap window is served inside it.
+    pub fn with_price_edges(mut self, edges: impl IntoIterator<Item = u32>) -> Self {
+        let mut e: Vec<u32> = edges.into_iter().filter(|m| *m < 1440).collect();
+        e.push(0);
+        e.sort_unstable();
+        e.dedup();
+        self.plan.edges = e;
+        self
+    }
+
+    /// Mean latency of this provider's requests as observed so far, or a default until then.
+    pub fn latency_estimate(&self) -> Duration {
+        secs(self.plan.latency_s.unwrap_or(DEFAULT_LATENCY_S))
+    }
+
+    /// Feeds the latency of a finished request to the estimate the plan uses for slot-time.
+    pub fn observe_latency(&mut self, latency: Duration) {
+        let s = latency.num_milliseconds().max(0) as f64 / 1000.0;
+        self.plan.latency_s = Some(match self.plan.latency_s {
+            Some(l) => l + LATENCY_EWMA * (s - l),
+            None => s,
+        });
+    }
+
+    pub(crate) fn demand(&self, tokens: u64) -> [f64; 3] {
+        [
+            1.0,
+            tokens as f64,
+            self.plan.latency_s.unwrap_or(DEFAULT_LATENCY_S) / 60.0,
+        ]
+    }
+
+    /// The earliest instant in `[from, by]` at which a request of `tokens` may start here, given
+    /// the gates now, the capacity already used and every reservation with an earlier or equal
+    /// deadline; `None` when it cannot start by `by`. A window that ends within a second of
+    /// `now` asks only the gates: such a job goes ahead of reservations that can still wait.
+    pub fn earliest(
+        &self,
+        tokens: u64,
+        from: DateTime<Utc>,
+        by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        if self.breaker.excluded(now) || by < now {
+            return None;
+        }
+        if by <= now + Duration::seconds(1) {
+            return match self.availability(tokens, now) {
+                Availability::Now => Some((now, None)),
+                Availability::At(t, b) if t <= by => Some((t, Some(b))),
+                _ => None,
+            };
+        }
+        let d = self.demand(tokens);
+        let (now_m, by_m) = (minutes(now), minutes(by));
+        let gates = [
+            (self.breaker.open_until(now), Busy::Down),
+            (self.blocked_until.filter(|t| *t > now), Busy::RateLimited),
+        ];
+        let mut t = minutes(from.max(now));
+        // Pools are at most a day long; a handful covers any deferral the policy asks about.
+        for _ in 0..64 {
+            if t > by_m {
+                break;
+            }
+            let (ps, pe) = self.plan.pool_bounds(t.floor() as i64);
+            let hi = by_m.min(pe as f64 - 1e-4);
+            if let Some(found) =
+                self.earliest_in_pool(&d, tokens, t, hi, ps, pe, &gates, now, now_m)
+            {
+                return Some(found);
+            }
+            t = pe as f64;
+        }
+        None
+    }
+
+    /// For a job whose reserved turn has come (its demand is already in the plan, so only the
+    /// gates and the capacity already used hold it back): now, or else the next free place in
+    /// the line of jobs whose turn came while the provider was busy — one each, so they do not
+    /// all wake at the same instant.
+    pub(crate) fn head_of_queue(
+        &self,
+        tokens: u64,
+        by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        let mut at = minutes(now);
+        let mut busy = None;
+        let urgent = minutes(by) - at <= BURST_HORIZON_MIN;
+        for r in 0..3 {
+            let tat = if urgent {
+                self.plan.burst_start(r, at)
+            } else {
+                self.plan.tat[r]
+            };
+            if self.plan.rates[r].is_some() && tat > at {
+                at = tat;
+                busy = Some(if r == SLOT {
+                    Busy::Concurrency
+                } else {
+                    Busy::RateLimited
+                });
+            }
+        }
+        let mut at = from_minutes(at);
+        match self.availability(tokens, now) {
+            Availability::Now => {}
+            Availability::At(t, b) => {
+                if t > at {
+                    busy = Some(b);
+                }
+                at = at.max(t);
+            }
+            Availability::Excluded => return None,
+        }
+        if at > now + Duration::milliseconds(HEAD_SLACK_MS) {
+            at = at.max(from_minutes(self.plan.line));
+        }
+        (at <= by).then_some((at.max(now), busy))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn earliest_in_pool(
+        &self,
+        d: &[f64; 3],
+        tokens: u64,
+        t: f64,
+        hi: f64,
+        ps: i64,
+        pe: i64,
+        gates: &[(Option<DateTime<Utc>>, Busy); 2],
+        now: DateTime<Utc>,
+        now_m: f64,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        let mut at = t;
+        let mut busy = None;
+        for (until, why) in gates {
+            if let Some(u) = until.map(minutes).filter(|u| *u > at) {
+                at = u;
+                busy = Some(*why);
+            }
+        }
+        if at > hi {
+            return None;
+        }
+        let len = (pe - ps) as usize;
+        let pool = self.plan.pools.get(&ps);
+        let urgent = hi - now_m <= BURST_HORIZON_MIN;
+        let l_rel = hi - ps as f64;
+        let idx = (l_rel.floor().max(0.0) as usize).min(len - 1);
+        // Each resource serves the queue on its own from the same start; the job goes when the
+        // slowest of them reaches it.
+        let base = at;
+        // Indexes rates, clocks, demand and trees alike.
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..3 {
+            let Some(rate) = self.plan.rates[r] else {
+                continue;
+            };
+            // Jobs whose turn came while the provider was busy go first (a job that just failed
+            // a half-open probe joins behind them, so the next probe is someone else's).
+            // A job that must start soon may draw on the burst the bucket holds: from `base`
+            // on, the capacity is the rate plus whatever the bucket has saved up.
+            let s0 = if urgent {
+                self.plan.burst_start(r, base)
+            } else {
+                base.max(self.plan.tat[r]).max(self.plan.line)
+            };
+            let s0_rel = s0 - ps as f64;
+            let tree = pool.and_then(|p| p.trees[r].as_ref());
+            let before = tree.map_or(0.0, |tr| rate * idx as f64 - tr.point(idx));
+            let after = match tree {
+                _ if idx + 1 >= len => f64::INFINITY,
+                Some(tr) => tr.min_range(idx + 1, len - 1),
+                None => rate * (idx + 1) as f64,
+            };
+            // Everything due by the job's deadline, itself included, must fit from s0 on; and
+            // everything due later must still fit once the job has gone first.
+            if rate * (l_rel - s0_rel) - before < d[r] - EPS || after < rate * s0_rel + d[r] - EPS {
+                return None;
+            }
+            let turn = (s0 + before / rate).max(base);
+            if turn > at + EPS {
+                at = turn;
+                busy = Some(if r == SLOT {
+                    Busy::Concurrency
+                } else {
+                    Busy::RateLimited
+                });
+            }
+        }
+        if at <= now_m + EPS {
+            match self.availability(tokens, now) {
+                Availability::Now => at = now_m,
+                Availability::At(u, b) => {
+                    at = minutes(u);
+                    busy = Some(b);
+                }
+                Availability::Excluded => return None,
+            }
+        }
+        (at <= hi).then(|| (from_minutes(at), busy))
+    }
+
+    /// Whether a request of `tokens` may go now, and if not, when it may.
+    pub fn availability(&self, tokens: u64, now: DateTime<Utc>) -> Availability {
+        if self.breaker.excluded(now) {
+            return Availability::Excluded;
+        }
+        if let Some(t) = self.breaker.open_until(now) {
+            return Availability::At(t, Busy::Down);
+        }
+        if self.breaker.probing {
+            // Half-open: one trial request at a time, so an outage costs one job an attempt per
+            // open period, not every job that was waiting for it.
+            return Availability::At(now + Duration::seconds(1), Busy::Down);
+        }
+        if let Some(t) = self.blocked_until.filter(|t| *t > now) {
+            return Availability::At(t, Busy::RateLimited);
+        }
+        if self.concurrency.is_some_and(|c| self.in_flight >= c) {
+            // Unknown when a slot frees; re-checking shortly is cheap and waits inline, not on the broker.
+            return Availability::At(now + Duration::milliseconds(200), Busy::Concurrency);
+        }
+        let ready = [
+            self.rpm.as_ref().map(|b| b.ready_at(1.0, now)),
+            self.tpm.as_ref().map(|b| b.ready_at(tokens as f64, now)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+        if ready > now {
+            Availability::At(ready, Busy::RateLimited)
+        } else {
+            Availability::Now
+        }
+    }
+
+    /// Takes capacity for one request if it is available now.
+    pub fn try_acquire(&mut self, tokens: u64, now: DateTime<Utc>) -> bool {
+        if self.availability(tokens, now) != Availability::Now {
+            return false;
+        }
+        if let Some(b) = &mut self.rpm {
+            b.take(1.0, now);
+        }
+        if let Some(b) = &mut self.tpm {
+            b.take(tokens as f64, now);
+        }
+        self.in_flight += 1;
+        self.breaker.probing = self.breaker.is_open_or_half_open();
+        let d = self.demand(tokens);
+        self.plan.advance(&d, minutes(now));
+        true
+    }
+
+    /// Requests taken with [`try_acquire`](Self::try_acquire) and not yet released.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// A request taken with [`try_acquire`](Self::try_acquire) has ended.
+    pub fn release(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.breaker.probing = false;
+    }
+
+    /// A success of a request sent at `started` (see [`Breaker::on_success_of`]).
+    pub fn on_success_of(&mut self, started: DateTime<Utc>) {
+        if self.breaker.on_success_of(started) {
+            self.rate_limit_streak = 0;
+        }
+    }
+
+    /// A success: the provider answers, the failure streaks end.
+    pub fn on_success(&mut self) {
+        self.rate_limit_streak = 0;
+        self.breaker.on_success();
+    }
+
+    /// A 429: block until `retry_after`, or an exponential backoff when the answer gave none.
+    pub fn on_rate_limited(
+        &mut self,
+        retry_after: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+        cfg: &BreakerConfig,
+    ) {
+        self.rate_limit_streak += 1;
+        self.breaker.probing = false;
+        let wait = match retry_after {
+            // A provider may ask for any wait; one past a day is taken as a day (adding years
+            // to a clock overflows it).
+            Some(d) => Duration::from_std(d.min(MAX_RETRY_AFTER)).unwrap_or(Duration::days(1)),
+            None => {
+                let k = 2f64.powi(self.rate_limit_streak.min(8) as i32 - 1);
+                Duration::milliseconds((cfg.rate_limit_backoff_s * k * 1000.0) as i64)
+            }
+        };
+        let until = now + wait;
+        self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+    }
+
+    /// A 5xx, timeout or connection error: opens the circuit after a streak of them.
+    pub fn on_transient(&mut self, now: DateTime<Utc>, cfg: &BreakerConfig) {
+        self.breaker.on_transient(now, cfg);
+    }
+
+    /// The account is unusable (401/403/402/out of credit/model missing): leave it for long.
+    pub fn on_provider_fault(&mut self, now: DateTime<Utc>, cfg: &BreakerConfig) {
+        self.breaker.on_provider_fault(now, cfg);
+    }
+
+    /// Whether the provider is left out for long (credentials, credit, model missing).
+    pub fn excluded(&self, now: DateTime<Utc>) -> bool {
+        self.breaker.excluded(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn rpm_bucket_runs_dry_then_refills() {
+        let mut s = ProviderState::new(
+            &Limits {
+                rpm: Some(60),
+                tpm: None,
+                concurrency: None,
+            },
+            t0(),
+        );
+        for _ in 0..60 {
+            assert!(s.try_acquire(10, t0()));
+        }
+        assert_eq!(
+            s.availability(10, t0()),
+            Availability::At(t0() + Duration::seconds(1), Busy::RateLimited)
+        );
+        assert!(s.try_acquire(10, t0() + Duration::seconds(1)));
+    }
+
+    #[test]
+    fn concurrency_limit_blocks_until_release() {
+        let mut s = ProviderState::new(
+            &Limits {
+                rpm: None,
+                tpm: None,
+                concurrency: Some(1),
+            },
+            t0(),
+        );
+        assert!(s.try_acquire(1, t0()));
+        assert!(!s.try_acquire(1, t0()));
+        s.release();
+        assert!(s.try_acquire(1, t0()));
+    }
+
+    #[test]
+    fn retry_after_blocks_and_transient_streak_opens_circuit_with_doubling() {
+        let cfg = BreakerConfig::default();
+        let mut s = ProviderState::new(&Limits::default(), t0());
+        s.on_rate_limited(Some(std::time::Duration::from_secs(7)), t0(), &cfg);
+        assert_eq!(
+            s.availability(1, t0()),
+            Availability::At(t0() + Duration::seconds(7), Busy::RateLimited)
+        );
+        let now = t0() + Duration::seconds(8);
+        for _ in 0..cfg.failure_threshold {
+            s.on_transient(now, &cfg);
+        }
+        assert_eq!(
+            s.availability(1, now),
+            Availability::At(now + Duration::seconds(10), Busy::Down)
+        );
+        // Half-open after the period: one more failure re-opens for twice as long.
+        let later = now + Duration::seconds(11);
+        assert_eq!(s.availability(1, later), Availability::Now);
+        s.on_transient(later, &cfg);
+        assert_eq!(
+            s.availability(1, later),
+            Availability::At(later + Duration::seconds(20), Busy::Down)
+        );
+        // Half-open admits one trial request; the rest wait for its answer.
+        let half_open = later + Duration::seconds(21);
+        assert!(s.try_acquire(1, half_open));
+        assert_eq!(
+            s.availability(1, half_open),
+            Availability::At(half_open + Duration::seconds(1), Busy::Down)
+        );
+        s.release();
+        s.on_success();
+        assert_eq!(s.availability(1, half_open), Availability::Now);
+        // A success of a request sent before the latest failure does not close the circuit.
+        let t = half_open + Duration::seconds(1);
+        for _ in 0..cfg.failure_threshold {
+            s.on_transient(t, &cfg);
+        }
+        s.on_success_of(t - Duration::seconds(5));
+        assert!(matches!(
+            s.availability(1, t),
+            Availability::At(_, Busy::Down)
+        ));
+        s.on_provider_fault(later, &cfg);
+        assert_eq!(
+            s.availability(1, later + Duration::seconds(599)),
+            Availability::Excluded
+        );
+    }
+}
