@@ -2,14 +2,14 @@
 //! per row, the Parquet columns), or the OpenAI Batch API output format, so evaluation tooling
 //! written for OpenAI batches reads it unchanged.
 
-use crate::status::RunReader;
-use crate::{store, Failure};
+use crate::{output, Failure};
 use anyhow::Context;
 use schemas::{ResultRow, ResultStatus, RunId};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
-use worker::sink::{dedup, encode_parquet};
+use store::RunReader;
+use store::{dedup, encode_parquet};
 
 /// Output formats of `offpeak results`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,7 +37,7 @@ pub struct ResultsArgs {
 }
 
 pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
-    let sink = store::open(&args.output).await?;
+    let sink = output::open(&args.output).await?;
     let mut rows = dedup(
         RunReader::default()
             .rows(&*sink, args.run_id.as_str())

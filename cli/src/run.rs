@@ -4,23 +4,23 @@
 
 use crate::config::Config;
 use crate::input::{load_catalog, rejects_jsonl, validate, Checked, JobArgs, Validation};
-use crate::store;
 use crate::summary::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use producer::Manifest;
 use queue::{MemoryQueue, Queue};
 use schemas::{Catalog, RunId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use store::Manifest;
+use store::{dedup, read_run};
+use store::{LocalDirSink, ResultSink};
 use tokio_util::sync::CancellationToken;
-use worker::sink::{dedup, read_run};
-use worker::{LocalDirSink, ResultSink, Worker};
+use worker::Worker;
 
 /// Arguments of `offpeak run`.
 #[derive(Debug, clap::Args)]
@@ -108,7 +108,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         input_sha256: sha256.clone(),
         submitted_at: now,
         catalog: serde_json::to_value(&catalog)?,
-        offpeak_version: producer::OFFPEAK_VERSION.to_string(),
+        offpeak_version: store::OFFPEAK_VERSION.to_string(),
         published_at: None,
     };
     match store::read_manifest(&*sink, run_id.as_str()).await? {

@@ -5,13 +5,11 @@
 
 use crate::run::progress_bar;
 use crate::summary::Summary;
-use crate::{store, Failure};
+use crate::{output, Failure};
 use anyhow::anyhow;
-use schemas::{ResultRow, RunId};
-use std::collections::HashMap;
+use schemas::RunId;
 use std::time::{Duration, Instant};
-use worker::sink::{decode_parquet, dedup};
-use worker::ResultSink;
+use store::{dedup, RunReader};
 
 /// Arguments of `offpeak status`.
 #[derive(Debug, clap::Args)]
@@ -38,41 +36,8 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Reads a run's result files, parsing each file once (they never change once written).
-#[derive(Default)]
-pub struct RunReader {
-    files: HashMap<String, Vec<ResultRow>>,
-}
-
-impl RunReader {
-    /// All rows stored so far, duplicates included.
-    pub async fn rows(
-        &mut self,
-        sink: &dyn ResultSink,
-        run_id: &str,
-    ) -> Result<Vec<ResultRow>, Failure> {
-        let mut names: Vec<String> = sink
-            .list(run_id)
-            .await?
-            .into_iter()
-            .filter(|n| n.ends_with(".parquet"))
-            .collect();
-        names.sort();
-        for n in &names {
-            if !self.files.contains_key(n) {
-                let rows = decode_parquet(sink.get(run_id, n).await?)?;
-                self.files.insert(n.clone(), rows);
-            }
-        }
-        Ok(names
-            .iter()
-            .flat_map(|n| self.files[n].iter().cloned())
-            .collect())
-    }
-}
-
 pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
-    let sink = store::open(&args.output).await?;
+    let sink = output::open(&args.output).await?;
     let run = args.run_id.as_str();
     let started = Instant::now();
     let mut reader = RunReader::default();

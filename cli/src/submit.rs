@@ -5,14 +5,14 @@
 use crate::config::Config;
 use crate::input::{load_catalog, rejects_jsonl, validate, Checked, JobArgs, Validation};
 use crate::run::progress_bar;
-use crate::{invalid, store, Failure};
+use crate::{invalid, output, Failure};
 use anyhow::anyhow;
 use chrono::Utc;
 use futures::StreamExt;
-use producer::Manifest;
 use schemas::RunId;
 use std::collections::HashSet;
-use worker::sink::{dedup, read_run};
+use store::Manifest;
+use store::{dedup, read_run};
 
 /// Arguments of `offpeak submit`.
 #[derive(Debug, clap::Args)]
@@ -44,7 +44,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
     // Opening the store contacts nothing yet; it is set up while the file is validated.
     let (validation, sink) = tokio::join!(
         validate(&args.input, &catalog, now, cfg.worker.max_prompt_bytes),
-        store::open(&args.output)
+        output::open(&args.output)
     );
     let checked = match validation? {
         Validation::Proceed(c) => c,
@@ -79,7 +79,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
             input_sha256: sha256.clone(),
             submitted_at: now,
             catalog: serde_json::to_value(&catalog)?,
-            offpeak_version: producer::OFFPEAK_VERSION.to_string(),
+            offpeak_version: store::OFFPEAK_VERSION.to_string(),
             published_at: None,
         },
     };

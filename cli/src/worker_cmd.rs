@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::input::load_catalog;
 use crate::run::{build_providers, reqwest_client, shutdown_signal};
 use crate::submit::redact;
-use crate::{store, Failure};
+use crate::{output, Failure};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -95,7 +95,7 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         })
     };
 
-    let sink = store::open(&args.output).await?;
+    let sink = output::open(&args.output).await?;
     let queue: Arc<dyn Queue> = queue::connect(&args.broker, cfg.broker_options()).await?;
     let consumer = queue.consume(w.consume_options()).await?;
     // The connection behind the consumer stays open while this is held.

@@ -91,7 +91,7 @@ fn check_invariant(
         .filter(|id| !per_job.contains_key(id.as_str()))
         .collect();
     let unexpected = per_job.len() + lost.len() - n;
-    let deduped = worker::sink::dedup(rows.to_vec());
+    let deduped = store::dedup(rows.to_vec());
     let mut failed = 0;
     for r in &deduped {
         match r.status {
@@ -459,11 +459,11 @@ impl PrivateS3 {
 
     fn rows(&self, output: &str, run: &str) -> Vec<ResultRow> {
         rt().block_on(async {
-            let client = producer::S3Config::local(&self.endpoint(), S3_KEY, S3_SECRET)
+            let client = store::S3Config::local(&self.endpoint(), S3_KEY, S3_SECRET)
                 .client()
                 .await;
-            let url = producer::S3Url::parse(output).unwrap();
-            worker::sink::read_run(&worker::s3::S3Sink::new(client, &url), run)
+            let url = store::S3Url::parse(output).unwrap();
+            store::read_run(&store::S3Sink::new(client, &url), run)
                 .await
                 .unwrap()
         })
@@ -508,11 +508,11 @@ fn s3_store_down_for_thirty_seconds_loses_nothing_and_acks_nothing_meanwhile() {
         ("OFFPEAK_WORKER__FLUSH__MAX_ROWS".into(), "500".into()),
     ]);
     rt().block_on(async {
-        let client = producer::S3Config::local(&s3.endpoint(), S3_KEY, S3_SECRET)
+        let client = store::S3Config::local(&s3.endpoint(), S3_KEY, S3_SECRET)
             .client()
             .await;
-        let url = producer::S3Url::parse(&fleet.output).unwrap();
-        worker::s3::S3Sink::new(client, &url)
+        let url = store::S3Url::parse(&fleet.output).unwrap();
+        store::S3Sink::new(client, &url)
             .ensure_bucket()
             .await
             .unwrap();

@@ -105,7 +105,7 @@ fn deferrable_jobs_wait_for_the_rate_limited_cheapest_while_critical_and_tight_d
     for e in std::fs::read_dir(Path::new(&out).join("run=defer")).unwrap() {
         let f = e.unwrap().path();
         if f.extension().is_some_and(|x| x == "parquet") {
-            rows.extend(worker::sink::decode_parquet(std::fs::read(f).unwrap()).unwrap());
+            rows.extend(store::decode_parquet(std::fs::read(f).unwrap()).unwrap());
         }
     }
     assert_eq!(rows.len(), 17);

@@ -221,7 +221,7 @@ fn deferral_does_not_stall_and_ends_on_the_cheapest(broker: &str) {
             .terminate(Duration::from_secs(60))
             .is_some_and(|s| s.success()));
     }
-    let rows = worker::sink::dedup(fleet.rows(run));
+    let rows = store::dedup(fleet.rows(run));
     assert_eq!(rows.len(), DEFERRED + OTHER);
     let (deferred, other): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.model == "m");
     assert_eq!(deferred.len(), DEFERRED);
@@ -290,7 +290,7 @@ fn always_failing_job_is_a_failed_row_and_a_dead_letter(broker: &str) {
     assert!(w
         .terminate(Duration::from_secs(60))
         .is_some_and(|s| s.success()));
-    let rows = worker::sink::dedup(fleet.rows(run));
+    let rows = store::dedup(fleet.rows(run));
     assert_eq!(rows.len(), 20);
     let failed: Vec<_> = rows
         .iter()
@@ -448,6 +448,6 @@ fn results_export_matches_the_openai_batch_output_format() {
         pq.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let rows = worker::sink::decode_parquet(std::fs::read(&pq).unwrap()).unwrap();
+    let rows = store::decode_parquet(std::fs::read(&pq).unwrap()).unwrap();
     assert_eq!(rows.len(), 40);
 }

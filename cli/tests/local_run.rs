@@ -30,7 +30,7 @@ fn rows(out: &Path, run: &str) -> Vec<ResultRow> {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "parquet") {
-            rows.extend(worker::sink::decode_parquet(std::fs::read(&p).unwrap()).unwrap());
+            rows.extend(store::decode_parquet(std::fs::read(&p).unwrap()).unwrap());
         }
     }
     rows
@@ -231,7 +231,7 @@ fn rerun_with_the_same_run_id_processes_only_jobs_without_results() {
     assert_eq!(files.len(), 4);
     let lost: Vec<String> = files[..2]
         .iter()
-        .flat_map(|f| worker::sink::decode_parquet(std::fs::read(f).unwrap()).unwrap())
+        .flat_map(|f| store::decode_parquet(std::fs::read(f).unwrap()).unwrap())
         .map(|r| r.job_id)
         .collect();
     for f in &files[..2] {
@@ -249,7 +249,7 @@ fn rerun_with_the_same_run_id_processes_only_jobs_without_results() {
     let mut redone: Vec<String> = parquet_files(&out, "resume")
         .iter()
         .filter(|f| !files.contains(f))
-        .flat_map(|f| worker::sink::decode_parquet(std::fs::read(f).unwrap()).unwrap())
+        .flat_map(|f| store::decode_parquet(std::fs::read(f).unwrap()).unwrap())
         .map(|r| r.job_id)
         .collect();
     redone.sort();

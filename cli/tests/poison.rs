@@ -93,7 +93,7 @@ fn poison_messages_are_dead_lettered_with_a_failed_row_and_the_worker_goes_on(
     let mut w = fleet.worker("p0");
     let start = Instant::now();
     let (rows, dead) = loop {
-        let rows = worker::sink::dedup(fleet.rows(run));
+        let rows = store::dedup(fleet.rows(run));
         let dead = fleet.dead_letters();
         if rows.len() >= 5 && dead.len() >= 5 {
             break (rows, dead);

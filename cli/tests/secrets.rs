@@ -345,7 +345,7 @@ fn completes_trusting_the_ca(fleet: &mut Fleet, tls: &Path, run: &str, jobs: &Pa
     assert!(w
         .terminate(Duration::from_secs(60))
         .is_some_and(|s| s.success()));
-    let rows = worker::sink::dedup(fleet.rows(run));
+    let rows = store::dedup(fleet.rows(run));
     assert_eq!(rows.len(), 20);
     assert!(rows.iter().all(|r| r.status == ResultStatus::Succeeded));
 }
@@ -564,7 +564,7 @@ output_per_mtok = 0.2
             c.env("SSL_CERT_FILE", ca);
         }
         let o = c.output().expect("run offpeak");
-        let rows = worker::sink::dedup(local_rows(&out, run_id));
+        let rows = store::dedup(local_rows(&out, run_id));
         (o, rows)
     };
 
@@ -625,6 +625,6 @@ fn local_rows(out: &Path, run_id: &str) -> Vec<schemas::ResultRow> {
     };
     rd.map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .flat_map(|p| worker::sink::decode_parquet(std::fs::read(&p).unwrap()).unwrap())
+        .flat_map(|p| store::decode_parquet(std::fs::read(&p).unwrap()).unwrap())
         .collect()
 }

@@ -4,10 +4,13 @@
 
 use crate::read::{read_job_file_named, ReadOptions};
 use crate::report::ValidationReport;
-use crate::s3::{describe_sdk_error, is_s3_location, S3Config, S3Url};
 use crate::stream::ScanReport;
 use crate::ProducerError;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use store::{describe_sdk_error, is_s3_location, S3Config, S3Url};
 use tokio::io::AsyncWriteExt;
 
 /// A job file ready to be read from local disk. When it was downloaded, the temporary copy is
@@ -132,4 +135,41 @@ pub async fn fetch_s3_input(
         name: location,
         _temp: Some(temp_path),
     })
+}
+
+/// Lower-case hex SHA-256 of the file at `path`, read in chunks (constant memory).
+pub fn sha256_file(path: &Path) -> Result<String, ProducerError> {
+    let io = |e| ProducerError::io(path, e);
+    let mut file = File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_a_file_is_lowercase_hex_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc.txt");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // Larger than the read buffer, so several chunks are hashed.
+        std::fs::write(&path, vec![b'x'; 200_000]).unwrap();
+        assert_eq!(sha256_file(&path).unwrap().len(), 64);
+    }
 }

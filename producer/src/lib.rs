@@ -4,24 +4,21 @@
 //! async code. It validates the whole file before anything is published (DESIGN §2):
 //! [`read_job_file`] keeps every job in memory (small files, tests), the [`stream`] module
 //! validates and then publishes in two passes whose memory does not grow with the file. Job files
-//! may also be `s3://` objects: [`fetch_input`] downloads one to a temporary file first. The
-//! [`s3`] module builds the one S3 client configuration offpeak uses, here and in the worker.
+//! may also be `s3://` objects: [`fetch_input`] downloads one to a temporary file first. The S3
+//! client configuration and the run manifest are the `store` crate's.
 
 pub mod error;
 pub mod input;
-pub mod manifest;
 mod parquet_rows;
 pub mod publish;
 pub mod read;
 pub mod report;
-pub mod s3;
 mod spill;
 pub mod stream;
 
 pub use error::ProducerError;
+pub use input::sha256_file;
 pub use input::{fetch_input, fetch_s3_input, InputFile};
-pub use manifest::{sha256_file, Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
 pub use read::{read_job_file, read_job_file_named, InputFormat, ReadOptions};
 pub use report::{write_rejected_lines, write_rejects, RejectedLine, ValidationReport};
-pub use s3::{S3Config, S3Url};
 pub use stream::{ScanReport, Selection};

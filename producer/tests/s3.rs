@@ -10,9 +10,9 @@ use arrow::record_batch::RecordBatch;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use common::{error_locations, ids, options, write_parquet};
-use producer::s3::{S3Config, S3Url};
 use producer::{fetch_input, fetch_s3_input, InputFormat, ProducerError};
 use std::sync::Arc;
+use store::{S3Config, S3Url};
 
 const ACCESS_KEY: &str = "offpeak";
 const SECRET_KEY: &str = "offpeak-secret";

@@ -17,3 +17,21 @@ pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};
 pub use money::Usd;
 pub use result::{ResultRow, ResultStatus};
 pub use wire::{Envelope, SCHEMA_VERSION};
+
+/// An error and its causes, `: `-separated (`dispatch failure: io error: … Connection refused`):
+/// the top-level message of many client errors ("error sending request") leaves out what went
+/// wrong underneath.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some layers repeat their cause's text; once is enough.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

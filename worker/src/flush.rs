@@ -3,7 +3,6 @@
 //! after the file is durable. While the store is down it keeps the rows and retries; the bounded
 //! channel in front of it then pushes back on the job tasks instead of growing memory.
 
-use crate::sink::{encode_parquet, ResultSink};
 use crate::stats::Stats;
 use futures::StreamExt;
 use queue::Delivery;
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use store::{encode_parquet, ResultSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -190,11 +190,7 @@ async fn flush(
     // Encoding takes milliseconds of CPU: off the runtime's threads, which serve the jobs.
     let encoded = tokio::task::spawn_blocking(move || encode_parquet(&b.rows))
         .await
-        .unwrap_or_else(|e| {
-            Err(crate::sink::SinkError::Parquet(format!(
-                "encoder panicked: {e}"
-            )))
-        });
+        .unwrap_or_else(|e| Err(store::SinkError::Parquet(format!("encoder panicked: {e}"))));
     let bytes = match encoded {
         Ok(bytes) => bytes,
         Err(e) => {

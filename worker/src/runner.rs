@@ -5,7 +5,6 @@
 
 use crate::flush::{spawn_flusher, Finished, FlushConfig, Settlement};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
-use crate::sink::ResultSink;
 use crate::stats::Stats;
 use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use store::ResultSink;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -330,14 +330,12 @@ async fn deferrals_do_not_count_as_unsettled_deliveries() {
     q.publish("r", "r/j", env.to_bytes().into()).await.unwrap();
     let consumer = q.consume(w.consume_options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn worker::ResultSink> = Arc::new(worker::LocalDirSink::new(dir.path()));
+    let sink: Arc<dyn store::ResultSink> = Arc::new(store::LocalDirSink::new(dir.path()));
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
     let start = Instant::now();
     let rows = loop {
-        let rows = worker::sink::read_run(&*sink, "r")
-            .await
-            .unwrap_or_default();
+        let rows = store::read_run(&*sink, "r").await.unwrap_or_default();
         if !rows.is_empty() {
             break rows;
         }
@@ -426,14 +424,12 @@ async fn a_panicking_provider_call_gives_its_concurrency_slot_and_gauge_back() {
     }
     let consumer = q.consume(w.consume_options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn worker::ResultSink> = Arc::new(worker::LocalDirSink::new(dir.path()));
+    let sink: Arc<dyn store::ResultSink> = Arc::new(store::LocalDirSink::new(dir.path()));
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
     let start = Instant::now();
     let rows = loop {
-        let rows = worker::sink::read_run(&*sink, "r")
-            .await
-            .unwrap_or_default();
+        let rows = store::read_run(&*sink, "r").await.unwrap_or_default();
         if !rows.is_empty() {
             break rows;
         }

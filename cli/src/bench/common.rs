@@ -69,8 +69,8 @@ impl Target {
         }
         // The run's results too: a store that keeps every bench run's files lists ever more
         // slowly (s3s-fs walks the bucket), which would weigh on later runs' `submit`.
-        if producer::s3::is_s3_location(&self.output) {
-            if let Ok(sink) = worker::s3::S3Sink::from_env(&self.output).await {
+        if store::is_s3_location(&self.output) {
+            if let Ok(sink) = store::S3Sink::from_env(&self.output).await {
                 let _ = sink.delete_run(&self.namespace).await;
             }
         }
@@ -79,8 +79,8 @@ impl Target {
 
 /// Makes sure an `s3://` output's bucket exists (benches write to a bucket of their own).
 pub async fn ensure_output(output: &str) -> Result<(), Failure> {
-    if producer::s3::is_s3_location(output) {
-        let sink = worker::s3::S3Sink::from_env(output).await?;
+    if store::is_s3_location(output) {
+        let sink = store::S3Sink::from_env(output).await?;
         sink.ensure_bucket()
             .await
             .with_context(|| format!("creating the bucket of {output}"))?;

@@ -21,7 +21,7 @@ use super::common::{
 use crate::config::Config;
 use crate::input::load_catalog;
 use crate::run::{build_providers, reqwest_client};
-use crate::{store, Failure};
+use crate::{output, Failure};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -453,7 +453,7 @@ async fn pipeline(
     // The last, partial file waits for its age; keep that tail short.
     wcfg.flush.max_age_s = wcfg.flush.max_age_s.min(1.0);
     let w = Arc::new(Worker::new("bench-tp".into(), catalog, providers, wcfg));
-    let sink = store::open(&target.output).await?;
+    let sink = output::open(&target.output).await?;
     let queue = queue::connect(&target.broker, cfg.broker_options()).await?;
     let consumer = queue.consume(w.consume_options()).await?;
     let shutdown = CancellationToken::new();

@@ -175,11 +175,11 @@ impl Fleet {
         );
         let output = format!("s3://{bucket}/results");
         rt().block_on(async {
-            let client = producer::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
+            let client = store::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
                 .client()
                 .await;
-            let url = producer::S3Url::parse(&output).unwrap();
-            worker::s3::S3Sink::new(client, &url)
+            let url = store::S3Url::parse(&output).unwrap();
+            store::S3Sink::new(client, &url)
                 .ensure_bucket()
                 .await
                 .expect("create the test bucket (is deploy/local/s3.sh running?)");
@@ -284,12 +284,12 @@ impl Fleet {
     /// Every stored row of the run, duplicates included.
     pub fn rows(&self, run: &str) -> Vec<ResultRow> {
         rt().block_on(async {
-            let client = producer::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
+            let client = store::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
                 .client()
                 .await;
-            let url = producer::S3Url::parse(&self.output).unwrap();
-            let sink = worker::s3::S3Sink::new(client, &url);
-            worker::sink::read_run(&sink, run).await.unwrap()
+            let url = store::S3Url::parse(&self.output).unwrap();
+            let sink = store::S3Sink::new(client, &url);
+            store::read_run(&sink, run).await.unwrap()
         })
     }
 

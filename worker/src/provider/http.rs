@@ -48,7 +48,7 @@ pub(crate) async fn send(
             "request failed".to_string()
         };
         transient(
-            format!("{what}: {}", producer::error::error_chain(&e.without_url())),
+            format!("{what}: {}", schemas::error_chain(&e.without_url())),
             None,
             None,
         )

@@ -5,12 +5,12 @@
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use producer::s3::{S3Config, S3Url};
 use schemas::{ResultRow, ResultStatus};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
-use worker::s3::S3Sink;
-use worker::sink::{decode_parquet, encode_parquet, open_sink, read_run, ResultSink};
+use store::S3Sink;
+use store::{decode_parquet, encode_parquet, open_sink, read_run, ResultSink};
+use store::{S3Config, S3Url};
 
 const ACCESS_KEY: &str = "offpeak";
 const SECRET_KEY: &str = "offpeak-secret";

@@ -1,7 +1,7 @@
 //! The run manifest: written atomically under `run=<run_id>/`, read back unchanged.
 
 use chrono::{TimeZone, Utc};
-use producer::{sha256_file, Manifest, ProducerError, MANIFEST_FILE, OFFPEAK_VERSION};
+use store::{Manifest, StoreError, MANIFEST_FILE, OFFPEAK_VERSION};
 
 fn manifest(run_id: &str) -> Manifest {
     Manifest {
@@ -67,7 +67,7 @@ fn corrupt_manifest_is_an_error_naming_its_path() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(MANIFEST_FILE), b"{\"run_id\":").unwrap();
     let e = Manifest::read_local(out.path(), "r1").unwrap_err();
-    assert!(matches!(e, ProducerError::Manifest { .. }), "{e:?}");
+    assert!(matches!(e, StoreError::Manifest { .. }), "{e:?}");
     assert!(e.to_string().contains("run=r1"), "{e}");
 }
 
@@ -75,22 +75,8 @@ fn corrupt_manifest_is_an_error_naming_its_path() {
 fn run_id_that_is_not_a_safe_directory_name_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let e = manifest("../escape").write_local(out.path()).unwrap_err();
-    assert!(matches!(e, ProducerError::InvalidRunId { .. }), "{e:?}");
+    assert!(matches!(e, StoreError::InvalidRunId { .. }), "{e:?}");
     assert!(Manifest::read_local(out.path(), "a/b").is_err());
-}
-
-#[test]
-fn sha256_of_a_file_is_lowercase_hex_of_its_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("abc.txt");
-    std::fs::write(&path, b"abc").unwrap();
-    assert_eq!(
-        sha256_file(&path).unwrap(),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
-    // Larger than the read buffer, so several chunks are hashed.
-    std::fs::write(&path, vec![b'x'; 200_000]).unwrap();
-    assert_eq!(sha256_file(&path).unwrap().len(), 64);
 }
 
 #[test]

@@ -1,12 +1,11 @@
 //! The run manifest, `run=<run_id>/_manifest.json` (DESIGN §6): what was submitted, from which
 //! file, with which catalog. `offpeak status` compares the results against it.
 
-use crate::ProducerError;
+use crate::StoreError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name inside a run's directory.
@@ -41,14 +40,14 @@ pub struct Manifest {
 impl Manifest {
     /// The manifest's key relative to the output root: `run=<run_id>/_manifest.json` (for object
     /// stores). Fails on a run id that is not a safe path component.
-    pub fn relative_path(run_id: &str) -> Result<String, ProducerError> {
+    pub fn relative_path(run_id: &str) -> Result<String, StoreError> {
         let run_id =
-            schemas::RunId::new(run_id).map_err(|reason| ProducerError::InvalidRunId { reason })?;
+            schemas::RunId::new(run_id).map_err(|reason| StoreError::InvalidRunId { reason })?;
         Ok(format!("run={run_id}/{MANIFEST_FILE}"))
     }
 
     /// The manifest's path under a local output directory: `<out_dir>/run=<run_id>/_manifest.json`.
-    pub fn local_path(out_dir: &Path, run_id: &str) -> Result<PathBuf, ProducerError> {
+    pub fn local_path(out_dir: &Path, run_id: &str) -> Result<PathBuf, StoreError> {
         Ok(out_dir.join(Self::relative_path(run_id)?))
     }
 
@@ -59,8 +58,8 @@ impl Manifest {
     }
 
     /// Parses a stored manifest; `file` only names the source in the error.
-    pub fn from_json(file: &Path, bytes: &[u8]) -> Result<Manifest, ProducerError> {
-        serde_json::from_slice(bytes).map_err(|e| ProducerError::Manifest {
+    pub fn from_json(file: &Path, bytes: &[u8]) -> Result<Manifest, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Manifest {
             file: file.to_path_buf(),
             reason: e.to_string(),
         })
@@ -69,18 +68,18 @@ impl Manifest {
     /// Writes `<out_dir>/run=<run_id>/_manifest.json`, creating the directories. Atomic: the
     /// JSON goes to a temporary file in the same directory, is synced, and is renamed over the
     /// manifest, so readers see the old manifest or the new one, never a partial one.
-    pub fn write_local(&self, out_dir: &Path) -> Result<PathBuf, ProducerError> {
+    pub fn write_local(&self, out_dir: &Path) -> Result<PathBuf, StoreError> {
         let path = Self::local_path(out_dir, &self.run_id)?;
         let dir = path.parent().unwrap_or(out_dir);
-        fs::create_dir_all(dir).map_err(|e| ProducerError::io(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let tmp = dir.join(format!(".{MANIFEST_FILE}.{}.tmp", std::process::id()));
         let written = File::create(&tmp)
             .and_then(|mut f| {
                 f.write_all(&self.to_json())?;
                 f.sync_all()
             })
-            .map_err(|e| ProducerError::io(&tmp, e))
-            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| ProducerError::io(&path, e)));
+            .map_err(|e| StoreError::io(&tmp, e))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e)));
         if let Err(e) = written {
             // Best effort: the temporary file is ours and useless now; the error above matters.
             let _ = fs::remove_file(&tmp);
@@ -90,36 +89,18 @@ impl Manifest {
         #[cfg(unix)]
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| ProducerError::io(dir, e))?;
+            .map_err(|e| StoreError::io(dir, e))?;
         Ok(path)
     }
 
     /// Reads `<out_dir>/run=<run_id>/_manifest.json`: `Ok(None)` when the run has no manifest,
     /// an error when it cannot be read or is not a manifest.
-    pub fn read_local(out_dir: &Path, run_id: &str) -> Result<Option<Manifest>, ProducerError> {
+    pub fn read_local(out_dir: &Path, run_id: &str) -> Result<Option<Manifest>, StoreError> {
         let path = Self::local_path(out_dir, run_id)?;
         match fs::read(&path) {
             Ok(bytes) => Self::from_json(&path, &bytes).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ProducerError::io(&path, e)),
+            Err(e) => Err(StoreError::io(&path, e)),
         }
     }
-}
-
-/// Lower-case hex SHA-256 of the file at `path`, read in chunks (constant memory).
-pub fn sha256_file(path: &Path) -> Result<String, ProducerError> {
-    let io = |e| ProducerError::io(path, e);
-    let mut file = File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }

@@ -4,8 +4,9 @@
 //! upload that is aborted if any part fails, so no half-written object ever becomes visible.
 //!
 //! The client itself (endpoint, path style, credentials, timeouts, retries) is built by
-//! [`producer::s3::S3Config`], shared with the producer's `s3://` job-file reader.
+//! [`crate::S3Config`], shared with the producer's `s3://` job-file reader.
 
+use crate::s3_config::{describe_sdk_error, S3Config, S3Url};
 use crate::sink::{ResultSink, SinkError};
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -15,7 +16,6 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use producer::s3::{describe_sdk_error, S3Config, S3Url};
 
 /// Bodies larger than this go up as a multipart upload by default.
 pub const DEFAULT_MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;

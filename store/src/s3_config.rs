@@ -264,7 +264,7 @@ where
         }
         return out;
     }
-    crate::error::error_chain(err)
+    schemas::error_chain(err)
 }
 
 #[cfg(test)]
