@@ -10,8 +10,11 @@
 mod anthropic;
 mod limiter;
 mod openai;
+mod reply;
 mod scenario;
+mod schema;
 mod server;
+mod sse;
 mod text;
 
 pub use scenario::{Chaos, Scenario, SimKind, SimProvider, Window};
