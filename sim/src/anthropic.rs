@@ -1,12 +1,14 @@
 //! The Anthropic dialect: reads `POST /v1/messages` bodies and writes messages, model lists and
 //! errors in the shapes the official `anthropic` client parses.
 
+use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
 use crate::server::{json, Failure, Parsed};
-use crate::text::{content_text, Generated};
+use crate::sse::Frame;
+use crate::text::content_text;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// Reads and checks a messages request (headers and body).
 pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure> {
@@ -58,18 +60,66 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure>
         }
         texts.push(content_text(m.get("content").unwrap_or(&Value::Null)));
     }
-    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("stream is not supported by the simulator"));
-    }
+    let after_tool_result = messages
+        .last()
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    let reply = reply_of(obj, after_tool_result)?;
     Ok(Parsed {
         model: model.to_string(),
         texts,
         max_tokens,
+        reply,
+        n: 1,
+        stream: obj.get("stream").and_then(Value::as_bool) == Some(true),
+        include_usage: false,
     })
 }
 
-/// A `message` object.
-pub(crate) fn success(id: &str, req: &Parsed, gen: &Generated, prompt_tokens: u64) -> Response {
+/// The answer's shape from `tools` and `tool_choice`.
+fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, Failure> {
+    let bad = |m: String| Failure::BadRequest(m);
+    let tools = match obj.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let name = t.get("name").and_then(Value::as_str);
+                let name = name.ok_or_else(|| bad(format!("tools.{i}.name: Field required")))?;
+                let schema = t
+                    .get("input_schema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+                Ok((name.to_string(), schema))
+            })
+            .collect::<Result<_, Failure>>()?,
+        Some(_) => return Err(bad("tools: Input should be a valid list".into())),
+    };
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(c) => match (c.get("type").and_then(Value::as_str), c.get("name")) {
+            (Some("none"), _) => ToolChoice::None,
+            (Some("auto"), _) => ToolChoice::Auto,
+            (Some("any"), _) => ToolChoice::Required,
+            (Some("tool"), Some(Value::String(name))) => ToolChoice::Named(name.clone()),
+            _ => return Err(bad("tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'".into())),
+        },
+    };
+    reply::with_tools(tools, choice, after_tool_result, Reply::Text)
+        .map_err(|name| bad(format!("tool_choice: tool {name:?} is not in tools")))
+}
+
+/// A `message` object (the simulator gives Anthropic requests exactly one answer).
+pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
+    let a = first(answers);
+    let content = match &a.body {
+        Body::Text(t) | Body::Json(t) => json!([{ "type": "text", "text": t }]),
+        Body::Tool { name, input } => json!([{
+            "type": "tool_use", "id": tool_use_id(id), "name": name, "input": input
+        }]),
+    };
     json(
         200,
         json!({
@@ -77,17 +127,93 @@ pub(crate) fn success(id: &str, req: &Parsed, gen: &Generated, prompt_tokens: u6
             "type": "message",
             "role": "assistant",
             "model": req.model,
-            "content": [{ "type": "text", "text": gen.text }],
-            "stop_reason": if gen.truncated { "max_tokens" } else { "end_turn" },
+            "content": content,
+            "stop_reason": stop_reason(&a),
             "stop_sequence": null,
             "usage": {
                 "input_tokens": prompt_tokens,
-                "output_tokens": gen.output_tokens,
+                "output_tokens": a.output_tokens,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0
             }
         }),
     )
+}
+
+/// The events of a streamed message: `message_start`, one content block (start, a `ping`, a
+/// delta per token, stop), `message_delta` with the stop reason and output tokens,
+/// `message_stop`.
+pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Vec<Frame> {
+    let a = first(answers);
+    let event = |v: Value| {
+        let name = v["type"].as_str().unwrap_or_default().to_string();
+        Frame::event(&name, &v)
+    };
+    let mut frames = vec![event(json!({
+        "type": "message_start",
+        "message": {
+            "id": format!("msg_{id}"),
+            "type": "message",
+            "role": "assistant",
+            "model": req.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": prompt_tokens,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0
+            }
+        }
+    }))];
+    let block = match &a.body {
+        Body::Text(_) | Body::Json(_) => json!({ "type": "text", "text": "" }),
+        Body::Tool { name, .. } => {
+            json!({ "type": "tool_use", "id": tool_use_id(id), "name": name, "input": {} })
+        }
+    };
+    frames.push(event(
+        json!({ "type": "content_block_start", "index": 0, "content_block": block }),
+    ));
+    frames.push(event(json!({ "type": "ping" })));
+    for piece in a.deltas() {
+        let delta = match &a.body {
+            Body::Text(_) | Body::Json(_) => json!({ "type": "text_delta", "text": piece }),
+            Body::Tool { .. } => json!({ "type": "input_json_delta", "partial_json": piece }),
+        };
+        frames.push(
+            event(json!({ "type": "content_block_delta", "index": 0, "delta": delta })).tokens(1),
+        );
+    }
+    frames.push(event(json!({ "type": "content_block_stop", "index": 0 })));
+    frames.push(event(json!({
+        "type": "message_delta",
+        "delta": { "stop_reason": stop_reason(&a), "stop_sequence": null },
+        "usage": { "output_tokens": a.output_tokens }
+    })));
+    frames.push(event(json!({ "type": "message_stop" })));
+    frames
+}
+
+fn first(answers: &[Answer]) -> Answer {
+    answers.first().cloned().unwrap_or(Answer {
+        body: Body::Text(String::new()),
+        output_tokens: 0,
+        truncated: false,
+    })
+}
+
+fn tool_use_id(id: &str) -> String {
+    format!("toolu_{}", reply::tool_call_id(id, 0))
+}
+
+fn stop_reason(a: &Answer) -> &'static str {
+    match a.body {
+        Body::Tool { .. } => "tool_use",
+        _ if a.truncated => "max_tokens",
+        _ => "end_turn",
+    }
 }
 
 /// The `GET /v1/models` list.

@@ -4,14 +4,19 @@
 //! One server hosts many simulated providers; provider `P` answers at `http://HOST:PORT/P/v1/…`
 //! (`chat/completions` and `models` for OpenAI, `messages` and `models` for Anthropic). What each
 //! provider does is set by a [`Scenario`]. Completions are deterministic: the text is a function
-//! of the model id, the prompt and the scenario's seed. `GET /_sim/stats` answers every
-//! provider's counters as JSON (for tests that drive the simulator as a separate process).
+//! of the model id, the prompt and the scenario's seed, and streamed (`stream: true`), JSON-mode,
+//! tool-call and `n`-choice answers are built from that same text (`docs/simulator.md`).
+//! `GET /_sim/stats` answers every provider's counters as JSON (for tests that drive the
+//! simulator as a separate process).
 
 mod anthropic;
 mod limiter;
 mod openai;
+mod reply;
 mod scenario;
+mod schema;
 mod server;
+mod sse;
 mod text;
 
 pub use scenario::{Chaos, Scenario, SimKind, SimProvider, Window};

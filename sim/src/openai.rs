@@ -1,11 +1,13 @@
 //! The OpenAI dialect: reads `POST /v1/chat/completions` bodies and writes chat completions,
 //! model lists and errors in the shapes the official `openai` client parses.
 
+use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
 use crate::server::{json, Failure, Parsed};
-use crate::text::{content_text, Generated, DEFAULT_MAX_TOKENS};
+use crate::sse::Frame;
+use crate::text::{content_text, DEFAULT_MAX_TOKENS};
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 const ROLES: &[&str] = &[
     "system",
@@ -46,9 +48,6 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Failure> {
         }
         texts.push(content_text(m.get("content").unwrap_or(&Value::Null)));
     }
-    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("stream is not supported by the simulator"));
-    }
     let mut max_tokens = DEFAULT_MAX_TOKENS;
     for field in ["max_tokens", "max_completion_tokens"] {
         match obj.get(field) {
@@ -63,15 +62,144 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Failure> {
             },
         }
     }
+    let n = match obj.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=128).contains(n))
+            .ok_or_else(|| bad("Invalid 'n': expected an integer between 1 and 128."))?,
+    };
+    let after_tool_result = messages
+        .last()
+        .and_then(|m| m.get("role"))
+        .is_some_and(|r| r == "tool");
+    let reply = reply_of(obj, &texts, after_tool_result)?;
+    let stream = obj.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
     Ok(Parsed {
         model: model.to_string(),
         texts,
         max_tokens,
+        reply,
+        n,
+        stream,
+        include_usage,
     })
 }
 
-/// A `chat.completion` object.
-pub(crate) fn success(id: &str, req: &Parsed, gen: &Generated, prompt_tokens: u64) -> Response {
+/// The answer's shape from `response_format`, `tools` and `tool_choice`.
+fn reply_of(
+    obj: &Map<String, Value>,
+    texts: &[String],
+    after_tool_result: bool,
+) -> Result<Reply, Failure> {
+    let bad = |m: String| Failure::BadRequest(m);
+    let otherwise = match obj.get("response_format") {
+        None | Some(Value::Null) => Reply::Text,
+        Some(rf) => match rf.get("type").and_then(Value::as_str) {
+            Some("text") => Reply::Text,
+            Some("json_object") => {
+                // The real API insists, so that the model is told to write JSON.
+                if !texts.iter().any(|t| t.to_lowercase().contains("json")) {
+                    return Err(bad("'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.".into()));
+                }
+                Reply::Json(None)
+            }
+            Some("json_schema") => {
+                let js = rf.get("json_schema").ok_or_else(|| {
+                    bad("Missing required parameter: 'response_format.json_schema'.".into())
+                })?;
+                if js.get("name").and_then(Value::as_str).is_none() {
+                    return Err(bad(
+                        "Missing required parameter: 'response_format.json_schema.name'.".into(),
+                    ));
+                }
+                Reply::Json(js.get("schema").cloned())
+            }
+            _ => return Err(bad("Invalid value for 'response_format.type': expected one of 'text', 'json_object' or 'json_schema'.".into())),
+        },
+    };
+    let tools = match obj.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = t
+                    .get("function")
+                    .filter(|_| t.get("type").and_then(Value::as_str) == Some("function"));
+                let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+                let name = name.ok_or_else(|| {
+                    bad(format!(
+                        "Missing required parameter: 'tools[{i}].function.name'."
+                    ))
+                })?;
+                let params = f
+                    .and_then(|f| f.get("parameters"))
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+                Ok((name.to_string(), params))
+            })
+            .collect::<Result<_, Failure>>()?,
+        Some(_) => return Err(bad("Invalid type for 'tools': expected an array.".into())),
+    };
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(_) if tools.is_empty() => {
+            return Err(bad("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.".into()));
+        }
+        Some(Value::String(s)) if s == "none" => ToolChoice::None,
+        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
+        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
+        Some(c) => match c.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Named(name.to_string()),
+            None => return Err(bad("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or a named function.".into())),
+        },
+    };
+    reply::with_tools(tools, choice, after_tool_result, otherwise).map_err(|name| {
+        bad(format!(
+            "Invalid value for 'tool_choice': no function named '{name}' was specified in the 'tools' parameter."
+        ))
+    })
+}
+
+/// A `chat.completion` object with one choice per answer.
+pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
+    let choices: Vec<Value> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let message = match &a.body {
+                Body::Text(t) | Body::Json(t) => json!({
+                    "role": "assistant",
+                    "content": t,
+                    "refusal": null,
+                    "annotations": []
+                }),
+                Body::Tool { name, input } => json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": call_id(id, i),
+                        "type": "function",
+                        "function": { "name": name, "arguments": input.to_string() }
+                    }],
+                    "refusal": null,
+                    "annotations": []
+                }),
+            };
+            json!({
+                "index": i,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": finish_reason(a)
+            })
+        })
+        .collect();
     json(
         200,
         json!({
@@ -79,28 +207,95 @@ pub(crate) fn success(id: &str, req: &Parsed, gen: &Generated, prompt_tokens: u6
             "object": "chat.completion",
             "created": chrono::Utc::now().timestamp(),
             "model": req.model,
-            "choices": [{
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": gen.text,
-                    "refusal": null,
-                    "annotations": []
-                },
-                "logprobs": null,
-                "finish_reason": if gen.truncated { "length" } else { "stop" }
-            }],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": gen.output_tokens,
-                "total_tokens": prompt_tokens + gen.output_tokens,
-                "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
-                "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0 }
-            },
+            "choices": choices,
+            "usage": usage(prompt_tokens, answers),
             "service_tier": "default",
             "system_fingerprint": "fp_offpeak_sim"
         }),
     )
+}
+
+/// The `chat.completion.chunk` frames of a streamed answer: per choice, a first chunk with the
+/// role, one chunk per token, a chunk with the finish reason; then, with `include_usage`, a
+/// chunk without choices carrying the usage (every other chunk then has `"usage": null`); then
+/// `[DONE]`.
+pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Vec<Frame> {
+    let created = chrono::Utc::now().timestamp();
+    let chunk = |choices: Value, usage: Option<Value>| {
+        let mut v = json!({
+            "id": format!("chatcmpl-{id}"),
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": req.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_offpeak_sim",
+            "choices": choices
+        });
+        if req.include_usage {
+            v["usage"] = usage.unwrap_or(Value::Null);
+        }
+        Frame::data(&v)
+    };
+    let delta = |i: usize, delta: Value, finish: Option<&str>| json!([{ "index": i, "delta": delta, "logprobs": null, "finish_reason": finish }]);
+    let mut frames = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        let first = match &a.body {
+            Body::Text(_) | Body::Json(_) => {
+                json!({ "role": "assistant", "content": "", "refusal": null })
+            }
+            Body::Tool { name, .. } => json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "index": 0,
+                    "id": call_id(id, i),
+                    "type": "function",
+                    "function": { "name": name, "arguments": "" }
+                }],
+                "refusal": null
+            }),
+        };
+        frames.push(chunk(delta(i, first, None), None));
+        for piece in a.deltas() {
+            let d = match &a.body {
+                Body::Text(_) | Body::Json(_) => json!({ "content": piece }),
+                Body::Tool { .. } => {
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] })
+                }
+            };
+            frames.push(chunk(delta(i, d, None), None).tokens(1));
+        }
+        frames.push(chunk(delta(i, json!({}), Some(finish_reason(a))), None));
+    }
+    if req.include_usage {
+        frames.push(chunk(json!([]), Some(usage(prompt_tokens, answers))));
+    }
+    frames.push(Frame::done());
+    frames
+}
+
+fn call_id(id: &str, choice: usize) -> String {
+    format!("call_{}", reply::tool_call_id(id, choice))
+}
+
+fn finish_reason(a: &Answer) -> &'static str {
+    match a.body {
+        Body::Tool { .. } => "tool_calls",
+        _ if a.truncated => "length",
+        _ => "stop",
+    }
+}
+
+/// The `usage` object: completion tokens count every choice.
+fn usage(prompt_tokens: u64, answers: &[Answer]) -> Value {
+    let completion: u64 = answers.iter().map(|a| a.output_tokens).sum();
+    json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+        "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0 }
+    })
 }
 
 /// The `GET /v1/models` list.

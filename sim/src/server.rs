@@ -4,9 +4,10 @@
 //! the dialect module (OpenAI or Anthropic) writes the answer in its API's shape.
 
 use crate::limiter::{retry_after_secs, InFlight, Limits};
+use crate::reply::{self, Answer, Reply};
 use crate::scenario::{Scenario, SimKind, SimProvider};
 use crate::text::{self, fnv1a, SplitMix};
-use crate::{anthropic, openai, ProviderStats};
+use crate::{anthropic, openai, sse, ProviderStats};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -27,6 +28,14 @@ pub(crate) struct Parsed {
     pub texts: Vec<String>,
     /// `max_tokens` or `max_completion_tokens`, else the default.
     pub max_tokens: u64,
+    /// What the answer must be: text, JSON or a tool call.
+    pub reply: Reply,
+    /// Answers asked for (OpenAI's `n`; always 1 for Anthropic).
+    pub n: u64,
+    /// `stream: true`: the answer is sent as server-sent events.
+    pub stream: bool,
+    /// OpenAI's `stream_options.include_usage`: a last chunk carries the usage.
+    pub include_usage: bool,
 }
 
 /// Why a request is not answered with a completion.
@@ -265,7 +274,7 @@ async fn serve(
             what: "requests per min (RPM)".into(),
         });
     }
-    let _slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
+    let slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
         Failure::RateLimited {
             retry_after_s: 1,
             what: "concurrent requests".into(),
@@ -275,7 +284,7 @@ async fn serve(
     {
         let mut limits = p.limits.lock().unwrap_or_else(PoisonError::into_inner);
         limits
-            .admit(prompt_tokens + req.max_tokens, Instant::now())
+            .admit(prompt_tokens + req.max_tokens * req.n, Instant::now())
             .map_err(|(wait, what)| Failure::RateLimited {
                 retry_after_s: retry_after_secs(wait),
                 what: what.into(),
@@ -302,18 +311,36 @@ async fn serve(
     if roll < chaos.huge {
         return Err(Failure::Huge(chaos.huge_bytes));
     }
-    let gen = text::generate(&req.model, &req.texts, st.seed, req.max_tokens);
+    let answers: Vec<Answer> = (0..req.n)
+        .map(|i| reply::answer(&req, st.seed, i))
+        .collect();
     let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
-    let ms =
-        p.spec.latency_ms * (1.0 + jitter) + p.spec.per_output_token_ms * gen.output_tokens as f64;
+    let first_ms = p.spec.latency_ms * (1.0 + jitter);
+    let per_token_ms = p.spec.per_output_token_ms;
+    if req.stream {
+        // The base latency is the time to the first event; the tokens then arrive paced.
+        sleep_ms(first_ms).await;
+        let id = st.new_id();
+        let frames = match kind {
+            SimKind::Openai => openai::stream(&id, &req, &answers, prompt_tokens),
+            SimKind::Anthropic => anthropic::stream(&id, &req, &answers, prompt_tokens),
+        };
+        let per_token = Duration::from_secs_f64(per_token_ms.max(0.0) / 1000.0);
+        return Ok(sse::response(frames, per_token, slot));
+    }
+    let tokens: u64 = answers.iter().map(|a| a.output_tokens).sum();
+    sleep_ms(first_ms + per_token_ms * tokens as f64).await;
+    let id = st.new_id();
+    Ok(match kind {
+        SimKind::Openai => openai::success(&id, &req, &answers, prompt_tokens),
+        SimKind::Anthropic => anthropic::success(&id, &req, &answers, prompt_tokens),
+    })
+}
+
+async fn sleep_ms(ms: f64) {
     if ms > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
     }
-    let id = st.new_id();
-    Ok(match kind {
-        SimKind::Openai => openai::success(&id, &req, &gen, prompt_tokens),
-        SimKind::Anthropic => anthropic::success(&id, &req, &gen, prompt_tokens),
-    })
 }
 
 /// Adds the headers every answer carries: the request id and, on 429, `Retry-After`.

@@ -54,12 +54,23 @@ impl SplitMix {
 }
 
 /// The answer of `model` to a prompt made of `texts`: between 16 and 200 words (one word =
-/// one token), cut at `max_tokens`.
-pub(crate) fn generate(model: &str, texts: &[String], seed: u64, max_tokens: u64) -> Generated {
+/// one token), cut at `max_tokens`. `choice` numbers the alternative answers of one request
+/// (OpenAI's `n`); choice 0 is the answer every request without `n` gets.
+pub(crate) fn generate(
+    model: &str,
+    texts: &[String],
+    seed: u64,
+    max_tokens: u64,
+    choice: u64,
+) -> Generated {
     let mut parts: Vec<&[u8]> = vec![model.as_bytes()];
     parts.extend(texts.iter().map(|t| t.as_bytes()));
     let seed_bytes = seed.to_le_bytes();
     parts.push(&seed_bytes);
+    let choice_bytes = choice.to_le_bytes();
+    if choice > 0 {
+        parts.push(&choice_bytes);
+    }
     let mut rng = SplitMix::new(fnv1a(&parts));
     let natural = 16 + rng.next_u64() % 185;
     let n = natural.min(max_tokens);
@@ -103,18 +114,19 @@ mod tests {
 
     #[test]
     fn same_prompt_gives_same_answer_and_other_prompts_differ() {
-        let a = generate("m", &["hello".into()], 1, 1000);
-        assert_eq!(a, generate("m", &["hello".into()], 1, 1000));
-        assert_ne!(a.text, generate("m", &["hello!".into()], 1, 1000).text);
-        assert_ne!(a.text, generate("m2", &["hello".into()], 1, 1000).text);
+        let a = generate("m", &["hello".into()], 1, 1000, 0);
+        assert_eq!(a, generate("m", &["hello".into()], 1, 1000, 0));
+        assert_ne!(a.text, generate("m", &["hello!".into()], 1, 1000, 0).text);
+        assert_ne!(a.text, generate("m2", &["hello".into()], 1, 1000, 0).text);
         assert!((16..=200).contains(&a.output_tokens));
         assert_eq!(a.text.split(' ').count() as u64, a.output_tokens);
         assert!(!a.truncated);
+        assert_ne!(a.text, generate("m", &["hello".into()], 1, 1000, 1).text);
     }
 
     #[test]
     fn max_tokens_truncates_and_says_so() {
-        let g = generate("m", &["hello".into()], 1, 3);
+        let g = generate("m", &["hello".into()], 1, 3, 0);
         assert_eq!(g.output_tokens, 3);
         assert!(g.truncated);
     }

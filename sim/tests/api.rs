@@ -125,14 +125,16 @@ async fn invalid_requests_answer_400_invalid_request_error() {
     let chat_url = format!("{}/chat/completions", h.base_url("o"));
     let empty = json!({ "model": "m", "messages": [] });
     assert_eq!(post(&chat_url, &[], &empty).await.status, 400);
-    let streaming =
-        json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "x" }] });
-    let r = post(&chat_url, &[], &streaming).await;
+    let no_choices =
+        json!({ "model": "m", "n": 0, "messages": [{ "role": "user", "content": "x" }] });
+    assert_eq!(post(&chat_url, &[], &no_choices).await.status, 400);
+    let choice_without_tools = json!({ "model": "m", "tool_choice": "required", "messages": [{ "role": "user", "content": "x" }] });
+    let r = post(&chat_url, &[], &choice_without_tools).await;
     assert_eq!(r.status, 400);
     assert!(r.body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("not supported"));
+        .contains("only allowed when 'tools' are specified"));
 
     let msg_url = format!("{}/messages", h.base_url("a"));
     let v = [("anthropic-version", "2023-06-01")];

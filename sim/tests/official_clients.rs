@@ -1,12 +1,15 @@
 //! The official `openai` and `anthropic` Python clients parse the simulator's answers
-//! (`tests/clients/official_clients.py`; needs `pip install openai anthropic`).
+//! (`tests/clients/official_clients.py`; needs `pip install openai anthropic`, which
+//! `deploy/local/python-deps.sh` does). Each test runs one or more of the script's checks
+//! against a fresh simulator.
 
 mod common;
 
 use common::{anthropic, openai, start};
 
-#[tokio::test]
-async fn official_python_clients_parse_completions_and_errors() {
+/// Runs the script's `checks` (none: its default plain-completion checks) and fails the test
+/// with the script's output unless every check passes.
+async fn run_checks(checks: &[&str]) {
     let mut o = openai("openai", "gpt-sim");
     o.api_key = Some("sk-test".into());
     let mut a = anthropic("anthropic", "claude-sim");
@@ -16,16 +19,15 @@ async fn official_python_clients_parse_completions_and_errors() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/clients/official_clients.py"
     );
-    let url = format!("http://{}", h.addr());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(url)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script).arg(format!("http://{}", h.addr()));
+    for c in checks {
+        cmd.arg("--check").arg(c);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("python3 runs");
     assert!(
         out.status.success(),
         "official clients failed:\nstdout:\n{}\nstderr:\n{}",
@@ -33,4 +35,34 @@ async fn official_python_clients_parse_completions_and_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     h.shutdown().await;
+}
+
+#[tokio::test]
+async fn official_python_clients_parse_completions_and_errors() {
+    run_checks(&[]).await;
+}
+
+#[tokio::test]
+async fn official_openai_client_streams_the_plain_text_with_usage_in_the_last_chunk() {
+    run_checks(&["openai_stream"]).await;
+}
+
+#[tokio::test]
+async fn official_anthropic_client_stream_gets_the_final_message_with_usage() {
+    run_checks(&["anthropic_stream"]).await;
+}
+
+#[tokio::test]
+async fn official_clients_parse_tool_calls() {
+    run_checks(&["openai_tools"]).await;
+}
+
+#[tokio::test]
+async fn official_openai_client_gets_n_choices() {
+    run_checks(&["openai_n"]).await;
+}
+
+#[tokio::test]
+async fn official_openai_client_json_mode_content_parses_as_json() {
+    run_checks(&["openai_json"]).await;
 }

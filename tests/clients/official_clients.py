@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Checks that the official `openai` and `anthropic` Python clients parse the simulator's answers.
 
-Usage: official_clients.py BASE_URL [--key sk-test]
+Usage: official_clients.py BASE_URL [--key sk-test] [--check NAME ...]
 
 BASE_URL is the root of a running simulator (e.g. http://127.0.0.1:8080) that serves an
 OpenAI-kind provider named `openai` with model `gpt-sim` and an Anthropic-kind provider named
 `anthropic` with model `claude-sim`, both with the given API key. Exits non-zero on any failure.
-Needs `pip install openai anthropic`.
+Without --check it runs the `openai` and `anthropic` checks (plain completions and errors); the
+other checks (streaming, tools, n, JSON mode) are named with --check. Needs `pip install openai
+anthropic`.
 """
 
 import argparse
+import json
 import sys
 
 import anthropic
@@ -102,16 +105,137 @@ def check_anthropic(base, key):
         check(e.status_code == 401, f"401: {e}")
 
 
+def openai_client(base, key):
+    return openai.OpenAI(base_url=f"{base}/openai/v1", api_key=key, max_retries=0)
+
+
+def anthropic_client(base, key):
+    return anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
+
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+}
+
+
+def check_openai_stream(base, key):
+    client = openai_client(base, key)
+    messages = [{"role": "user", "content": "Stream something."}]
+    plain = client.chat.completions.create(model="gpt-sim", messages=messages)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-sim",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == plain.choices[0].message.content, f"streamed {text!r}")
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(finish == ["stop"], f"finish reasons {finish}")
+    last = chunks[-1]
+    check(last.choices == [] and last.usage is not None, f"last chunk {last}")
+    check(last.usage.completion_tokens == plain.usage.completion_tokens, f"usage {last.usage}")
+    check(all(c.usage is None for c in chunks[:-1]), "usage before the last chunk")
+
+
+def check_anthropic_stream(base, key):
+    client = anthropic_client(base, key)
+    kwargs = dict(
+        model="claude-sim", max_tokens=1024, messages=[{"role": "user", "content": "Stream."}]
+    )
+    plain = client.messages.create(**kwargs)
+    with client.messages.stream(**kwargs) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    check(text == plain.content[0].text, f"streamed {text!r}")
+    check(final.content[0].text == text, "final message text")
+    check(final.stop_reason == "end_turn", f"stop_reason {final.stop_reason}")
+    check(final.usage.output_tokens == plain.usage.output_tokens, f"usage {final.usage}")
+    check(final.usage.input_tokens == plain.usage.input_tokens, f"usage {final.usage}")
+
+
+def check_openai_tools(base, key):
+    client = openai_client(base, key)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    r = client.chat.completions.create(
+        model="gpt-sim",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[tool],
+    )
+    choice = r.choices[0]
+    check(choice.finish_reason == "tool_calls", f"finish_reason {choice.finish_reason}")
+    check(choice.message.content is None, "content beside the tool call")
+    call = choice.message.tool_calls[0]
+    check(call.type == "function" and call.function.name == "get_weather", f"call {call}")
+    args = json.loads(call.function.arguments)
+    check(isinstance(args["city"], str) and isinstance(args["days"], int), f"arguments {args}")
+
+    a = anthropic_client(base, key).messages.create(
+        model="claude-sim",
+        max_tokens=1024,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": WEATHER}],
+    )
+    check(a.stop_reason == "tool_use", f"stop_reason {a.stop_reason}")
+    block = a.content[0]
+    check(block.type == "tool_use" and block.name == "get_weather", f"block {block}")
+    check(isinstance(block.input["city"], str), f"input {block.input}")
+
+
+def check_openai_n(base, key):
+    r = openai_client(base, key).chat.completions.create(
+        model="gpt-sim", n=3, messages=[{"role": "user", "content": "Three answers."}]
+    )
+    check([c.index for c in r.choices] == [0, 1, 2], f"choices {r.choices}")
+    words = sum(len(c.message.content.split(" ")) for c in r.choices)
+    check(r.usage.completion_tokens == words, f"usage {r.usage} for {words} words")
+
+
+def check_openai_json(base, key):
+    client = openai_client(base, key)
+    r = client.chat.completions.create(
+        model="gpt-sim",
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Answer in JSON."}],
+    )
+    check(isinstance(json.loads(r.choices[0].message.content), dict), "json_object content")
+    schema = {
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "strict": True, "schema": WEATHER},
+    }
+    r = client.chat.completions.create(
+        model="gpt-sim", response_format=schema, messages=[{"role": "user", "content": "Weather?"}]
+    )
+    v = json.loads(r.choices[0].message.content)
+    check(isinstance(v["city"], str) and isinstance(v["days"], int), f"json_schema content {v}")
+
+
+CHECKS = {
+    "openai": check_openai,
+    "anthropic": check_anthropic,
+    "openai_stream": check_openai_stream,
+    "anthropic_stream": check_anthropic_stream,
+    "openai_tools": check_openai_tools,
+    "openai_n": check_openai_n,
+    "openai_json": check_openai_json,
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base_url")
     ap.add_argument("--key", default="sk-test")
+    ap.add_argument("--check", action="append", choices=sorted(CHECKS))
     args = ap.parse_args()
     base = args.base_url.rstrip("/")
     failed = False
-    for name, fn in [("openai", check_openai), ("anthropic", check_anthropic)]:
+    for name in args.check or ["openai", "anthropic"]:
         try:
-            fn(base, args.key)
+            CHECKS[name](base, args.key)
             print(f"{name}: ok")
         except Exception as e:  # report every client's failure, then exit non-zero
             print(f"{name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)

@@ -388,3 +388,64 @@ async fn build_reads_keys_from_env_or_file_and_refuses_gemini() {
     );
     h.shutdown().await;
 }
+
+fn with_params(mut req: ChatRequest, params: Value) -> ChatRequest {
+    req.params = serde_json::from_value(params).unwrap();
+    req
+}
+
+#[tokio::test]
+async fn tool_call_answer_succeeds_with_the_calls_as_output_text_and_in_response_json() {
+    let h = start(vec![
+        sim_provider("oa", SimKind::Openai, "gpt-sim"),
+        sim_provider("an", SimKind::Anthropic, "claude-sim"),
+    ])
+    .await;
+    // The job's tools in OpenAI's shape; the Anthropic client translates them.
+    let tools = json!({ "tools": [{ "type": "function", "function": {
+        "name": "get_weather",
+        "parameters": { "type": "object", "properties": { "city": { "type": "string" } },
+                        "required": ["city"] }
+    } }] });
+    for (name, kind, model, finish) in [
+        ("oa", ProviderKind::Openai, "gpt-sim", "tool_calls"),
+        ("an", ProviderKind::Anthropic, "claude-sim", "tool_use"),
+    ] {
+        let p = client(&h, name, kind, KEY);
+        let c = p
+            .complete(&with_params(hello(model), tools.clone()))
+            .await
+            .unwrap();
+        assert_eq!(c.finish_reason.as_deref(), Some(finish), "{name}");
+        let calls: Value = serde_json::from_str(&c.text).unwrap();
+        assert_eq!(calls[0]["name"], "get_weather", "{name}: {calls}");
+        assert!(calls[0]["arguments"]["city"].is_string(), "{name}: {calls}");
+        let v: Value = serde_json::from_str(&c.response_json).unwrap();
+        let call_name = match kind {
+            ProviderKind::Anthropic => &v["content"][0]["name"],
+            _ => &v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        };
+        assert_eq!(call_name, "get_weather", "{name}: {v}");
+        assert!(c.output_tokens > 0, "{name}");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_mode_answer_passes_through_as_output_text_that_parses_as_json() {
+    let h = start(vec![sim_provider("oa", SimKind::Openai, "gpt-sim")]).await;
+    let p = client(&h, "oa", ProviderKind::Openai, KEY);
+    let req = with_params(
+        request(
+            "gpt-sim",
+            json!([{"role": "user", "content": "Reply in JSON."}]),
+            None,
+        ),
+        json!({ "response_format": { "type": "json_object" } }),
+    );
+    let c = p.complete(&req).await.unwrap();
+    let v: Value = serde_json::from_str(&c.text).unwrap();
+    assert!(v.is_object(), "{v}");
+    assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+    h.shutdown().await;
+}

@@ -1,6 +1,6 @@
 //! Anthropic messages (`POST {base_url}/messages`): system messages become the top-level
-//! `system` prompt, `max_tokens` is always sent, OpenAI-only fields are dropped and `stop`
-//! becomes `stop_sequences`.
+//! `system` prompt, `max_tokens` is always sent, OpenAI-only fields are dropped, `stop`
+//! becomes `stop_sequences` and OpenAI-shaped `tools` and `tool_choice` take Anthropic's shape.
 
 use super::http::{self, Answer};
 use super::{ChatRequest, Completion, Provider, ProviderError};
@@ -92,6 +92,13 @@ pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
         }
         _ => {}
     }
+    if let Some(Value::Array(tools)) = req.params.get("tools") {
+        let tools = tools.iter().map(anthropic_tool).collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = req.params.get("tool_choice") {
+        body.insert("tool_choice".into(), anthropic_tool_choice(choice));
+    }
     let mut system: Vec<String> = req
         .params
         .get("system")
@@ -126,6 +133,38 @@ pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
     body
 }
 
+/// An OpenAI `{"type": "function", "function": {name, description, parameters}}` tool as
+/// Anthropic's `{name, description, input_schema}`; anything else is passed as it is.
+fn anthropic_tool(t: &Value) -> Value {
+    let Some(f) = t.get("function").filter(|_| t["type"] == "function") else {
+        return t.clone();
+    };
+    let mut out = Map::new();
+    out.insert("name".into(), f.get("name").cloned().unwrap_or(Value::Null));
+    if let Some(d) = f.get("description") {
+        out.insert("description".into(), d.clone());
+    }
+    let schema = f.get("parameters").cloned();
+    let schema = schema.unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+    out.insert("input_schema".into(), schema);
+    Value::Object(out)
+}
+
+/// OpenAI's `tool_choice` (`"auto"`, `"required"`, `"none"`, a named function) in Anthropic's
+/// terms; anything else is passed as it is.
+fn anthropic_tool_choice(c: &Value) -> Value {
+    let kind = |k: &str| serde_json::json!({ "type": k });
+    match c {
+        Value::String(s) if s == "auto" => kind("auto"),
+        Value::String(s) if s == "required" => kind("any"),
+        Value::String(s) if s == "none" => kind("none"),
+        _ => match c.pointer("/function/name") {
+            Some(name) => serde_json::json!({ "type": "tool", "name": name }),
+            None => c.clone(),
+        },
+    }
+}
+
 #[derive(Deserialize)]
 struct Response {
     content: Vec<Block>,
@@ -140,6 +179,11 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// `tool_use` blocks: the tool's name and arguments.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -152,18 +196,30 @@ struct Usage {
     cache_read_input_tokens: Option<u64>,
 }
 
-/// Reads a 2xx answer into a [`Completion`]. Input tokens include cache writes and reads, so
-/// they count the whole prompt.
+/// Reads a 2xx answer into a [`Completion`]: the text blocks or, when the answer calls tools,
+/// the calls (see `tool_calls_text`). Input tokens include cache writes and reads, so they
+/// count the whole prompt.
 pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
     let resp: Response = serde_json::from_slice(&answer.body)
         .map_err(|e| answer.malformed(provider, &e.to_string()))?;
-    let text = resp
+    let mut calls = resp
         .content
         .iter()
-        .filter(|b| b.kind == "text")
-        .filter_map(|b| b.text.as_deref())
-        .collect::<Vec<_>>()
-        .join("");
+        .filter(|b| b.kind == "tool_use")
+        .peekable();
+    let text = if calls.peek().is_some() {
+        super::tool_calls_text(calls.map(|b| {
+            let name = b.name.clone().unwrap_or_default();
+            (name, b.input.clone().unwrap_or(Value::Null))
+        }))
+    } else {
+        resp.content
+            .iter()
+            .filter(|b| b.kind == "text")
+            .filter_map(|b| b.text.as_deref())
+            .collect::<Vec<_>>()
+            .join("")
+    };
     let u = &resp.usage;
     Ok(Completion {
         text,
@@ -231,6 +287,32 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}],
                 "temperature": 0.2, "top_k": 5, "stop_sequences": ["END"]
             })
+        );
+    }
+
+    #[test]
+    fn openai_shaped_tools_and_tool_choice_take_anthropics_shape() {
+        let params = json!({
+            "tools": [
+                {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}},
+                {"name": "g", "input_schema": {"type": "object"}}
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}
+        });
+        let b = request_body(&req(
+            json!([{"role": "user", "content": "hi"}]),
+            None,
+            params,
+        ));
+        assert_eq!(
+            b["tools"],
+            json!([{"name": "f", "description": "d", "input_schema": {"type": "object"}},
+                   {"name": "g", "input_schema": {"type": "object"}}])
+        );
+        assert_eq!(b["tool_choice"], json!({"type": "tool", "name": "f"}));
+        assert_eq!(
+            anthropic_tool_choice(&json!("required")),
+            json!({"type": "any"})
         );
     }
 

@@ -207,6 +207,17 @@ fn api_key(spec: &ProviderSpec) -> Result<Option<String>, String> {
     Ok(Some(key.to_string()))
 }
 
+/// The `output_text` of an answer that calls tools: the calls as a JSON array of
+/// `{"name": NAME, "arguments": ARGS}`, in order and the same for every API, so a tool used for
+/// structured output reads back with one `json.loads` whoever served it. `ARGS` is the
+/// arguments' JSON value, or the provider's string when that is not JSON.
+fn tool_calls_text(calls: impl Iterator<Item = (String, Value)>) -> String {
+    let calls: Vec<Value> = calls
+        .map(|(name, arguments)| serde_json::json!({ "name": name, "arguments": arguments }))
+        .collect();
+    Value::Array(calls).to_string()
+}
+
 /// What must never appear in an error message: the key and the prompt's texts.
 fn secrets<'a>(key: Option<&'a str>, texts: &'a [String]) -> Vec<&'a str> {
     key.into_iter()

@@ -103,6 +103,21 @@ struct Choice {
 struct Message {
     #[serde(default)]
     content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall {
+    function: Function,
+}
+
+#[derive(Deserialize)]
+struct Function {
+    name: String,
+    /// A JSON text, as a string.
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +128,8 @@ struct Usage {
     completion_tokens: u64,
 }
 
-/// Reads a 2xx answer into a [`Completion`].
+/// Reads a 2xx answer into a [`Completion`]: the first choice's text or, when it calls tools,
+/// the calls (see `tool_calls_text`).
 pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, ProviderError> {
     let resp: Response = serde_json::from_slice(&answer.body)
         .map_err(|e| answer.malformed(provider, &e.to_string()))?;
@@ -122,7 +138,13 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
         .into_iter()
         .next()
         .ok_or_else(|| answer.malformed(provider, "no choices"))?;
+    let calls = choice.message.tool_calls.unwrap_or_default();
     let text = match choice.message.content {
+        _ if !calls.is_empty() => super::tool_calls_text(calls.into_iter().map(|c| {
+            let args = serde_json::from_str(&c.function.arguments)
+                .unwrap_or(Value::String(c.function.arguments));
+            (c.function.name, args)
+        })),
         Some(Value::String(s)) => s,
         Some(Value::Array(parts)) => parts
             .iter()
