@@ -181,6 +181,12 @@ fn minutes_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_milliseconds() as f64 / 60_000.0
 }
 
+/// The bound's model of the scenario: each job's choices (pair, minute, price) and each
+/// resource's capacity per minute and per stretch.
+///
+/// Long (over 100 lines) on purpose: one pass over the providers and one over the jobs, in the
+/// order the bound's validity argument (docs/benchmarks.md) states them; the steps share the
+/// index tables they fill.
 fn build(sc: &Scenario, o: &BoundOptions) -> Model {
     let end = sc.jobs.iter().map(|j| j.deadline).max().unwrap_or(sc.start);
     let nm = ((minutes_between(sc.start, end).ceil().max(0.0) as usize + 2).div_ceil(16)) * 16;
@@ -527,6 +533,12 @@ fn soft_choice(
     best
 }
 
+/// The subgradient ascent on the Lagrangian dual of the model: price every constraint, let each
+/// job take its cheapest priced choice, move the multipliers, repeat.
+///
+/// Long (over 100 lines) on purpose: one loop whose state (multipliers, deflected direction,
+/// the cuts added as it goes, the best value and its greedy schedule) is shared by every step;
+/// split into functions, each would take most of that state as arguments.
 fn solve(m: &Model, o: &BoundOptions) -> LowerBound {
     let mut lambda: Vec<Vec<Vec<f64>>> = m
         .res

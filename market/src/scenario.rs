@@ -464,6 +464,9 @@ fn limit<T: Copy + PartialEq + Default>(truth: Option<T>, catalog: Option<T>) ->
 
 impl ScenarioSpec {
     /// Resolves the spec against `catalog` (the file named by `catalog`, already read).
+    ///
+    /// Long (over 100 lines) on purpose: it checks each section of the file in the order a
+    /// reader writes it and says which entry is wrong; each check is a few lines.
     pub fn build(&self, catalog: &Catalog, default_name: &str) -> Result<Scenario, ScenarioError> {
         let start = self.start.unwrap_or_else(default_start);
         let mut cat = catalog.clone();

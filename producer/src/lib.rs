@@ -15,6 +15,7 @@ pub mod read;
 pub mod report;
 mod spill;
 pub mod stream;
+pub mod submission;
 
 pub use error::ProducerError;
 pub use input::sha256_file;
@@ -22,3 +23,4 @@ pub use input::{fetch_input, fetch_s3_input, InputFile};
 pub use read::{read_job_file, read_job_file_named, InputFormat, ReadOptions};
 pub use report::{write_rejected_lines, write_rejects, RejectedLine, ValidationReport};
 pub use stream::{ScanReport, Selection};
+pub use submission::{check_file, CheckedFile, Submission, SubmissionError, REJECTS_FILE};

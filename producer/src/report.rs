@@ -4,7 +4,7 @@
 use crate::read::InputFormat;
 use crate::ProducerError;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// One line (JSONL) or row (Parquet) that did not become a job.
@@ -88,19 +88,8 @@ pub fn write_rejects(path: &Path, report: &ValidationReport) -> Result<(), Produ
 /// Writes `errors` to `path` in the format of [`write_rejects`].
 pub fn write_rejected_lines(path: &Path, errors: &[RejectedLine]) -> Result<(), ProducerError> {
     let io = |e| ProducerError::io(path, e);
-    let mut out = BufWriter::new(File::create(path).map_err(io)?);
-    for r in errors {
-        let obj = serde_json::json!({
-            "line": r.error.line,
-            "field": r.error.field,
-            "reason": r.error.reason,
-            "raw": r.raw,
-        });
-        serde_json::to_writer(&mut out, &obj).map_err(|e| io(e.into()))?;
-        out.write_all(b"\n").map_err(io)?;
-    }
-    out.into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)
+    let mut out = File::create(path).map_err(io)?;
+    out.write_all(&crate::submission::rejects_jsonl(errors))
+        .map_err(io)?;
+    out.sync_all().map_err(io)
 }

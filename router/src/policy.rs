@@ -495,38 +495,31 @@ pub fn plan<'a>(
                 reason: RouteReason::Cheapest,
             });
         }
-        let (wait, busy) =
-            match view.earliest(&cheapest.provider.name, now, now + Duration::days(1)) {
-                Some((t, b)) => (Some(t - now), b.unwrap_or(Busy::RateLimited)),
-                None => (None, Busy::RateLimited),
-            };
-        let why = match (job.priority, wait) {
-            (Priority::Critical, _) => Escalation::CriticalNeverWaits,
-            (_, Some(w)) if w > slack => Escalation::WouldMissDeadline {
-                wait_s: w.num_seconds(),
-                slack_s: slack.num_seconds(),
-            },
-            (Priority::Standard, Some(w)) if w > secs(cfg.standard_max_defer_s) => {
-                Escalation::StandardWaitLimit {
-                    max_s: cfg.standard_max_defer_s,
-                }
-            }
-            (_, Some(w)) => Escalation::SavesTooLittle {
-                wait_s: w.num_seconds(),
-                min_saving: cfg.min_window_saving,
-            },
-            (_, None) => Escalation::NoCapacityWithinADay,
-        };
+        let reason = escalation(job, cheapest, view, slack, now, cfg);
         return decide(Decision::Dispatch {
             to: chosen.clone(),
-            reason: RouteReason::Escalated {
-                cheapest: cheapest.provider.name.clone(),
-                busy,
-                why,
-            },
+            reason,
         });
     }
-    let reason = if best.window_from > now {
+    let reason = wait_reason(&best, chosen, cheapest, now);
+    RoutePlan {
+        decision: defer(now, best.at, cfg, reason),
+        hold: Some(Hold {
+            provider: &chosen.provider.name,
+            at: best.at,
+            by: best.by,
+        }),
+    }
+}
+
+/// What a deferred job waits for: a cheaper price window, or its turn at a busy pair.
+fn wait_reason(
+    best: &Opt,
+    chosen: &Candidate<'_>,
+    cheapest: &Candidate<'_>,
+    now: DateTime<Utc>,
+) -> DeferReason {
+    if best.window_from > now {
         DeferReason::CheaperWindow {
             expected: best.cost,
             at: best.at,
@@ -539,14 +532,43 @@ pub fn plan<'a>(
             busy: best.busy.unwrap_or(Busy::RateLimited),
             until: best.at,
         }
+    }
+}
+
+/// Why a job goes to a dearer pair now rather than wait for the cheapest one.
+fn escalation(
+    job: &Job,
+    cheapest: &Candidate<'_>,
+    view: &dyn CapacityView,
+    slack: Duration,
+    now: DateTime<Utc>,
+    cfg: &PolicyConfig,
+) -> RouteReason {
+    let (wait, busy) = match view.earliest(&cheapest.provider.name, now, now + Duration::days(1)) {
+        Some((t, b)) => (Some(t - now), b.unwrap_or(Busy::RateLimited)),
+        None => (None, Busy::RateLimited),
     };
-    RoutePlan {
-        decision: defer(now, best.at, cfg, reason),
-        hold: Some(Hold {
-            provider: &chosen.provider.name,
-            at: best.at,
-            by: best.by,
-        }),
+    let why = match (job.priority, wait) {
+        (Priority::Critical, _) => Escalation::CriticalNeverWaits,
+        (_, Some(w)) if w > slack => Escalation::WouldMissDeadline {
+            wait_s: w.num_seconds(),
+            slack_s: slack.num_seconds(),
+        },
+        (Priority::Standard, Some(w)) if w > secs(cfg.standard_max_defer_s) => {
+            Escalation::StandardWaitLimit {
+                max_s: cfg.standard_max_defer_s,
+            }
+        }
+        (_, Some(w)) => Escalation::SavesTooLittle {
+            wait_s: w.num_seconds(),
+            min_saving: cfg.min_window_saving,
+        },
+        (_, None) => Escalation::NoCapacityWithinADay,
+    };
+    RouteReason::Escalated {
+        cheapest: cheapest.provider.name.clone(),
+        busy,
+        why,
     }
 }
 

@@ -132,6 +132,9 @@ impl Stats {
     }
 
     /// The counters in the Prometheus text exposition format (version 0.0.4).
+    ///
+    /// Long (over 100 lines) on purpose: one block per exported metric, in the order of the
+    /// exposition, so the list of metrics reads in one place.
     pub fn render_prometheus(&self, worker: &str) -> String {
         let mut o = String::new();
         let w = escape(worker);
