@@ -4,10 +4,9 @@
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use producer::{InputFile, ReadOptions, RejectedLine, ScanReport};
+use producer::{CheckedFile, ProducerError, ReadOptions};
 use schemas::{Catalog, JobDefaults};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The job file and how to read it.
@@ -42,43 +41,13 @@ pub fn load_catalog(path: &Path) -> Result<Catalog, Failure> {
     Catalog::from_toml(&path.display().to_string(), &text).map_err(invalid)
 }
 
-/// A validated job file: pass 1 of the streaming producer is done; [`Checked::jobs`] runs pass 2.
-#[derive(Debug)]
-pub struct Checked {
-    pub input: Arc<InputFile>,
-    pub scan: ScanReport,
-    /// The options pass 1 ran with (pass 2 must use the same).
-    pub opts: ReadOptions,
-    pub sha256: String,
-}
-
-impl Checked {
-    /// The valid jobs, read again from the file in order on a blocking thread, at most
-    /// `buffer` of them read ahead; the handle returns how many were read (or why reading
-    /// failed).
-    pub fn jobs(
-        &self,
-        buffer: usize,
-    ) -> (
-        impl futures::Stream<Item = schemas::Job> + Send + 'static,
-        tokio::task::JoinHandle<Result<usize, producer::ProducerError>>,
-    ) {
-        producer::stream::spawn_job_reader(
-            self.input.clone(),
-            self.opts.clone(),
-            self.scan.selection(),
-            buffer,
-        )
-    }
-}
-
 /// What validation decided.
 #[derive(Debug)]
 // One value per command: the size of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Validation {
     /// Go on with these jobs (invalid lines, if any, are in `scan.errors`: `--skip-invalid`).
-    Proceed(Checked),
+    Proceed(CheckedFile),
     /// `--dry-run`: the report is printed; exit with this code.
     Stop(u8),
 }
@@ -103,23 +72,18 @@ pub async fn validate(
         max_jobs: args.max_jobs,
         max_prompt_bytes: Some(max_prompt_bytes),
     };
-    let input = producer::fetch_input(&args.jobs).await.map_err(|e| {
-        // A missing object is the user's input being wrong; a store that is down is not.
-        Failure {
-            code: 1,
-            error: e.into(),
+    let checked = producer::check_file(&args.jobs, opts).await.map_err(|e| {
+        // A missing object or an unreadable file is the user's input being wrong; a store
+        // that is down is not.
+        match e {
+            ProducerError::S3 { .. } => Failure {
+                code: 1,
+                error: e.into(),
+            },
+            e => invalid(e),
         }
     })?;
-    let input = Arc::new(input);
-    let scanning = {
-        let (input, opts) = (input.clone(), opts.clone());
-        tokio::task::spawn_blocking(move || input.scan(&opts))
-    };
-    let hashing = {
-        let path = input.path().to_path_buf();
-        tokio::task::spawn_blocking(move || producer::sha256_file(&path))
-    };
-    let scan = scanning.await?.map_err(invalid)?;
+    let scan = &checked.scan;
     if !scan.is_clean() {
         eprintln!("{}", scan.render_errors(20));
         eprintln!(
@@ -143,18 +107,14 @@ pub async fn validate(
         );
         return Ok(Validation::Stop(if scan.is_clean() { 0 } else { 2 }));
     }
-    let sha256 = hashing.await??;
-    Ok(Validation::Proceed(Checked {
-        input,
-        scan,
-        opts,
-        sha256,
-    }))
+    Ok(Validation::Proceed(checked))
 }
 
-/// The rejected lines as the JSONL stored in `_rejects.jsonl`.
-pub fn rejects_jsonl(errors: &[RejectedLine]) -> Result<Vec<u8>, Failure> {
-    let tmp = tempfile::NamedTempFile::new()?;
-    producer::write_rejected_lines(tmp.path(), errors)?;
-    Ok(std::fs::read(tmp.path())?)
+/// A submission's failure as an exit code: a run id taken by another file is the user's input
+/// (2); a store or broker failing is not (1).
+pub fn submission_failure(e: producer::SubmissionError) -> Failure {
+    match e {
+        producer::SubmissionError::DifferentFile { .. } => invalid(e),
+        e => e.into(),
+    }
 }

@@ -3,23 +3,22 @@
 //! `<out>/run=<run_id>/`, and prints a summary computed from the files it wrote.
 
 use crate::config::Config;
-use crate::input::{load_catalog, rejects_jsonl, validate, Checked, JobArgs, Validation};
+use crate::input::{load_catalog, submission_failure, validate, JobArgs, Validation};
 use crate::summary::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;
-use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use producer::{Submission, REJECTS_FILE};
 use queue::{MemoryQueue, Queue};
 use schemas::{Catalog, RunId};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use store::Manifest;
-use store::{dedup, read_run};
-use store::{LocalDirSink, ResultSink};
+use store::{dedup, read_run, LocalDirSink, ResultSink};
 use tokio_util::sync::CancellationToken;
+use worker::lifecycle::{self, Signal};
 use worker::Worker;
 
 /// Arguments of `offpeak run`.
@@ -63,7 +62,7 @@ pub fn load_scenario(path: &Path) -> Result<sim::Scenario, Failure> {
 }
 
 pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
-    raise_fd_limit();
+    lifecycle::raise_fd_limit();
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
@@ -74,61 +73,22 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         Validation::Proceed(c) => c,
         Validation::Stop(code) => return Ok(code),
     };
-    let Checked {
-        input,
-        scan,
-        sha256,
-        ..
-    } = &checked;
     let sink = Arc::new(LocalDirSink::new(&args.out));
-    if !scan.is_clean() {
-        sink.put(
-            run_id.as_str(),
-            "_rejects.jsonl",
-            rejects_jsonl(&scan.errors)?,
-        )
-        .await?;
-        eprintln!(
-            "invalid lines written to {}",
-            args.out
-                .join(format!("run={run_id}/_rejects.jsonl"))
-                .display()
-        );
+    let mut submission = Submission::begin(&*sink, &run_id, &checked, &catalog, now)
+        .await
+        .map_err(submission_failure)?;
+    if !checked.scan.is_clean() {
+        let rejects = args.out.join(format!("run={run_id}/{REJECTS_FILE}"));
+        eprintln!("invalid lines written to {}", rejects.display());
     }
-
     // Resume: jobs that already have a result in this run are not enqueued again.
-    let done: HashSet<String> = dedup(read_run(&*sink, run_id.as_str()).await?)
-        .into_iter()
-        .map(|r| r.job_id)
-        .collect();
-    let manifest = Manifest {
-        run_id: run_id.to_string(),
-        job_count: scan.valid as u64,
-        input_file: input.name().to_string(),
-        input_sha256: sha256.clone(),
-        submitted_at: now,
-        catalog: serde_json::to_value(&catalog)?,
-        offpeak_version: store::OFFPEAK_VERSION.to_string(),
-        published_at: None,
-    };
-    match store::read_manifest(&*sink, run_id.as_str()).await? {
-        Some(m) if m.input_sha256 != manifest.input_sha256 => {
-            return Err(invalid(anyhow!(
-                "run {run_id} was submitted from a different file ({}); use another --run-id",
-                m.input_file
-            )))
-        }
-        Some(_) => {}
-        None => store::write_manifest(&*sink, &manifest).await?,
-    }
-    if !done.is_empty() {
+    if !submission.answered.is_empty() {
         eprintln!(
             "resuming run {run_id}: {} jobs already have results, {} to go",
-            done.len(),
-            scan.valid.saturating_sub(done.len())
+            submission.answered.len(),
+            submission.to_publish(&checked)
         );
     }
-
     let sim = if args.simulate {
         let scenario = match &args.scenario {
             Some(p) => load_scenario(p)?,
@@ -141,22 +101,21 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         None
     };
     let catalog = Arc::new(catalog);
-
     let queue = MemoryQueue::new();
-    // Pass 2 of the streaming producer: the valid jobs read again from the file.
-    let (jobs, reader) = checked.jobs(512);
-    let todo = jobs.filter(|j| futures::future::ready(!done.contains(&j.id.0)));
-    let published =
-        producer::publish::publish_stream(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await;
-    reader.await??;
-    let total = published?;
+    let total = submission
+        .publish(&queue, &checked, &catalog, 256, &|_| {})
+        .await
+        .map_err(submission_failure)?;
+    submission
+        .finish(&*sink)
+        .await
+        .map_err(submission_failure)?;
 
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let http = reqwest_client(&cfg)?;
     for i in 0..args.workers.max(1) {
-        let providers = build_providers(&catalog, &http, &cfg)?;
+        let providers = build_providers(&catalog, &cfg)?;
         let w = Arc::new(Worker::new(
             format!("local{i}-{}", std::process::id()),
             catalog.clone(),
@@ -170,12 +129,12 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     }
 
     let bar = progress_bar(total, args.quiet);
-    let interrupted = tokio::select! {
-        _ = queue.drained() => false,
-        _ = tick(&bar, &workers) => false,
-        _ = shutdown_signal() => true,
+    let signal = tokio::select! {
+        _ = queue.drained() => None,
+        _ = tick(&bar, &workers) => None,
+        s = lifecycle::shutdown_signal() => Some(s),
     };
-    if interrupted {
+    if signal.is_some() {
         eprintln!("interrupted: finishing jobs in flight and storing their results; re-run with --run-id {run_id} to resume");
         shutdown.cancel();
     }
@@ -187,59 +146,30 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     }
 
     let rows = dedup(read_run(&*sink, run_id.as_str()).await?);
-    let summary = Summary::from_rows(&run_id, &rows, manifest.job_count, &sink.location());
+    let job_count = submission.manifest.job_count;
+    let summary = Summary::from_rows(&run_id, &rows, job_count, &sink.location());
     print!("{}", summary.render());
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(if interrupted {
-        1
-    } else if summary.failed > 0 {
-        3
-    } else {
-        0
+    Ok(match signal {
+        Some(Signal::Interrupt) => 130,
+        Some(Signal::Terminate) => 143,
+        None if summary.failed > 0 => 3,
+        None => 0,
     })
 }
 
-/// Raises this process's soft limit on open files to the hard limit: every job in flight may
-/// hold a socket, and the common soft limit (1,024) is far below a worker at thousands of jobs
-/// in flight. Child processes inherit the raised limit.
-pub fn raise_fd_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-}
-
-pub fn reqwest_client(cfg: &Config) -> Result<reqwest::Client, Failure> {
-    // Every job in flight may hold a connection; a smaller idle pool would close and reopen
-    // connections at high concurrency (churn, and TIME_WAIT sockets piling up on the host).
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(cfg.worker.concurrency.max(256))
-        .build()
-        .map_err(|e| Failure::from(anyhow!("HTTP client: {e}")))
-}
-
-/// One client per catalog provider.
+/// One client per catalog provider, sharing one HTTP client sized for the worker's concurrency.
 pub fn build_providers(
     catalog: &Catalog,
-    http: &reqwest::Client,
     cfg: &Config,
 ) -> Result<HashMap<String, Arc<dyn worker::provider::Provider>>, Failure> {
-    let opts = worker::provider::ClientOptions {
-        timeout: Duration::from_secs_f64(cfg.worker.request_timeout_s),
-        max_response_bytes: cfg.worker.max_response_bytes,
-    };
-    catalog
-        .providers
-        .iter()
-        .map(|p| {
-            worker::provider::build_with(p, http.clone(), opts)
-                .map(|c| (p.name.clone(), c))
-                .map_err(|e| invalid(anyhow!("provider {}: {e}", p.name)))
-        })
-        .collect()
+    let http = worker::provider::http_client(cfg.worker.concurrency)
+        .map_err(|e| Failure::from(anyhow!("HTTP client: {e}")))?;
+    worker::provider::build_all(catalog, &http, cfg.worker.client_options())
+        .map_err(|e| invalid(anyhow!(e)))
 }
 
 pub fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
@@ -272,25 +202,5 @@ async fn tick(bar: &ProgressBar, workers: &[Arc<Worker>]) {
             cost as f64 / 1e6
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -25,7 +25,9 @@ pub const REJECTS_FILE: &str = "_rejects.jsonl";
 #[derive(Debug, thiserror::Error)]
 pub enum SubmissionError {
     /// The run exists and was submitted from another file (its checksum differs).
-    #[error("run {run_id} was submitted from a different file ({input_file}); use another --run-id")]
+    #[error(
+        "run {run_id} was submitted from a different file ({input_file}); use another --run-id"
+    )]
     DifferentFile { run_id: String, input_file: String },
     /// The job file could not be read.
     #[error(transparent)]
@@ -197,9 +199,7 @@ impl Submission {
         .await;
         // A failed publish drops the channel, which stops the reader; a failed read ends the
         // stream early, which the publish count would hide: the reader's error comes first.
-        reader
-            .await
-            .map_err(|e| join_error(&checked.input, e))??;
+        reader.await.map_err(|e| join_error(&checked.input, e))??;
         Ok(published?)
     }
 

@@ -103,7 +103,7 @@ pub async fn connect(url: &str, opts: BrokerOptions) -> Result<Arc<dyn Queue>, Q
 }
 
 /// `url` without its user-info, fit for error messages and logs.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let (authority, path) = match rest.find('/') {

@@ -282,7 +282,8 @@ fn drained_cheap() -> Router {
     };
     let r = Router::new(Arc::new(c), cfg, now());
     for i in 0..60 {
-        let d = decide(&r, &format!("drain{i}"), "", now());
+        // Critical jobs take the bucket's burst; deferrable ones would be paced.
+        let d = decide(&r, &format!("drain{i}"), r#","priority":"critical""#, now());
         assert_eq!(provider_of(&d), Some(("cheap".into(), false)), "drain {i}");
     }
     assert_eq!(r.in_flight("cheap"), 60);

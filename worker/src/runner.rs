@@ -73,6 +73,14 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// How the provider clients talk HTTP.
+    pub fn client_options(&self) -> crate::provider::ClientOptions {
+        crate::provider::ClientOptions {
+            timeout: Duration::from_secs_f64(self.request_timeout_s),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+
     /// The router's part of the settings.
     pub fn router(&self) -> RouterConfig {
         RouterConfig {

@@ -31,7 +31,7 @@ pub enum BenchCommand {
 pub async fn bench(cmd: BenchCommand, cfg: Config) -> Result<u8, Failure> {
     // Thousands of sockets in this process (the simulator) and in the worker processes it
     // starts, which inherit the limit.
-    crate::run::raise_fd_limit();
+    worker::lifecycle::raise_fd_limit();
     match cmd {
         BenchCommand::Throughput(a) => throughput::run(a, cfg).await,
         BenchCommand::Concurrency(a) => concurrency::run(a, cfg).await,

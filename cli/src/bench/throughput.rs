@@ -20,7 +20,7 @@ use super::common::{
 };
 use crate::config::Config;
 use crate::input::load_catalog;
-use crate::run::{build_providers, reqwest_client};
+use crate::run::build_providers;
 use crate::{output, Failure};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -404,7 +404,8 @@ async fn raw_rabbit(
 /// `n` chat requests to the simulator, `cfg.worker.concurrency` at once, with the worker's own
 /// HTTP client settings.
 async fn raw_http(cfg: &Config, sim: &sim::SimHandle, n: usize) -> Result<Duration, Failure> {
-    let http = reqwest_client(cfg)?;
+    let http = worker::provider::http_client(cfg.worker.concurrency)
+        .map_err(|e| Failure::from(anyhow!("HTTP client: {e}")))?;
     let url = format!("{}/chat/completions", sim.base_url(PROVIDER));
     let start = Instant::now();
     futures::stream::iter(0..n)
@@ -447,8 +448,7 @@ async fn pipeline(
     let submit = start.elapsed();
 
     let catalog = Arc::new(load_catalog(catalog_path)?);
-    let http = reqwest_client(&cfg)?;
-    let providers = build_providers(&catalog, &http, &cfg)?;
+    let providers = build_providers(&catalog, &cfg)?;
     let mut wcfg = cfg.worker.clone();
     // The last, partial file waits for its age; keep that tail short.
     wcfg.flush.max_age_s = wcfg.flush.max_age_s.min(1.0);

@@ -123,6 +123,33 @@ pub fn build(
     )
 }
 
+/// One client per catalog provider, sharing `http`; the error names the provider whose client
+/// could not be built (its key variable unset, say).
+pub fn build_all(
+    catalog: &schemas::Catalog,
+    http: &reqwest::Client,
+    opts: ClientOptions,
+) -> Result<std::collections::HashMap<String, Arc<dyn Provider>>, String> {
+    catalog
+        .providers
+        .iter()
+        .map(|p| {
+            build_with(p, http.clone(), opts)
+                .map(|c| (p.name.clone(), c))
+                .map_err(|e| format!("provider {}: {e}", p.name))
+        })
+        .collect()
+}
+
+/// The HTTP client the provider clients share. Every job in flight may hold a connection; a
+/// smaller idle pool than `concurrency` would close and reopen connections at high concurrency
+/// (churn, and TIME_WAIT sockets piling up on the host).
+pub fn http_client(concurrency: usize) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(256))
+        .build()
+}
+
 /// Like [`build`], with every client option given.
 pub fn build_with(
     spec: &ProviderSpec,
