@@ -148,15 +148,28 @@ pub(crate) enum After {
 
 pub(crate) trait SimPolicy {
     fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step;
+
+    /// The production router this policy paces by, if any.
+    fn router(&self) -> Option<&Router>;
+
+    /// What follows an answer. By default, as the worker does: the answer is recorded with the
+    /// router and the worker's retry rule says what comes next.
     fn outcome(
         &mut self,
         sc: &Scenario,
-        j: usize,
+        _j: usize,
         st: &mut JobState,
         provider: usize,
         answer: &Answer,
         now: DateTime<Utc>,
-    ) -> After;
+    ) -> After {
+        let Some(router) = self.router() else {
+            return After::Done;
+        };
+        let name = &sc.catalog.providers[provider].name;
+        router.record(name, call_outcome(answer), now);
+        after(router, answer, st.attempt)
+    }
 }
 
 /// Runs one policy over the scenario. `cfg` supplies the policy, breaker, attempts and inline
@@ -518,18 +531,8 @@ impl SimPolicy for Offpeak {
         }
     }
 
-    fn outcome(
-        &mut self,
-        sc: &Scenario,
-        _j: usize,
-        st: &mut JobState,
-        provider: usize,
-        answer: &Answer,
-        now: DateTime<Utc>,
-    ) -> After {
-        let name = &sc.catalog.providers[provider].name;
-        self.router.record(name, call_outcome(answer), now);
-        after(&self.router, answer, st.attempt)
+    fn router(&self) -> Option<&Router> {
+        Some(&self.router)
     }
 }
 
@@ -537,6 +540,10 @@ impl SimPolicy for Offpeak {
 struct Gateway;
 
 impl SimPolicy for Gateway {
+    fn router(&self) -> Option<&Router> {
+        None
+    }
+
     fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step {
         let tj = &sc.jobs[j];
         if now >= tj.deadline {
@@ -642,17 +649,7 @@ impl SimPolicy for Dearest {
         }
     }
 
-    fn outcome(
-        &mut self,
-        sc: &Scenario,
-        _j: usize,
-        st: &mut JobState,
-        provider: usize,
-        answer: &Answer,
-        now: DateTime<Utc>,
-    ) -> After {
-        let name = &sc.catalog.providers[provider].name;
-        self.router.record(name, call_outcome(answer), now);
-        after(&self.router, answer, st.attempt)
+    fn router(&self) -> Option<&Router> {
+        Some(&self.router)
     }
 }

@@ -114,7 +114,7 @@ impl RawRow<'_> {
             Some(value) => value.and_then(|v| parser.parse_value(line, v)),
         }?;
         if let Some(limit) = max_prompt_bytes {
-            let size = json_size(&job.messages);
+            let size = schemas::json_size(&job.messages);
             if size > limit {
                 return Err(JobError {
                     line,
@@ -272,21 +272,4 @@ impl Collector {
         }
         Ok(())
     }
-}
-
-/// The size of `v` as JSON, counted without building the text.
-fn json_size(v: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }

@@ -88,6 +88,41 @@ fn ts() -> DataType {
 }
 
 impl ResultRow {
+    /// A row of `run_id`/`job_id` that went nowhere yet: no provider, no usage, no cost, every
+    /// time `at`, no metadata. Callers fill in what they know.
+    pub fn blank(run_id: String, job_id: String, status: ResultStatus, at: DateTime<Utc>) -> Self {
+        ResultRow {
+            run_id,
+            job_id,
+            status,
+            model: String::new(),
+            provider: None,
+            provider_model: None,
+            output_text: None,
+            finish_reason: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            baseline_cost_usd: 0.0,
+            cheapest_at_submit_usd: None,
+            latency_ms: 0,
+            attempts: 0,
+            deferred_ms: 0,
+            deferrals: 0,
+            route_reason: None,
+            error_kind: None,
+            error_message: None,
+            priority: String::new(),
+            submitted_at: at,
+            completed_at: at,
+            deadline: at,
+            metadata: "{}".into(),
+            response_json: None,
+            provider_finish_reason: None,
+            escalated: false,
+        }
+    }
+
     /// Roughly the bytes this row holds: its long text columns plus a fixed allowance for the
     /// rest (for sizing buffers and files).
     pub fn approx_text_bytes(&self) -> usize {

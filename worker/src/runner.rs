@@ -283,7 +283,7 @@ impl Worker {
             let job = Job { env, delivery };
             return self.fail(job, "redelivered", reason, tx).await;
         }
-        let prompt = prompt_bytes(&env.job.messages);
+        let prompt = schemas::json_size(&env.job.messages);
         if prompt > self.cfg.max_prompt_bytes {
             let reason = format!(
                 "prompt is {prompt} bytes, over the limit of {} bytes (worker.max_prompt_bytes)",
@@ -304,43 +304,18 @@ impl Worker {
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         tracing::warn!(worker = %self.id, %reason, "poison message");
         if let (Some(run_id), Some(job_id)) = (field("run_id"), field("id")) {
-            let now = Utc::now();
             self.stats.failed.inc();
-            let row = ResultRow {
-                run_id,
-                job_id,
-                status: ResultStatus::Failed,
-                model: v
-                    .get("models")
-                    .and_then(|m| m.get(0))
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                provider: None,
-                provider_model: None,
-                output_text: None,
-                finish_reason: None,
-                input_tokens: 0,
-                output_tokens: 0,
-                cost_usd: 0.0,
-                baseline_cost_usd: 0.0,
-                cheapest_at_submit_usd: None,
-                latency_ms: 0,
-                attempts: delivery.delivered,
-                deferred_ms: 0,
-                deferrals: 0,
-                route_reason: None,
-                error_kind: Some("poison".into()),
-                error_message: Some(reason.clone()),
-                priority: field("priority").unwrap_or_default(),
-                submitted_at: now,
-                completed_at: now,
-                deadline: now,
-                metadata: "{}".into(),
-                response_json: None,
-                provider_finish_reason: None,
-                escalated: false,
-            };
+            let mut row = ResultRow::blank(run_id, job_id, ResultStatus::Failed, Utc::now());
+            row.model = v
+                .get("models")
+                .and_then(|m| m.get(0))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string();
+            row.attempts = delivery.delivered;
+            row.error_kind = Some("poison".into());
+            row.error_message = Some(reason.clone());
+            row.priority = field("priority").unwrap_or_default();
             hand_over(
                 tx,
                 Finished {
@@ -579,36 +554,17 @@ impl Worker {
     }
 
     fn row(&self, env: &Envelope, status: ResultStatus, now: DateTime<Utc>) -> ResultRow {
-        ResultRow {
-            run_id: env.run_id.to_string(),
-            job_id: env.job.id.to_string(),
-            status,
-            model: env.job.models.first().cloned().unwrap_or_default(),
-            provider: None,
-            provider_model: None,
-            output_text: None,
-            finish_reason: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            baseline_cost_usd: 0.0,
-            cheapest_at_submit_usd: env.cheapest_at_submit_usd,
-            latency_ms: 0,
-            attempts: env.attempt,
-            deferred_ms: env.deferred_ms,
-            deferrals: env.deferrals,
-            route_reason: None,
-            error_kind: None,
-            error_message: None,
-            priority: env.job.priority.as_str().to_string(),
-            submitted_at: env.submitted_at,
-            completed_at: now,
-            deadline: env.job.deadline,
-            metadata: serde_json::Value::Object(env.job.metadata.clone()).to_string(),
-            response_json: None,
-            provider_finish_reason: None,
-            escalated: false,
-        }
+        let mut row = ResultRow::blank(env.run_id.to_string(), env.job.id.to_string(), status, now);
+        row.model = env.job.models.first().cloned().unwrap_or_default();
+        row.cheapest_at_submit_usd = env.cheapest_at_submit_usd;
+        row.attempts = env.attempt;
+        row.deferred_ms = env.deferred_ms;
+        row.deferrals = env.deferrals;
+        row.priority = env.job.priority.as_str().to_string();
+        row.submitted_at = env.submitted_at;
+        row.deadline = env.job.deadline;
+        row.metadata = serde_json::Value::Object(env.job.metadata.clone()).to_string();
+        row
     }
 }
 
@@ -649,21 +605,4 @@ fn peek_version(payload: &[u8]) -> Option<u32> {
     serde_json::from_slice::<Version>(payload)
         .ok()
         .map(|v| v.schema_version)
-}
-
-/// The size of `messages` as JSON, counted without building the text.
-pub fn prompt_bytes(messages: &[schemas::ChatMessage]) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, messages);
-    c.0
 }
