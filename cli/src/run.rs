@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
+    cfg.validate().map_err(invalid)?;
     let mut catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));

@@ -38,6 +38,7 @@ pub struct SubmitArgs {
 }
 
 pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
+    cfg.validate().map_err(invalid)?;
     let catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));

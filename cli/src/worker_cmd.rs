@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::input::load_catalog;
 use crate::run::{build_providers, reqwest_client, shutdown_signal};
 use crate::submit::redact;
-use crate::{store, Failure};
+use crate::{invalid, store, Failure};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -61,6 +61,7 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
+    cfg.validate().map_err(invalid)?;
     let catalog = Arc::new(load_catalog(&args.catalog)?);
     let http = reqwest_client(&cfg)?;
     let providers = build_providers(&catalog, &http, &cfg)?;
