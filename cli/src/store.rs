@@ -31,6 +31,16 @@ pub async fn read_manifest(
     )?))
 }
 
+/// The error for a run that has no manifest at `sink`: never submitted there, or a wrong
+/// `--output` (exit code 1, as for any store that does not hold what was asked).
+pub fn no_such_run(sink: &dyn ResultSink, run_id: &str) -> Failure {
+    anyhow::anyhow!(
+        "no run {run_id} at {} (no run={run_id}/_manifest.json); was it submitted with this --output?",
+        sink.location()
+    )
+    .into()
+}
+
 /// Stores (or replaces) the run's manifest.
 pub async fn write_manifest(sink: &dyn ResultSink, m: &Manifest) -> Result<(), Failure> {
     sink.put(&m.run_id, MANIFEST_FILE, m.to_json()).await?;
