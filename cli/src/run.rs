@@ -112,16 +112,19 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         offpeak_version: producer::OFFPEAK_VERSION.to_string(),
         published_at: None,
     };
-    match store::read_manifest(&*sink, run_id.as_str()).await? {
+    let mut manifest = match store::read_manifest(&*sink, run_id.as_str()).await? {
         Some(m) if m.input_sha256 != manifest.input_sha256 => {
             return Err(invalid(anyhow!(
                 "run {run_id} was submitted from a different file ({}); use another --run-id",
                 m.input_file
             )))
         }
-        Some(_) => {}
-        None => store::write_manifest(&*sink, &manifest).await?,
-    }
+        Some(m) => m,
+        None => {
+            store::write_manifest(&*sink, &manifest).await?;
+            manifest
+        }
+    };
     if !done.is_empty() {
         eprintln!(
             "resuming run {run_id}: {} jobs already have results, {} to go",
@@ -151,6 +154,12 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         producer::publish::publish_stream(&queue, &run_id, todo, now, &catalog, 256, &|_| {}).await;
     reader.await??;
     let total = published?;
+    // Every job is on the queue: say so in the manifest, as `submit` does, or `status --wait`
+    // never sees this run finish.
+    if manifest.published_at.is_none() {
+        manifest.published_at = Some(Utc::now());
+        store::write_manifest(&*sink, &manifest).await?;
+    }
 
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
