@@ -120,6 +120,12 @@ pub async fn validate(
         tokio::task::spawn_blocking(move || producer::sha256_file(&path))
     };
     let scan = scanning.await?.map_err(invalid)?;
+    if scan.lines == 0 {
+        return Err(invalid(anyhow!(
+            "{}: no jobs (the file is empty or holds only blank lines); nothing was enqueued",
+            scan.file
+        )));
+    }
     if !scan.is_clean() {
         eprintln!("{}", scan.render_errors(20));
         eprintln!(
