@@ -143,7 +143,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            // Not `{:#}`: the library errors already print their cause, and anyhow would
+            // print it again.
+            eprintln!("error: {}", producer::error::error_chain(&*f.error));
             ExitCode::from(f.code)
         }
     }
