@@ -4,7 +4,7 @@
 //!
 //! Exit codes scripts can rely on: 0 all jobs succeeded; 1 an operational error (I/O, config,
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
-//! finished but some jobs failed.
+//! finished but some jobs failed; 130 interrupted by ctrl-c (SIGINT).
 
 /// jemalloc: see docs/benchmarks.md (allocator).
 #[global_allocator]

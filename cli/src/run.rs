@@ -181,11 +181,11 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
 
     let bar = progress_bar(total, args.quiet);
     let interrupted = tokio::select! {
-        _ = queue.drained() => false,
-        _ = tick(&bar, &workers) => false,
-        _ = shutdown_signal() => true,
+        _ = queue.drained() => None,
+        _ = tick(&bar, &workers) => None,
+        s = shutdown_signal() => Some(s),
     };
-    if interrupted {
+    if interrupted.is_some() {
         eprintln!("interrupted: finishing jobs in flight and storing their results; re-run with --run-id {run_id} to resume");
         shutdown.cancel();
     }
@@ -203,7 +203,9 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         std::fs::write(p, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(if interrupted {
+    Ok(if interrupted == Some(StopSignal::Interrupt) {
+        EXIT_INTERRUPTED
+    } else if interrupted.is_some() {
         1
     } else if summary.failed > 0 {
         3
@@ -285,8 +287,20 @@ async fn tick(bar: &ProgressBar, workers: &[Arc<Worker>]) {
     }
 }
 
-/// Resolves on ctrl-c or SIGTERM.
-pub async fn shutdown_signal() {
+/// The signal that asked this process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// Ctrl-C (SIGINT): the process exits 130, the shell convention (128 + 2).
+    Interrupt,
+    /// SIGTERM: an orchestrator stopping the process.
+    Terminate,
+}
+
+/// Exit code after ctrl-c (SIGINT), as shells report a process the signal ended.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Resolves on ctrl-c or SIGTERM, saying which.
+pub async fn shutdown_signal() -> StopSignal {
     #[cfg(unix)]
     {
         let mut term =
@@ -295,12 +309,13 @@ pub async fn shutdown_signal() {
                 Err(_) => return std::future::pending().await,
             };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+            _ = term.recv() => StopSignal::Terminate,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::input::load_catalog;
-use crate::run::{build_providers, reqwest_client, shutdown_signal};
+use crate::run::{build_providers, reqwest_client, shutdown_signal, StopSignal, EXIT_INTERRUPTED};
 use crate::submit::redact;
 use crate::{invalid, store, Failure};
 use anyhow::Context;
@@ -110,16 +110,24 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     );
 
     let stop = shutdown.clone();
+    // Resolves to the signal that stopped the worker, if one did.
     let watcher = {
         let w = w.clone();
         let idle = args.exit_when_idle;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown_signal() => tracing::info!("shutting down: finishing in-flight jobs"),
-                _ = idle_for(&w, idle) => tracing::info!("idle: shutting down"),
-                _ = stop.cancelled() => {}
-            }
+            let signal = tokio::select! {
+                s = shutdown_signal() => {
+                    tracing::info!(signal = ?s, "shutting down: finishing in-flight jobs");
+                    Some(s)
+                }
+                _ = idle_for(&w, idle) => {
+                    tracing::info!("idle: shutting down");
+                    None
+                }
+                _ = stop.cancelled() => None,
+            };
             stop.cancel();
+            signal
         })
     };
     // The loop ends on its own only when the broker closed the consumer (a lost connection):
@@ -165,7 +173,7 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     }
     ready.store(false, Ordering::Relaxed);
     shutdown.cancel();
-    let _ = watcher.await;
+    let signal = watcher.await.ok().flatten();
     let _ = server.await;
     let s = &w.stats;
     eprintln!(
@@ -175,7 +183,12 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         s.deferrals.get(),
         s.flushed_rows.get()
     );
-    Ok(0)
+    // SIGTERM is the orderly way to stop a worker (0); ctrl-c is an interruption (130).
+    Ok(if signal == Some(StopSignal::Interrupt) {
+        EXIT_INTERRUPTED
+    } else {
+        0
+    })
 }
 
 /// Resolves once nothing has happened for `idle` (never when `None`).
