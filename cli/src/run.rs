@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// Jobs in flight per worker (overrides the config's worker.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Run id; re-running with the same id skips jobs that already have results (resume).
+    /// Run id: 1-128 ASCII letters, digits, `-` or `_`; generated when absent. Re-running with
+    /// the same id skips jobs that already have results (resume).
     #[arg(long)]
     pub run_id: Option<RunId>,
     /// Also write the summary as JSON to this file.

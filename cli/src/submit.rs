@@ -25,7 +25,7 @@ pub struct SubmitArgs {
     /// Where results go (`s3://bucket/prefix` or a directory): the run manifest is written there.
     #[arg(long, env = "OFFPEAK_OUTPUT")]
     pub output: String,
-    /// Run id (letters, digits, `-`, `_`); generated when absent. Submitting the same file again
+    /// Run id (1-128 ASCII letters, digits, `-` or `_`); generated when absent. Submitting the same file again
     /// under the same id enqueues nothing new.
     #[arg(long)]
     pub run_id: Option<RunId>,
