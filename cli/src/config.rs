@@ -60,6 +60,40 @@ impl Config {
 }
 
 impl Config {
+    /// Checks every value against its range, naming the key at fault (exit code 2). Commands
+    /// call it after applying their own overrides (`--concurrency`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.worker.validate()?;
+        let b = &self.broker;
+        if !(b.dedup_window_s.is_finite() && b.dedup_window_s >= 0.0) {
+            bail!(
+                "invalid configuration: broker.dedup_window_s must be a finite number 0 or more, got {}",
+                b.dedup_window_s
+            );
+        }
+        if b.max_ack_pending < 1 {
+            bail!(
+                "invalid configuration: broker.max_ack_pending must be at least 1, got {}",
+                b.max_ack_pending
+            );
+        }
+        if b.delay_tiers_s.is_empty() {
+            bail!("invalid configuration: broker.delay_tiers_s must list at least one delay");
+        }
+        if let Some(t) = b
+            .delay_tiers_s
+            .iter()
+            .find(|t| !(t.is_finite() && **t > 0.0))
+        {
+            bail!(
+                "invalid configuration: broker.delay_tiers_s must hold finite numbers above 0, got {t}"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Config {
     /// Reads `path` (if any), then applies environment overrides.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut table: toml::Table = match path {

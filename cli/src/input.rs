@@ -84,6 +84,12 @@ pub async fn validate(
         }
     })?;
     let scan = &checked.scan;
+    if scan.lines == 0 {
+        return Err(invalid(anyhow!(
+            "{}: no jobs (the file is empty or holds only blank lines); nothing was enqueued",
+            scan.file
+        )));
+    }
     if !scan.is_clean() {
         eprintln!("{}", scan.render_errors(20));
         eprintln!(

@@ -4,7 +4,7 @@
 //!
 //! Exit codes scripts can rely on: 0 all jobs succeeded; 1 an operational error (I/O, config,
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
-//! finished but some jobs failed.
+//! finished but some jobs failed; 130 interrupted by ctrl-c (SIGINT).
 
 /// jemalloc: see docs/benchmarks.md (allocator).
 #[global_allocator]
@@ -47,20 +47,62 @@ struct Cli {
 enum Command {
     /// Local mode: validate a job file, route every job cost-first, and write Parquet results to
     /// a local directory — in one process, with an embedded queue and no servers.
+    #[command(after_long_help = "Examples:
+  # the example jobs, every provider served by the built-in simulator (no keys, no cost)
+  offpeak run examples/jobs.jsonl --catalog examples/catalog.toml --simulate
+
+  # real providers (keys from the variables the catalog names), a named run that can resume
+  offpeak run jobs.jsonl --catalog catalog.toml --out out --run-id nightly-1 --deadline 6h
+
+  # validate only
+  offpeak run jobs.jsonl --catalog catalog.toml --dry-run")]
     Run(run::RunArgs),
     /// Validate a job file and enqueue one message per job on NATS JetStream or RabbitMQ.
+    #[command(after_long_help = "Examples:
+  offpeak submit jobs.jsonl --catalog catalog.toml --broker nats://127.0.0.1:4222 \\
+      --output s3://my-bucket/offpeak --run-id nightly-1
+
+  # RabbitMQ, results in a directory, the file read from S3
+  offpeak submit s3://my-bucket/jobs.jsonl --catalog catalog.toml \\
+      --broker amqp://guest:guest@127.0.0.1:5672/%2f --output /data/offpeak")]
     Submit(submit::SubmitArgs),
     /// Process jobs from the broker and store results as Parquet (S3 or a directory); run as
     /// many as you like on the same broker.
+    #[command(after_long_help = "Examples:
+  offpeak worker --broker nats://127.0.0.1:4222 --output s3://my-bucket/offpeak \\
+      --catalog catalog.toml --concurrency 256
+
+  # batch-style: exit once the queue has been idle for a minute
+  OFFPEAK_BROKER=nats://127.0.0.1:4222 OFFPEAK_OUTPUT=/data/offpeak OFFPEAK_CATALOG=catalog.toml \\
+      offpeak worker --exit-when-idle 60s")]
     Worker(worker_cmd::WorkerArgs),
     /// Show a run's progress against its manifest: done, failed, pending, cost, savings.
+    #[command(after_long_help = "Examples:
+  offpeak status nightly-1 --output s3://my-bucket/offpeak --watch
+
+  # in a pipeline: exit 0 when every job succeeded, 3 if any failed, 1 after 12 hours
+  offpeak status nightly-1 --output s3://my-bucket/offpeak --wait --timeout 12h")]
     Status(status::StatusArgs),
     /// Export a run's de-duplicated results as one Parquet, JSONL or OpenAI Batch output file.
+    #[command(after_long_help = "Examples:
+  offpeak results nightly-1 --output s3://my-bucket/offpeak --format openai-batch -o out.jsonl
+  offpeak results nightly-1 --output out --format parquet -o nightly-1.parquet")]
     Results(results::ResultsArgs),
     /// Benchmarks: throughput, concurrency, submit, market (routing policies), scale.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_long_help = "Examples:
+  offpeak bench market --scenario examples/scenarios/market-cheap-rate-limited.toml
+  offpeak bench throughput --help"
+    )]
     Bench(bench::BenchCommand),
     /// Run the provider simulator (OpenAI- and Anthropic-compatible HTTP APIs) until ctrl-c.
+    #[command(after_long_help = "Examples:
+  # every catalog provider, no errors; point an SDK at the printed base URL
+  offpeak sim --catalog examples/catalog.toml --port 8080
+
+  # latencies, errors, 429s and outages from a scenario, reachable from other machines
+  offpeak sim --scenario examples/scenarios/cheap-rate-limited.toml --host 0.0.0.0")]
     Sim(SimArgs),
 }
 
@@ -72,8 +114,10 @@ struct SimArgs {
     /// Build the scenario from a provider catalog instead (no errors, low latency).
     #[arg(long, conflicts_with = "scenario")]
     catalog: Option<PathBuf>,
+    /// TCP port to listen on; each provider is served under `http://HOST:PORT/<provider>/v1`.
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Address to listen on: `127.0.0.1` serves this machine only, `0.0.0.0` every interface.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
 }
@@ -143,7 +187,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            // Not `{:#}`: the library errors already print their cause, and anyhow would
+            // print it again.
+            eprintln!("error: {}", producer::error::error_chain(&*f.error));
             ExitCode::from(f.code)
         }
     }

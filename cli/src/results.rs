@@ -38,6 +38,13 @@ pub struct ResultsArgs {
 
 pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
     let sink = output::open(&args.output).await?;
+    // As `status` does: a run without a manifest here is an error, not an empty export.
+    if store::read_manifest(&*sink, args.run_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(output::no_such_run(&*sink, args.run_id.as_str()));
+    }
     let mut rows = dedup(
         RunReader::default()
             .rows(&*sink, args.run_id.as_str())

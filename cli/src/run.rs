@@ -42,7 +42,8 @@ pub struct RunArgs {
     /// Jobs in flight per worker (overrides the config's worker.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Run id; re-running with the same id skips jobs that already have results (resume).
+    /// Run id: 1-128 ASCII letters, digits, `-` or `_`; generated when absent. Re-running with
+    /// the same id skips jobs that already have results (resume).
     #[arg(long)]
     pub run_id: Option<RunId>,
     /// Also write the summary as JSON to this file.
@@ -66,6 +67,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
+    cfg.validate().map_err(invalid)?;
     let mut catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));

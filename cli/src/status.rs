@@ -6,7 +6,6 @@
 use crate::run::progress_bar;
 use crate::summary::Summary;
 use crate::{output, Failure};
-use anyhow::anyhow;
 use schemas::RunId;
 use std::time::{Duration, Instant};
 use store::{dedup, RunReader};
@@ -55,11 +54,7 @@ pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
                 tokio::time::sleep(args.interval).await;
                 continue;
             }
-            return Err(anyhow!(
-                "no run {run} at {} (no run={run}/_manifest.json); was it submitted with this --output?",
-                sink.location()
-            )
-            .into());
+            return Err(output::no_such_run(&*sink, run));
         };
         let rows = dedup(rows);
         let summary = Summary::from_rows(&args.run_id, &rows, manifest.job_count, &sink.location());

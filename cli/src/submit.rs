@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::input::{load_catalog, submission_failure, validate, JobArgs, Validation};
 use crate::run::progress_bar;
-use crate::{output, Failure};
+use crate::{invalid, output, Failure};
 use chrono::Utc;
 use producer::{Submission, REJECTS_FILE};
 use queue::redact;
@@ -22,7 +22,7 @@ pub struct SubmitArgs {
     /// Where results go (`s3://bucket/prefix` or a directory): the run manifest is written there.
     #[arg(long, env = "OFFPEAK_OUTPUT")]
     pub output: String,
-    /// Run id (letters, digits, `-`, `_`); generated when absent. Submitting the same file again
+    /// Run id (1-128 ASCII letters, digits, `-` or `_`); generated when absent. Submitting the same file again
     /// under the same id enqueues nothing new.
     #[arg(long)]
     pub run_id: Option<RunId>,
@@ -35,6 +35,7 @@ pub struct SubmitArgs {
 }
 
 pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
+    cfg.validate().map_err(invalid)?;
     let catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::input::load_catalog;
 use crate::run::build_providers;
-use crate::{output, Failure};
+use crate::{invalid, output, Failure};
 use anyhow::Context;
 use queue::redact;
 use std::net::SocketAddr;
@@ -50,6 +50,7 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     if let Some(c) = args.concurrency {
         cfg.worker.concurrency = c;
     }
+    cfg.validate().map_err(invalid)?;
     let catalog = Arc::new(load_catalog(&args.catalog)?);
     let providers = build_providers(&catalog, &cfg)?;
     let id = args.id.clone().unwrap_or_else(lifecycle::default_id);

@@ -151,24 +151,44 @@ fn drop_timezones(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
-/// Replaces string cells of [`JSON_TEXT_FIELDS`] with the JSON they hold.
+/// Replaces string cells of [`JSON_TEXT_FIELDS`] with the JSON they hold. Every cell that is
+/// not valid JSON is reported, in one error naming all of them (`field` is their
+/// comma-separated list), so a row is not fixed one field per attempt.
 fn decode_json_text_fields(row: usize, mut value: Value) -> Result<Value, JobError> {
     let Value::Object(obj) = &mut value else {
         return Err(whole_row_error(row, "row did not convert to a JSON object"));
     };
+    let mut bad: Vec<(&str, String)> = Vec::new();
     for field in JSON_TEXT_FIELDS {
         if let Some(Value::String(text)) = obj.get(*field) {
-            let decoded = serde_json::from_str::<Value>(text).map_err(|e| JobError {
-                line: row,
-                field: (*field).to_string(),
-                reason: format!(
-                    "a string column here must hold JSON, and this is not valid JSON: {e}"
-                ),
-            })?;
-            obj.insert((*field).to_string(), decoded);
+            match serde_json::from_str::<Value>(text) {
+                Ok(decoded) => {
+                    obj.insert((*field).to_string(), decoded);
+                }
+                Err(e) => bad.push((*field, e.to_string())),
+            }
         }
     }
-    Ok(value)
+    const RULE: &str = "a string column here must hold JSON, and this is not valid JSON";
+    match bad.as_slice() {
+        [] => Ok(value),
+        [(field, e)] => Err(JobError {
+            line: row,
+            field: (*field).to_string(),
+            reason: format!("{RULE}: {e}"),
+        }),
+        _ => Err(JobError {
+            line: row,
+            field: bad.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", "),
+            reason: format!(
+                "{RULE}: {}",
+                bad.iter()
+                    .map(|(f, e)| format!("`{f}`: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }),
+    }
 }
 
 fn whole_row_error(row: usize, reason: impl Into<String>) -> JobError {

@@ -212,6 +212,29 @@ fn bad_parquet_rows_are_reported_by_row_number_and_field() {
 }
 
 #[test]
+fn a_parquet_row_with_several_bad_json_text_fields_reports_every_one_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = batch(vec![
+        ("id", strings(&["two-bad"])),
+        ("model", strings(&["deepseek-v3"])),
+        ("messages", strings(&["[{oops"])),
+        ("metadata", strings(&["{not json"])),
+        ("tools", strings(&["nope"])),
+    ]);
+    let path = write_parquet(dir.path(), "rows.parquet", &[b]);
+    let report = read_job_file(&path, options()).unwrap();
+
+    assert_eq!(
+        error_locations(&report),
+        vec![(1, "messages, metadata, tools".into())]
+    );
+    let reason = &report.errors[0].error.reason;
+    for field in ["`messages`", "`metadata`", "`tools`"] {
+        assert!(reason.contains(field), "{field} missing from: {reason}");
+    }
+}
+
+#[test]
 fn row_numbers_continue_across_record_batches() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 10_000;

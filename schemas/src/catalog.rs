@@ -33,7 +33,8 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic messages API.
     Anthropic,
-    /// Google Gemini `generateContent`.
+    /// Google Gemini `generateContent`: not implemented, so a catalog naming it is refused (its
+    /// OpenAI-compatible endpoint works as `openai`).
     Gemini,
 }
 
@@ -232,18 +233,59 @@ impl Catalog {
             if p.models.is_empty() {
                 return Err(format!("provider {:?} lists no models", p.name));
             }
+            if p.kind == ProviderKind::Gemini {
+                return Err(format!(
+                    "provider {:?}: kind \"gemini\" is not implemented; use kind = \"openai\" with Gemini's OpenAI-compatible endpoint (https://generativelanguage.googleapis.com/v1beta/openai)",
+                    p.name
+                ));
+            }
+            let limits = [
+                ("rpm", p.limits.rpm.map(u64::from)),
+                ("tpm", p.limits.tpm),
+                ("concurrency", p.limits.concurrency.map(u64::from)),
+            ];
+            for (field, v) in limits {
+                if v == Some(0) {
+                    return Err(format!(
+                        "provider {:?}: limits.{field} must be at least 1 (leave it out for no limit)",
+                        p.name
+                    ));
+                }
+            }
             for m in &p.models {
+                let at = |field: &str, rule: &str, v: f64| {
+                    format!(
+                        "provider {:?} model {:?}: {field} must be {rule}, got {v}",
+                        p.name, m.model
+                    )
+                };
+                let prices = [
+                    ("input_per_mtok", m.input_per_mtok),
+                    ("output_per_mtok", m.output_per_mtok),
+                    ("gpu_per_hour", m.gpu_per_hour),
+                ];
+                for (field, v) in prices {
+                    if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                        return Err(at(field, "a finite number 0 or more", v));
+                    }
+                }
+                if let Some(t) = m.tokens_per_second.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                    return Err(at("tokens_per_second", "a finite number above 0", t));
+                }
+                if m.context == Some(0) {
+                    return Err(at("context", "at least 1", 0.0));
+                }
+                for (i, w) in m.schedule.iter().enumerate() {
+                    if !(w.multiplier.is_finite() && w.multiplier > 0.0) {
+                        let field = format!("schedule[{i}].multiplier");
+                        return Err(at(&field, "a finite number above 0", w.multiplier));
+                    }
+                }
                 let priced = m.input_per_mtok.is_some() && m.output_per_mtok.is_some()
                     || m.gpu_per_hour.is_some() && m.tokens_per_second.is_some();
                 if !priced {
                     return Err(format!(
                         "provider {:?} model {:?}: give input_per_mtok and output_per_mtok, or gpu_per_hour and tokens_per_second",
-                        p.name, m.model
-                    ));
-                }
-                if m.tokens_per_second.is_some_and(|t| t <= 0.0) {
-                    return Err(format!(
-                        "provider {:?} model {:?}: tokens_per_second must be > 0",
                         p.name, m.model
                     ));
                 }
@@ -358,5 +400,79 @@ output_per_mtok = 1
             .unwrap_err()
             .to_string();
         assert!(e.contains("input_per_mtok"), "{e}");
+    }
+
+    /// One provider `p` with one model `m` priced by `model_fields`, plus `provider_fields`.
+    fn one(provider_fields: &str, model_fields: &str) -> String {
+        format!(
+            "[[providers]]\nname='p'\nkind='openai'\nbase_url='http://x'\n{provider_fields}\n[[providers.models]]\nmodel='m'\nid='m'\n{model_fields}\n"
+        )
+    }
+
+    fn refused(text: &str) -> String {
+        Catalog::from_toml("c.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn catalog_refuses_negative_or_non_finite_prices_naming_provider_model_and_field() {
+        for (fields, field) in [
+            ("input_per_mtok=-1.5\noutput_per_mtok=1", "input_per_mtok"),
+            ("input_per_mtok=1\noutput_per_mtok=-0.01", "output_per_mtok"),
+            ("input_per_mtok=nan\noutput_per_mtok=1", "input_per_mtok"),
+            ("input_per_mtok=1\noutput_per_mtok=inf", "output_per_mtok"),
+            ("gpu_per_hour=-2\ntokens_per_second=100", "gpu_per_hour"),
+            ("gpu_per_hour=2\ntokens_per_second=0", "tokens_per_second"),
+            ("gpu_per_hour=2\ntokens_per_second=nan", "tokens_per_second"),
+        ] {
+            let e = refused(&one("", fields));
+            assert!(
+                e.contains(r#"provider "p" model "m""#) && e.contains(field),
+                "{fields}: {e}"
+            );
+        }
+        let free = one("", "input_per_mtok=0\noutput_per_mtok=0");
+        assert!(Catalog::from_toml("c.toml", &free).is_ok());
+    }
+
+    #[test]
+    fn catalog_refuses_a_price_window_multiplier_that_is_not_positive() {
+        for m in ["0", "-0.5", "nan"] {
+            let text = one(
+                "",
+                &format!("input_per_mtok=1\noutput_per_mtok=1\nschedule=[{{from='01:00',to='02:00',multiplier={m}}}]"),
+            );
+            let e = refused(&text);
+            assert!(
+                e.contains(r#"provider "p" model "m""#) && e.contains("schedule[0].multiplier"),
+                "{m}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn catalog_refuses_zero_limits_and_context() {
+        for (limit, field) in [
+            ("rpm=0", "limits.rpm"),
+            ("tpm=0", "limits.tpm"),
+            ("concurrency=0", "limits.concurrency"),
+        ] {
+            let e = refused(&one(
+                &format!("limits={{{limit}}}"),
+                "input_per_mtok=1\noutput_per_mtok=1",
+            ));
+            assert!(e.contains(r#"provider "p""#) && e.contains(field), "{e}");
+        }
+        let e = refused(&one("", "input_per_mtok=1\noutput_per_mtok=1\ncontext=0"));
+        assert!(e.contains(r#"model "m""#) && e.contains("context"), "{e}");
+    }
+
+    #[test]
+    fn catalog_refuses_gemini_which_no_worker_implements() {
+        let text = one("", "input_per_mtok=1\noutput_per_mtok=1").replace("'openai'", "'gemini'");
+        let e = refused(&text);
+        assert!(
+            e.contains(r#"provider "p""#) && e.contains("gemini") && e.contains("not implemented"),
+            "{e}"
+        );
     }
 }

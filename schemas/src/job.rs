@@ -498,7 +498,7 @@ fn take_id(line: usize, obj: &mut Map<String, Value>, field: &str) -> Result<Job
     match obj.remove(field) {
         Some(Value::String(s)) if !s.trim().is_empty() => {
             if s.len() > 512 {
-                Err(err(line, field, "longer than 512 characters"))
+                Err(err(line, field, "longer than 512 bytes"))
             } else if s.chars().any(char::is_control) {
                 Err(err(line, field, "contains control characters"))
             } else {

@@ -26,8 +26,9 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut source = err.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        // Some layers repeat their cause's text; once is enough.
-        if !out.ends_with(&text) {
+        // Many layers repeat their cause's text (thiserror's `"{file}: {source}"` with
+        // `#[source]`); once is enough.
+        if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }

@@ -91,6 +91,108 @@ impl WorkerConfig {
     }
 }
 
+/// A configuration value out of its range; `field` is its path in the config file
+/// (`worker.request_timeout_s`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field} {reason}")]
+pub struct InvalidConfig {
+    /// The key at fault, as written in the config file.
+    pub field: String,
+    /// What it must be, and what it was.
+    pub reason: String,
+}
+
+impl InvalidConfig {
+    fn new(field: &str, reason: String) -> Self {
+        InvalidConfig {
+            field: field.to_string(),
+            reason,
+        }
+    }
+}
+
+/// Checks that `v` (seconds) is a finite number, above zero when `positive`, else at least zero.
+fn seconds(field: &str, v: f64, positive: bool) -> Result<(), InvalidConfig> {
+    let ok = v.is_finite() && if positive { v > 0.0 } else { v >= 0.0 };
+    if ok {
+        return Ok(());
+    }
+    let what = if positive { "above 0" } else { "0 or more" };
+    Err(InvalidConfig::new(
+        field,
+        format!("must be a finite number {what}, got {v}"),
+    ))
+}
+
+/// Checks that a count is at least 1.
+fn at_least_one(field: &str, v: u64) -> Result<(), InvalidConfig> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(InvalidConfig::new(
+            field,
+            format!("must be at least 1, got {v}"),
+        ))
+    }
+}
+
+impl WorkerConfig {
+    /// Checks every value against its range (counts at least 1, times finite and not negative),
+    /// so a bad file or override is refused up front, naming the key, instead of panicking or
+    /// stalling later.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        at_least_one("worker.concurrency", self.concurrency as u64)?;
+        at_least_one("worker.max_attempts", u64::from(self.max_attempts))?;
+        at_least_one("worker.max_deliveries", u64::from(self.max_deliveries))?;
+        seconds("worker.request_timeout_s", self.request_timeout_s, true)?;
+        seconds("worker.inline_wait_s", self.inline_wait_s, false)?;
+        seconds("worker.shutdown_grace_s", self.shutdown_grace_s, false)?;
+        at_least_one("worker.max_prompt_bytes", self.max_prompt_bytes as u64)?;
+        at_least_one("worker.max_response_bytes", self.max_response_bytes as u64)?;
+        let p = &self.policy;
+        seconds("worker.policy.safety_margin_s", p.safety_margin_s, false)?;
+        seconds("worker.policy.latency_base_s", p.latency_base_s, false)?;
+        seconds(
+            "worker.policy.latency_per_output_token_s",
+            p.latency_per_output_token_s,
+            false,
+        )?;
+        seconds(
+            "worker.policy.standard_max_defer_s",
+            p.standard_max_defer_s,
+            false,
+        )?;
+        seconds("worker.policy.max_defer_s", p.max_defer_s, true)?;
+        if !(0.0..=1.0).contains(&p.min_window_saving) {
+            return Err(InvalidConfig::new(
+                "worker.policy.min_window_saving",
+                format!(
+                    "must be a fraction from 0 to 1, got {}",
+                    p.min_window_saving
+                ),
+            ));
+        }
+        let b = &self.breaker;
+        at_least_one(
+            "worker.breaker.failure_threshold",
+            u64::from(b.failure_threshold),
+        )?;
+        seconds("worker.breaker.open_s", b.open_s, false)?;
+        seconds("worker.breaker.max_open_s", b.max_open_s, false)?;
+        seconds("worker.breaker.fault_open_s", b.fault_open_s, false)?;
+        seconds(
+            "worker.breaker.rate_limit_backoff_s",
+            b.rate_limit_backoff_s,
+            false,
+        )?;
+        let f = &self.flush;
+        at_least_one("worker.flush.max_rows", f.max_rows as u64)?;
+        at_least_one("worker.flush.max_bytes", f.max_bytes as u64)?;
+        seconds("worker.flush.max_age_s", f.max_age_s, true)?;
+        Ok(())
+    }
+}
+
 /// One worker: its router (catalog, policy, capacity plan), provider clients and counters.
 pub struct Worker {
     router: Router,
