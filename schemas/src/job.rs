@@ -351,28 +351,7 @@ impl JobParser {
             }
         }
         let id = take_id(line, &mut obj, "id")?;
-        let models = match (obj.remove("model"), obj.remove("models")) {
-            (Some(_), Some(_)) => {
-                return Err(err(line, "models", "give `model` or `models`, not both"))
-            }
-            (Some(Value::String(m)), None) => vec![m],
-            (Some(_), None) => return Err(err(line, "model", "must be a string")),
-            (None, Some(Value::Array(a))) => {
-                let mut out = Vec::with_capacity(a.len());
-                for v in a {
-                    match v {
-                        Value::String(s) => out.push(s),
-                        _ => return Err(err(line, "models", "must be a list of strings")),
-                    }
-                }
-                if out.is_empty() {
-                    return Err(err(line, "models", "must not be empty"));
-                }
-                out
-            }
-            (None, Some(_)) => return Err(err(line, "models", "must be a list of strings")),
-            (None, None) => return Err(err(line, "model", "missing (give `model` or `models`)")),
-        };
+        let models = take_models(line, &mut obj)?;
         let field = if models.len() == 1 { "model" } else { "models" };
         let models = self.check_models(line, field, models)?;
         let messages = match (obj.remove("messages"), obj.remove("prompt")) {
@@ -401,40 +380,7 @@ impl JobParser {
                 )
             })?,
         };
-        let deadline = match (obj.remove("deadline"), obj.remove("deadline_in")) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    line,
-                    "deadline_in",
-                    "give `deadline` or `deadline_in`, not both",
-                ))
-            }
-            (Some(Value::String(s)), None) => DateTime::parse_from_rfc3339(&s)
-                .map_err(|e| {
-                    err(
-                        line,
-                        "deadline",
-                        format!("not an RFC 3339 time ({e}): {s:?}"),
-                    )
-                })?
-                .with_timezone(&Utc),
-            (Some(_), None) => return Err(err(line, "deadline", "must be an RFC 3339 string")),
-            (None, Some(Value::String(s))) => {
-                let d = humantime::parse_duration(&s).map_err(|e| {
-                    err(
-                        line,
-                        "deadline_in",
-                        format!("not a duration like \"6h\" ({e})"),
-                    )
-                })?;
-                let d = Duration::from_std(d).map_err(|_| err(line, "deadline_in", "too long"))?;
-                self.defaults.now + d
-            }
-            (None, Some(_)) => {
-                return Err(err(line, "deadline_in", "must be a string like \"6h\""))
-            }
-            (None, None) => self.defaults.now + self.defaults.deadline_in,
-        };
+        let deadline = self.take_deadline(line, &mut obj)?;
         if deadline <= self.defaults.now {
             return Err(err(
                 line,
@@ -471,6 +417,50 @@ impl JobParser {
         })
     }
 
+    /// The job's `deadline` (RFC 3339) or `deadline_in` (a duration from now), else the
+    /// run's default.
+    fn take_deadline(
+        &self,
+        line: usize,
+        obj: &mut Map<String, Value>,
+    ) -> Result<DateTime<Utc>, JobError> {
+        let deadline = match (obj.remove("deadline"), obj.remove("deadline_in")) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    line,
+                    "deadline_in",
+                    "give `deadline` or `deadline_in`, not both",
+                ))
+            }
+            (Some(Value::String(s)), None) => DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| {
+                    err(
+                        line,
+                        "deadline",
+                        format!("not an RFC 3339 time ({e}): {s:?}"),
+                    )
+                })?
+                .with_timezone(&Utc),
+            (Some(_), None) => return Err(err(line, "deadline", "must be an RFC 3339 string")),
+            (None, Some(Value::String(s))) => {
+                let d = humantime::parse_duration(&s).map_err(|e| {
+                    err(
+                        line,
+                        "deadline_in",
+                        format!("not a duration like \"6h\" ({e})"),
+                    )
+                })?;
+                let d = Duration::from_std(d).map_err(|_| err(line, "deadline_in", "too long"))?;
+                self.defaults.now + d
+            }
+            (None, Some(_)) => {
+                return Err(err(line, "deadline_in", "must be a string like \"6h\""))
+            }
+            (None, None) => self.defaults.now + self.defaults.deadline_in,
+        };
+        Ok(deadline)
+    }
+
     fn check_models(
         &self,
         line: usize,
@@ -492,6 +482,33 @@ impl JobParser {
         }
         Ok(models)
     }
+}
+
+/// The job's `model` or `models`, as a non-empty list of names.
+fn take_models(line: usize, obj: &mut Map<String, Value>) -> Result<Vec<String>, JobError> {
+    let models = match (obj.remove("model"), obj.remove("models")) {
+        (Some(_), Some(_)) => {
+            return Err(err(line, "models", "give `model` or `models`, not both"))
+        }
+        (Some(Value::String(m)), None) => vec![m],
+        (Some(_), None) => return Err(err(line, "model", "must be a string")),
+        (None, Some(Value::Array(a))) => {
+            let mut out = Vec::with_capacity(a.len());
+            for v in a {
+                match v {
+                    Value::String(s) => out.push(s),
+                    _ => return Err(err(line, "models", "must be a list of strings")),
+                }
+            }
+            if out.is_empty() {
+                return Err(err(line, "models", "must not be empty"));
+            }
+            out
+        }
+        (None, Some(_)) => return Err(err(line, "models", "must be a list of strings")),
+        (None, None) => return Err(err(line, "model", "missing (give `model` or `models`)")),
+    };
+    Ok(models)
 }
 
 fn take_id(line: usize, obj: &mut Map<String, Value>, field: &str) -> Result<JobId, JobError> {

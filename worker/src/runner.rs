@@ -228,7 +228,7 @@ struct Call {
 /// routed again, with the error that sent it back.
 enum CallEnd {
     Settled,
-    Again(Job, ProviderError),
+    Again(Box<(Job, ProviderError)>),
 }
 
 /// The capacity one dispatched call holds at the router. Dropped without
@@ -481,7 +481,8 @@ impl Worker {
             };
             match self.call(job, call, tx).await {
                 CallEnd::Settled => return,
-                CallEnd::Again(j, e) => {
+                CallEnd::Again(again) => {
+                    let (j, e) = *again;
                     job = j;
                     last_error = Some(e);
                 }
@@ -537,7 +538,7 @@ impl Worker {
             .router
             .after_error(e.class, attempts, rand::random::<f64>())
         {
-            Retry::Reroute => CallEnd::Again(job, e),
+            Retry::Reroute => CallEnd::Again(Box::new((job, e))),
             Retry::Backoff(wait) if wait.as_secs_f64() > self.cfg.inline_wait_s => {
                 let reason = DeferReason::Backoff {
                     error: e.to_string(),
@@ -547,7 +548,7 @@ impl Worker {
             }
             Retry::Backoff(wait) => {
                 tokio::time::sleep(wait).await;
-                CallEnd::Again(job, e)
+                CallEnd::Again(Box::new((job, e)))
             }
             Retry::GiveUp(GiveUp::Terminal) => {
                 self.fail(job, "terminal", e.to_string(), tx).await;

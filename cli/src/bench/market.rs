@@ -302,6 +302,12 @@ fn print(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
             println!("  {} missed {id}: {why}", r.policy.as_str());
         }
     }
+    print_summary_line(sc, runs, bounds, wall);
+}
+
+/// The last line: every figure as `key=value`, for scripts.
+fn print_summary_line(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
+    let lb = &bounds.contract;
     let get = |k: PolicyKind| runs.iter().map(|(r, _)| r).find(|r| r.policy == k);
     let (Some(d), Some(g), Some(o)) = (
         get(PolicyKind::Dearest),

@@ -68,6 +68,10 @@ struct Round {
     work: Duration,
 }
 
+/// Runs the rounds and prints the table and the summary line.
+///
+/// Long (over 100 lines) on purpose: one measurement's script — set up, interleaved rounds,
+/// medians, table — whose figures feed each other; each step is a few lines.
 pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
     let n = args.jobs.max(1);
     let rounds = args.rounds.max(1);
