@@ -291,9 +291,10 @@ impl Settle for MemorySettle {
         if !self.settle() {
             return Err(already_settled());
         }
+        // One bounded line, as the brokers keep it (their reason travels in a header).
         self.shared.lock().dead.push(DeadLetter {
             payload,
-            reason: reason.to_string(),
+            reason: crate::slot::header_text(reason),
         });
         self.shared.changed.notify_waiters();
         Ok(())
