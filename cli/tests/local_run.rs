@@ -4,10 +4,7 @@
 use schemas::{ResultRow, ResultStatus};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use testkit::{text, workspace_root as root};
 
 fn offpeak(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_offpeak"));
@@ -18,10 +15,6 @@ fn offpeak(args: &[&str], envs: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run offpeak")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn rows(out: &Path, run: &str) -> Vec<ResultRow> {

@@ -7,11 +7,12 @@ mod common;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
-use common::{options, write_file, write_parquet};
+use common::{options, write_parquet};
 use producer::{read_job_file, ProducerError};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use testkit::write_file;
 
 /// Values for job fields: right and wrong types, odd strings, big and negative numbers.
 fn field_value() -> impl Strategy<Value = Value> {

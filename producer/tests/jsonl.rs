@@ -2,9 +2,10 @@
 
 mod common;
 
-use common::{error_locations, ids, options, write_file};
+use common::{error_locations, ids, options};
 use producer::{read_job_file, write_rejects, ProducerError};
 use serde_json::Value;
+use testkit::write_file;
 
 const MIXED: &str = concat!(
     r#"{"id":"a","model":"llama-3.1-70b","messages":[{"role":"user","content":"hi"}],"max_tokens":16}"#,

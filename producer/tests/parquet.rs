@@ -10,11 +10,12 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use arrow::record_batch::RecordBatch;
-use common::{error_locations, ids, options, write_file, write_parquet};
+use common::{error_locations, ids, options, write_parquet};
 use producer::{read_job_file, InputFormat};
 use schemas::Job;
 use serde_json::Value;
 use std::sync::Arc;
+use testkit::write_file;
 
 const IDS: [&str; 3] = ["q1", "q2", "q3"];
 const PROMPTS: [&str; 3] = ["What is 2+2?", "Name a prime.", "Say \"hi\"\nin two lines."];

@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{options, write_file};
+use common::options;
 use producer::stream::{for_each_job, scan};
 use producer::{read_job_file, ProducerError};
 use std::fmt::Write;
 use std::ops::ControlFlow;
+use testkit::write_file;
 
 fn job(id: &str) -> String {
     format!(r#"{{"id":"{id}","model":"llama-3.1-70b","prompt":"question {id}"}}"#)

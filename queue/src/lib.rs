@@ -53,7 +53,8 @@ impl QueueError {
 pub struct DeadLetter {
     /// The message body as it was dead-lettered.
     pub payload: Bytes,
-    /// Why it was given up on, as passed to [`Delivery::dead_letter`].
+    /// Why it was given up on, as passed to [`Delivery::dead_letter`] but on one line (control
+    /// characters become spaces) of at most 1 KiB: brokers carry it in a header.
     pub reason: String,
 }
 

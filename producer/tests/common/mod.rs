@@ -1,4 +1,5 @@
-//! Shared fixtures: a fixed clock, a two-model catalog, and file writers.
+//! The producer's fixtures: a fixed clock, a two-model catalog, a Parquet writer and compact
+//! views of a validation report. Generic file helpers are in `testkit`.
 #![allow(dead_code)]
 
 use arrow::record_batch::RecordBatch;
@@ -19,12 +20,6 @@ pub fn options() -> ReadOptions {
         max_jobs: None,
         max_prompt_bytes: None,
     }
-}
-
-pub fn write_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
 }
 
 pub fn write_parquet(dir: &Path, name: &str, batches: &[RecordBatch]) -> PathBuf {
