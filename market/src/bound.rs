@@ -26,7 +26,7 @@
 //! A "miss" option at ten times the job's dearest price keeps the dual bounded when capacity
 //! cannot carry everything (adding an option only lowers the optimum — still a bound).
 
-use crate::scenario::Scenario;
+use crate::scenario::MarketScenario;
 use chrono::{DateTime, Duration, Utc};
 use router::policy::{candidates, Availability};
 use schemas::{Priority, Usd};
@@ -172,7 +172,7 @@ impl Model {
 }
 
 /// Computes the bound for `sc`.
-pub fn lower_bound(sc: &Scenario, o: &BoundOptions) -> LowerBound {
+pub fn lower_bound(sc: &MarketScenario, o: &BoundOptions) -> LowerBound {
     let m = build(sc, o);
     solve(&m, o)
 }
@@ -187,7 +187,7 @@ fn minutes_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 /// Long (over 100 lines) on purpose: one pass over the providers and one over the jobs, in the
 /// order the bound's validity argument (docs/benchmarks.md) states them; the steps share the
 /// index tables they fill.
-fn build(sc: &Scenario, o: &BoundOptions) -> Model {
+fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
     let end = sc.jobs.iter().map(|j| j.deadline).max().unwrap_or(sc.start);
     let nm = ((minutes_between(sc.start, end).ceil().max(0.0) as usize + 2).div_ceil(16)) * 16;
     let at = |minute: usize| sc.start + Duration::minutes(minute as i64);

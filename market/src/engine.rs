@@ -7,7 +7,7 @@
 //! rule), fed with outcomes exactly as the worker feeds it. `gateway` and `dearest` are the
 //! baselines.
 
-use crate::scenario::Scenario;
+use crate::scenario::MarketScenario;
 use crate::server::{Answer, Reply, Server};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
@@ -147,7 +147,13 @@ pub(crate) enum After {
 }
 
 pub(crate) trait SimPolicy {
-    fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step;
+    fn step(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        now: DateTime<Utc>,
+    ) -> Step;
 
     /// The production router this policy paces by, if any.
     fn router(&self) -> Option<&Router>;
@@ -156,7 +162,7 @@ pub(crate) trait SimPolicy {
     /// router and the worker's retry rule says what comes next.
     fn outcome(
         &mut self,
-        sc: &Scenario,
+        sc: &MarketScenario,
         _j: usize,
         st: &mut JobState,
         provider: usize,
@@ -174,7 +180,7 @@ pub(crate) trait SimPolicy {
 
 /// Runs one policy over the scenario. `cfg` supplies the policy, breaker, attempts and inline
 /// wait of the production worker.
-pub fn run(sc: &Scenario, kind: PolicyKind, cfg: &PlannerConfig) -> RunReport {
+pub fn run(sc: &MarketScenario, kind: PolicyKind, cfg: &PlannerConfig) -> RunReport {
     match kind {
         PolicyKind::Offpeak => Sim::new(sc, kind, cfg, Offpeak::new(sc, cfg)).run(),
         PolicyKind::Gateway => Sim::new(sc, kind, cfg, Gateway).run(),
@@ -193,7 +199,7 @@ enum Ev {
 }
 
 struct Sim<'s, P> {
-    sc: &'s Scenario,
+    sc: &'s MarketScenario,
     policy: P,
     servers: Vec<Server>,
     answers: HashMap<usize, Answer>,
@@ -211,7 +217,7 @@ struct Sim<'s, P> {
 }
 
 impl<'s, P: SimPolicy> Sim<'s, P> {
-    fn new(sc: &'s Scenario, kind: PolicyKind, cfg: &PlannerConfig, policy: P) -> Self {
+    fn new(sc: &'s MarketScenario, kind: PolicyKind, cfg: &PlannerConfig, policy: P) -> Self {
         let servers = sc
             .servers
             .iter()
@@ -450,7 +456,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
     }
 }
 
-fn provider_index(sc: &Scenario) -> HashMap<String, usize> {
+fn provider_index(sc: &MarketScenario) -> HashMap<String, usize> {
     sc.catalog
         .providers
         .iter()
@@ -497,7 +503,7 @@ struct Offpeak {
 }
 
 impl Offpeak {
-    fn new(sc: &Scenario, cfg: &PlannerConfig) -> Self {
+    fn new(sc: &MarketScenario, cfg: &PlannerConfig) -> Self {
         Offpeak {
             router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
             index: provider_index(sc),
@@ -506,7 +512,13 @@ impl Offpeak {
 }
 
 impl SimPolicy for Offpeak {
-    fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step {
+    fn step(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        now: DateTime<Utc>,
+    ) -> Step {
         let tj = &sc.jobs[j];
         let job = tj.job();
         let ticket = Ticket {
@@ -544,7 +556,13 @@ impl SimPolicy for Gateway {
         None
     }
 
-    fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step {
+    fn step(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        now: DateTime<Utc>,
+    ) -> Step {
         let tj = &sc.jobs[j];
         if now >= tj.deadline {
             return Step::Fail("deadline passed".into());
@@ -574,7 +592,7 @@ impl SimPolicy for Gateway {
 
     fn outcome(
         &mut self,
-        _sc: &Scenario,
+        _sc: &MarketScenario,
         _j: usize,
         st: &mut JobState,
         _provider: usize,
@@ -603,7 +621,7 @@ struct Dearest {
 }
 
 impl Dearest {
-    fn new(sc: &Scenario, cfg: &PlannerConfig) -> Self {
+    fn new(sc: &MarketScenario, cfg: &PlannerConfig) -> Self {
         Dearest {
             router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
         }
@@ -611,7 +629,13 @@ impl Dearest {
 }
 
 impl SimPolicy for Dearest {
-    fn step(&mut self, sc: &Scenario, j: usize, st: &mut JobState, now: DateTime<Utc>) -> Step {
+    fn step(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        now: DateTime<Utc>,
+    ) -> Step {
         let tj = &sc.jobs[j];
         if now >= tj.deadline {
             return Step::Fail("deadline passed".into());

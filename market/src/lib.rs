@@ -1,7 +1,7 @@
 //! `bench market`'s engine: the cost of routing policies on one job trace and one provider
 //! market, on a simulated clock, driving the production [`router::Router`].
 //!
-//! - [`scenario`]: the scenario file's shape and the resolved [`Scenario`] (catalog as the
+//! - [`scenario`]: the scenario file's shape and the resolved [`MarketScenario`] (catalog as the
 //!   workers see it, each provider's true limits, latency, outages and 429 windows, the trace).
 //! - [`server`]: simulated providers that enforce their true limits.
 //! - [`engine`]: the discrete-event simulation and the policies — `dearest`, `gateway` and
@@ -18,4 +18,4 @@ pub mod server;
 pub use bound::{lower_bound, BoundOptions, LowerBound};
 pub use engine::{run, PlannerConfig, PolicyKind, ProviderTally, RunReport};
 pub use random::random_spec;
-pub use scenario::{Scenario, ScenarioError, ScenarioSpec, TraceEntry, TraceJob};
+pub use scenario::{MarketScenario, ScenarioError, ScenarioSpec, TraceEntry, TraceJob};

@@ -5,7 +5,7 @@
 //! without outages, so every job can meet its deadline.
 
 use crate::scenario::{
-    Arrival, DeadlineIn, FleetSpec, JobClass, Offset, ProviderMarket, Range, ScenarioSpec, Window,
+    Arrival, DeadlineIn, FleetSpec, Interval, JobClass, Offset, ProviderMarket, Range, ScenarioSpec,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -103,12 +103,12 @@ pub fn random_spec(catalog: &Catalog, seed: u64, jobs: usize) -> (ScenarioSpec, 
             if rng.random_bool(0.35) {
                 let from = hours(&mut rng, 0.0, 22.0);
                 let to = Offset(from.ms() + Offset::hours(rng.random_range(0.25..3.0)).ms());
-                m.outages.push(Window { from, to });
+                m.outages.push(Interval { from, to });
             }
             if rng.random_bool(0.2) {
                 let from = hours(&mut rng, 0.0, 22.0);
                 let to = Offset(from.ms() + Offset::hours(rng.random_range(0.08..1.0)).ms());
-                m.rate_limited.push(Window { from, to });
+                m.rate_limited.push(Interval { from, to });
             }
             m
         })

@@ -1,5 +1,5 @@
 //! What a market scenario is made of: the file's shape ([`ScenarioSpec`], read by the CLI from
-//! TOML) and the resolved [`Scenario`] the engine runs — the catalog the workers see, each
+//! TOML) and the resolved [`MarketScenario`] the engine runs — the catalog the workers see, each
 //! provider's true server-side behaviour, and the job trace.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -109,10 +109,10 @@ pub struct ProviderMarket {
     pub error_rate: f64,
     /// Windows in which every request gets a 503.
     #[serde(default)]
-    pub outages: Vec<Window>,
+    pub outages: Vec<Interval>,
     /// Windows in which every request gets a 429 (`Retry-After` up to `retry_after_s`).
     #[serde(default)]
-    pub rate_limited: Vec<Window>,
+    pub rate_limited: Vec<Interval>,
     #[serde(default = "default_retry_after")]
     pub retry_after_s: f64,
 }
@@ -152,7 +152,7 @@ impl ProviderMarket {
 /// A span of simulated time, as offsets from the start.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Window {
+pub struct Interval {
     pub from: Offset,
     pub to: Offset,
 }
@@ -434,7 +434,7 @@ impl TraceJob {
 
 /// A resolved scenario: what every policy runs against.
 #[derive(Debug, Clone)]
-pub struct Scenario {
+pub struct MarketScenario {
     pub name: String,
     pub start: DateTime<Utc>,
     /// The catalog as the workers see it.
@@ -467,7 +467,11 @@ impl ScenarioSpec {
     ///
     /// Long (over 100 lines) on purpose: it checks each section of the file in the order a
     /// reader writes it and says which entry is wrong; each check is a few lines.
-    pub fn build(&self, catalog: &Catalog, default_name: &str) -> Result<Scenario, ScenarioError> {
+    pub fn build(
+        &self,
+        catalog: &Catalog,
+        default_name: &str,
+    ) -> Result<MarketScenario, ScenarioError> {
         let start = self.start.unwrap_or_else(default_start);
         let mut cat = catalog.clone();
         if let Some(only) = &self.providers {
@@ -604,7 +608,7 @@ impl ScenarioSpec {
             }
         }
         jobs.sort_by(|a, b| a.arrival.cmp(&b.arrival).then(a.id.cmp(&b.id)));
-        Ok(Scenario {
+        Ok(MarketScenario {
             name: self
                 .name
                 .clone()

@@ -5,7 +5,8 @@
 
 use market::PlannerConfig;
 use market::{
-    lower_bound, random_spec, run, BoundOptions, PolicyKind, RunReport, Scenario, ScenarioSpec,
+    lower_bound, random_spec, run, BoundOptions, MarketScenario, PolicyKind, RunReport,
+    ScenarioSpec,
 };
 use schemas::Catalog;
 use serde_json::json;
@@ -18,12 +19,12 @@ fn catalog() -> Catalog {
     .unwrap()
 }
 
-fn scenario(spec: serde_json::Value) -> Scenario {
+fn scenario(spec: serde_json::Value) -> MarketScenario {
     let spec: ScenarioSpec = serde_json::from_value(spec).unwrap();
     spec.build(&catalog(), "test").unwrap()
 }
 
-fn all(sc: &Scenario) -> [RunReport; 3] {
+fn all(sc: &MarketScenario) -> [RunReport; 3] {
     let cfg = PlannerConfig::default();
     [
         run(sc, PolicyKind::Dearest, &cfg),
@@ -39,7 +40,7 @@ fn jobs_at(r: &RunReport, provider: &str) -> usize {
         .map_or(0, |p| p.jobs)
 }
 
-fn bound(sc: &Scenario, contract: bool) -> f64 {
+fn bound(sc: &MarketScenario, contract: bool) -> f64 {
     let o = BoundOptions {
         standard_wait_s: contract.then_some(120.0),
         max_iterations: 120,
@@ -49,7 +50,7 @@ fn bound(sc: &Scenario, contract: bool) -> f64 {
 }
 
 /// 120 Llama jobs at 01:00 due in 4 h; groq (the cheapest host) takes 10 requests a minute.
-fn cheap_but_rate_limited() -> Scenario {
+fn cheap_but_rate_limited() -> MarketScenario {
     scenario(json!({
         "seed": 3,
         "providers": ["groq", "together", "fireworks"],
@@ -239,7 +240,7 @@ fn lower_bound_holds_a_stream_to_one_burst_of_the_bucket() {
     }
 }
 
-fn random(seed: u64, jobs: usize) -> Scenario {
+fn random(seed: u64, jobs: usize) -> MarketScenario {
     let (spec, catalog) = random_spec(&catalog(), seed, jobs);
     spec.build(&catalog, "random").unwrap()
 }

@@ -7,15 +7,11 @@ mod common;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::Client;
 use common::{error_locations, ids, options, write_parquet};
 use producer::{fetch_input, fetch_s3_input, InputFormat, ProducerError};
 use std::sync::Arc;
-use store::{S3Config, S3Url};
-
-const ACCESS_KEY: &str = "offpeak";
-const SECRET_KEY: &str = "offpeak-secret";
+use store::S3Url;
+use testkit::TestBucket;
 
 const JOBS: &str = concat!(
     r#"{"id":"a","model":"llama-3.1-70b","messages":[{"role":"user","content":"hi"}]}"#,
@@ -27,71 +23,6 @@ const JOBS: &str = concat!(
     r#"{"id":"d","model":"deepseek-v3","prompt":"four"}"#,
     "\n",
 );
-
-/// A fresh bucket on the test server, deleted with its objects by [`TestBucket::remove`].
-struct TestBucket {
-    client: Client,
-    name: String,
-}
-
-impl TestBucket {
-    async fn new(tag: &str) -> TestBucket {
-        let endpoint = std::env::var("OFFPEAK_TEST_S3_ENDPOINT")
-            .unwrap_or_else(|_| "http://127.0.0.1:9000".into());
-        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-        assert!(
-            std::net::TcpStream::connect(addr).is_ok(),
-            "no S3 test server at {endpoint}: run deploy/local/s3.sh"
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("offpeak-in-{tag}-{}-{nanos}", std::process::id());
-        let client = S3Config::local(&endpoint, ACCESS_KEY, SECRET_KEY)
-            .client()
-            .await;
-        client.create_bucket().bucket(&name).send().await.unwrap();
-        TestBucket { client, name }
-    }
-
-    async fn upload(&self, key: &str, body: Vec<u8>) -> S3Url {
-        self.client
-            .put_object()
-            .bucket(&self.name)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .unwrap();
-        S3Url::parse_object(&format!("s3://{}/{key}", self.name)).unwrap()
-    }
-
-    async fn remove(self) {
-        let listed = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.name)
-            .send()
-            .await
-            .unwrap();
-        for key in listed.contents().iter().filter_map(|o| o.key()) {
-            self.client
-                .delete_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-        }
-        self.client
-            .delete_bucket()
-            .bucket(&self.name)
-            .send()
-            .await
-            .unwrap();
-    }
-}
 
 #[tokio::test]
 async fn a_jsonl_job_file_in_s3_is_validated_and_its_errors_name_the_s3_location_and_line() {

@@ -3,7 +3,7 @@
 
 use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
-use crate::server::{json, Failure, Parsed};
+use crate::server::{json, Parsed, Refusal};
 use crate::sse::Frame;
 use crate::text::content_text;
 use axum::http::HeaderMap;
@@ -11,8 +11,8 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 /// Reads and checks a messages request (headers and body).
-pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure> {
-    let bad = |m: &str| Failure::BadRequest(m.to_string());
+pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal> {
+    let bad = |m: &str| Refusal::BadRequest(m.to_string());
     if !headers.contains_key("anthropic-version") {
         return Err(bad("anthropic-version: header is required"));
     }
@@ -52,11 +52,11 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure>
         match m.get("role").and_then(Value::as_str) {
             Some("user" | "assistant") => {}
             Some(other) => {
-                return Err(Failure::BadRequest(format!(
+                return Err(Refusal::BadRequest(format!(
                     "messages.{i}.role: Unexpected role \"{other}\". The Messages API accepts a top-level `system` parameter, not \"system\" as an input message role."
                 )))
             }
-            None => return Err(Failure::BadRequest(format!("messages.{i}.role: Field required"))),
+            None => return Err(Refusal::BadRequest(format!("messages.{i}.role: Field required"))),
         }
         texts.push(content_text(m.get("content").unwrap_or(&Value::Null)));
     }
@@ -78,8 +78,8 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure>
 }
 
 /// The answer's shape from `tools` and `tool_choice`.
-fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, Failure> {
-    let bad = |m: String| Failure::BadRequest(m);
+fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, Refusal> {
+    let bad = |m: String| Refusal::BadRequest(m);
     let tools = match obj.get("tools") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ts)) => ts
@@ -94,7 +94,7 @@ fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, 
                     .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
                 Ok((name.to_string(), schema))
             })
-            .collect::<Result<_, Failure>>()?,
+            .collect::<Result<_, Refusal>>()?,
         Some(_) => return Err(bad("tools: Input should be a valid list".into())),
     };
     let choice = match obj.get("tool_choice") {
@@ -235,20 +235,20 @@ pub(crate) fn models(spec: &SimProvider) -> Response {
 }
 
 /// An error in Anthropic's `{"type": "error", "error": {type, message}}` shape.
-pub(crate) fn failure(f: &Failure) -> Response {
+pub(crate) fn failure(f: &Refusal) -> Response {
     let (status, kind, message): (u16, &str, String) = match f {
-        Failure::Unauthorized => (401, "authentication_error", "invalid x-api-key".into()),
-        Failure::BadRequest(m) => (400, "invalid_request_error", m.clone()),
-        Failure::ModelNotFound(m) => (404, "not_found_error", format!("model: {m}")),
-        Failure::RateLimited { what, .. } => (
+        Refusal::Unauthorized => (401, "authentication_error", "invalid x-api-key".into()),
+        Refusal::BadRequest(m) => (400, "invalid_request_error", m.clone()),
+        Refusal::ModelNotFound(m) => (404, "not_found_error", format!("model: {m}")),
+        Refusal::RateLimited { what, .. } => (
             429,
             "rate_limit_error",
             format!("This request would exceed the rate limit for your organization on {what}."),
         ),
-        Failure::NotFound(m) => (404, "not_found_error", m.clone()),
+        Refusal::NotFound(m) => (404, "not_found_error", m.clone()),
         // Written raw by the server; never reaches the dialect.
-        Failure::Malformed | Failure::Huge(_) => (500, "api_error", "malformed answer".into()),
-        Failure::Status(s) => {
+        Refusal::Malformed | Refusal::Huge(_) => (500, "api_error", "malformed answer".into()),
+        Refusal::Status(s) => {
             let (kind, message) = match s {
                 400 => ("invalid_request_error", "The request was rejected."),
                 401 => ("authentication_error", "invalid x-api-key"),

@@ -3,7 +3,7 @@
 
 use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
-use crate::server::{json, Failure, Parsed};
+use crate::server::{json, Parsed, Refusal};
 use crate::sse::Frame;
 use crate::text::{content_text, DEFAULT_MAX_TOKENS};
 use axum::response::Response;
@@ -19,8 +19,8 @@ const ROLES: &[&str] = &[
 ];
 
 /// Reads and checks a chat-completions request body.
-pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Failure> {
-    let bad = |m: &str| Failure::BadRequest(m.to_string());
+pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
+    let bad = |m: &str| Refusal::BadRequest(m.to_string());
     let v: Value = serde_json::from_slice(body).map_err(|_| {
         bad("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)")
     })?;
@@ -42,7 +42,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Failure> {
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
         if !role.is_some_and(|r| ROLES.contains(&r)) {
-            return Err(Failure::BadRequest(format!(
+            return Err(Refusal::BadRequest(format!(
                 "Invalid value for 'messages[{i}].role': expected one of {ROLES:?}."
             )));
         }
@@ -55,7 +55,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Failure> {
             Some(v) => match v.as_u64() {
                 Some(n) if n >= 1 => max_tokens = n,
                 _ => {
-                    return Err(Failure::BadRequest(format!(
+                    return Err(Refusal::BadRequest(format!(
                         "Invalid '{field}': expected an integer greater than or equal to 1."
                     )))
                 }
@@ -96,8 +96,8 @@ fn reply_of(
     obj: &Map<String, Value>,
     texts: &[String],
     after_tool_result: bool,
-) -> Result<Reply, Failure> {
-    let bad = |m: String| Failure::BadRequest(m);
+) -> Result<Reply, Refusal> {
+    let bad = |m: String| Refusal::BadRequest(m);
     let otherwise = match obj.get("response_format") {
         None | Some(Value::Null) => Reply::Text,
         Some(rf) => match rf.get("type").and_then(Value::as_str) {
@@ -144,7 +144,7 @@ fn reply_of(
                     .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
                 Ok((name.to_string(), params))
             })
-            .collect::<Result<_, Failure>>()?,
+            .collect::<Result<_, Refusal>>()?,
         Some(_) => return Err(bad("Invalid type for 'tools': expected an array.".into())),
     };
     let choice = match obj.get("tool_choice") {
@@ -309,36 +309,36 @@ pub(crate) fn models(spec: &SimProvider) -> Response {
 }
 
 /// An error in OpenAI's `{"error": {message, type, param, code}}` shape.
-pub(crate) fn failure(f: &Failure) -> Response {
+pub(crate) fn failure(f: &Refusal) -> Response {
     let (status, message, kind, code): (u16, String, &str, Value) = match f {
-        Failure::Unauthorized => (
+        Refusal::Unauthorized => (
             401,
             "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.".into(),
             "invalid_request_error",
             json!("invalid_api_key"),
         ),
-        Failure::BadRequest(m) => (400, m.clone(), "invalid_request_error", Value::Null),
-        Failure::ModelNotFound(m) => (
+        Refusal::BadRequest(m) => (400, m.clone(), "invalid_request_error", Value::Null),
+        Refusal::ModelNotFound(m) => (
             404,
             format!("The model `{m}` does not exist or you do not have access to it."),
             "invalid_request_error",
             json!("model_not_found"),
         ),
-        Failure::RateLimited { retry_after_s, what } => (
+        Refusal::RateLimited { retry_after_s, what } => (
             429,
             format!("Rate limit reached on {what}. Please try again in {retry_after_s}s."),
             "requests",
             json!("rate_limit_exceeded"),
         ),
-        Failure::NotFound(m) => (404, m.clone(), "invalid_request_error", Value::Null),
+        Refusal::NotFound(m) => (404, m.clone(), "invalid_request_error", Value::Null),
         // Written raw by the server; never reaches the dialect.
-        Failure::Malformed | Failure::Huge(_) => (
+        Refusal::Malformed | Refusal::Huge(_) => (
             500,
             "malformed answer".into(),
             "server_error",
             Value::Null,
         ),
-        Failure::Status(s) => {
+        Refusal::Status(s) => {
             let (message, kind, code) = status_text(*s);
             (*s, message.into(), kind, code)
         }

@@ -40,7 +40,7 @@ pub(crate) struct Parsed {
 
 /// Why a request is not answered with a completion.
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub(crate) enum Refusal {
     /// Missing or wrong API key.
     Unauthorized,
     /// Malformed request; the message says what is wrong.
@@ -147,7 +147,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/{provider}/v1/messages", post(anthropic_messages))
         .route("/{provider}/v1/models", get(models))
         .route("/_sim/stats", get(all_stats))
-        .fallback(|| async { openai::failure(&Failure::NotFound("Invalid URL".into())) })
+        .fallback(|| async { openai::failure(&Refusal::NotFound("Invalid URL".into())) })
         .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(state)
 }
@@ -185,7 +185,7 @@ async fn models(
     headers: HeaderMap,
 ) -> Response {
     let Some(p) = st.providers.get(&provider) else {
-        return openai::failure(&Failure::NotFound(format!("no provider {provider:?}")));
+        return openai::failure(&Refusal::NotFound(format!("no provider {provider:?}")));
     };
     let kind = p.spec.kind;
     let result = if authorized(kind, &p.spec, &headers) {
@@ -194,7 +194,7 @@ async fn models(
             SimKind::Anthropic => anthropic::models(&p.spec),
         })
     } else {
-        Err(Failure::Unauthorized)
+        Err(Refusal::Unauthorized)
     };
     finish(&st, kind, result)
 }
@@ -210,7 +210,7 @@ async fn complete(
     let p = match st.providers.get(provider) {
         Some(p) if p.spec.kind == kind => p,
         _ => {
-            let f = Failure::NotFound(format!(
+            let f = Refusal::NotFound(format!(
                 "no {kind:?} provider {provider:?} in this simulator"
             ));
             return finish(st, kind, Err(f));
@@ -220,7 +220,7 @@ async fn complete(
     let result = serve(st, p, kind, headers, body).await;
     match &result {
         Ok(_) => &p.ok,
-        Err(Failure::RateLimited { .. }) => &p.rate_limited,
+        Err(Refusal::RateLimited { .. }) => &p.rate_limited,
         Err(_) => &p.failed,
     }
     .fetch_add(1, Ordering::SeqCst);
@@ -252,30 +252,30 @@ async fn serve(
     kind: SimKind,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, Failure> {
+) -> Result<Response, Refusal> {
     if !authorized(kind, &p.spec, headers) {
-        return Err(Failure::Unauthorized);
+        return Err(Refusal::Unauthorized);
     }
     let req = match kind {
         SimKind::Openai => openai::parse(body)?,
         SimKind::Anthropic => anthropic::parse(headers, body)?,
     };
     if !p.spec.models.contains(&req.model) {
-        return Err(Failure::ModelNotFound(req.model));
+        return Err(Refusal::ModelNotFound(req.model));
     }
     let t = st.start.elapsed().as_secs_f64();
     if p.spec.outages.iter().any(|w| w.contains(t)) {
-        return Err(Failure::Status(503));
+        return Err(Refusal::Status(503));
     }
     if let Some(w) = p.spec.rate_limited.iter().find(|w| w.contains(t)) {
         let left = Duration::from_secs_f64((w.to_s - t).max(0.0));
-        return Err(Failure::RateLimited {
+        return Err(Refusal::RateLimited {
             retry_after_s: retry_after_secs(left),
             what: "requests per min (RPM)".into(),
         });
     }
     let slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
-        Failure::RateLimited {
+        Refusal::RateLimited {
             retry_after_s: 1,
             what: "concurrent requests".into(),
         }
@@ -285,7 +285,7 @@ async fn serve(
         let mut limits = p.limits.lock().unwrap_or_else(PoisonError::into_inner);
         limits
             .admit(prompt_tokens + req.max_tokens * req.n, Instant::now())
-            .map_err(|(wait, what)| Failure::RateLimited {
+            .map_err(|(wait, what)| Refusal::RateLimited {
                 retry_after_s: retry_after_secs(wait),
                 what: what.into(),
             })?;
@@ -293,7 +293,7 @@ async fn serve(
     let mut roll = p.uniform();
     for (status, prob) in &p.errors {
         if roll < *prob {
-            return Err(Failure::Status(*status));
+            return Err(Refusal::Status(*status));
         }
         roll -= prob;
     }
@@ -301,15 +301,15 @@ async fn serve(
     if roll < chaos.hang {
         p.hung.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs_f64(chaos.hang_s)).await;
-        return Err(Failure::Status(504));
+        return Err(Refusal::Status(504));
     }
     roll -= chaos.hang;
     if roll < chaos.malformed {
-        return Err(Failure::Malformed);
+        return Err(Refusal::Malformed);
     }
     roll -= chaos.malformed;
     if roll < chaos.huge {
-        return Err(Failure::Huge(chaos.huge_bytes));
+        return Err(Refusal::Huge(chaos.huge_bytes));
     }
     let answers: Vec<Answer> = (0..req.n)
         .map(|i| reply::answer(&req, st.seed, i))
@@ -344,18 +344,18 @@ async fn sleep_ms(ms: f64) {
 }
 
 /// Adds the headers every answer carries: the request id and, on 429, `Retry-After`.
-fn finish(st: &SimState, kind: SimKind, result: Result<Response, Failure>) -> Response {
+fn finish(st: &SimState, kind: SimKind, result: Result<Response, Refusal>) -> Response {
     let (mut resp, retry) = match result {
         Ok(r) => (r, None),
         Err(f) => {
             let retry = match &f {
-                Failure::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
-                Failure::Status(429) => Some(1),
+                Refusal::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+                Refusal::Status(429) => Some(1),
                 _ => None,
             };
             let r = match (&f, kind) {
-                (Failure::Malformed, _) => malformed(),
-                (Failure::Huge(n), _) => huge(*n),
+                (Refusal::Malformed, _) => malformed(),
+                (Refusal::Huge(n), _) => huge(*n),
                 (_, SimKind::Openai) => openai::failure(&f),
                 (_, SimKind::Anthropic) => anthropic::failure(&f),
             };

@@ -2,7 +2,6 @@
 //! `deploy/local/s3.sh`; `OFFPEAK_TEST_S3_ENDPOINT`, default `http://127.0.0.1:9000`). Each test
 //! works in a bucket of its own and deletes it at the end.
 
-use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use schemas::{ResultRow, ResultStatus};
@@ -11,85 +10,15 @@ use std::time::{Duration, Instant};
 use store::S3Sink;
 use store::{decode_parquet, encode_parquet, open_sink, read_run, ResultSink};
 use store::{S3Config, S3Url};
+use testkit::TestBucket;
 
-const ACCESS_KEY: &str = "offpeak";
-const SECRET_KEY: &str = "offpeak-secret";
+use testkit::{s3_endpoint as endpoint, S3_KEY as ACCESS_KEY, S3_SECRET as SECRET_KEY};
 const MIB: usize = 1024 * 1024;
 
-fn endpoint() -> String {
-    std::env::var("OFFPEAK_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
-}
-
-/// A fresh bucket on the test server, deleted (with its objects) by [`TestBucket::remove`].
-struct TestBucket {
-    client: Client,
-    name: String,
-}
-
-impl TestBucket {
-    async fn new(tag: &str) -> TestBucket {
-        let endpoint = endpoint();
-        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-        assert!(
-            std::net::TcpStream::connect(addr).is_ok(),
-            "no S3 test server at {endpoint}: run deploy/local/s3.sh"
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("offpeak-{tag}-{}-{nanos}", std::process::id());
-        let client = S3Config::local(&endpoint, ACCESS_KEY, SECRET_KEY)
-            .client()
-            .await;
-        let bucket = TestBucket { client, name };
-        bucket.sink("").ensure_bucket().await.unwrap();
-        bucket
-    }
-
-    /// A sink writing to `s3://<bucket>/<prefix>`.
-    fn sink(&self, prefix: &str) -> S3Sink {
-        let url = S3Url::parse(&format!("s3://{}/{prefix}", self.name)).unwrap();
-        S3Sink::new(self.client.clone(), &url)
-    }
-
-    async fn keys(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.name)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.unwrap();
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(String::from),
-            );
-        }
-        keys
-    }
-
-    async fn remove(self) {
-        for key in self.keys().await {
-            self.client
-                .delete_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-        }
-        self.client
-            .delete_bucket()
-            .bucket(&self.name)
-            .send()
-            .await
-            .unwrap();
-    }
+/// A sink writing to `s3://<bucket>/<prefix>` of a test bucket.
+fn sink(bucket: &TestBucket, prefix: &str) -> S3Sink {
+    let url = S3Url::parse(&format!("s3://{}/{prefix}", bucket.name)).unwrap();
+    S3Sink::new(bucket.client.clone(), &url)
 }
 
 fn row(run_id: &str, n: usize) -> ResultRow {
@@ -155,7 +84,7 @@ fn closed_port() -> u16 {
 #[tokio::test]
 async fn parquet_results_round_trip_through_put_list_and_get_under_the_run_prefix() {
     let bucket = TestBucket::new("roundtrip").await;
-    let sink = bucket.sink("results/nightly");
+    let sink = sink(&bucket, "results/nightly");
     let rows: Vec<ResultRow> = (0..50).map(|n| row("run-a", n)).collect();
     let file = encode_parquet(&rows).unwrap();
 
@@ -206,7 +135,7 @@ async fn parquet_results_round_trip_through_put_list_and_get_under_the_run_prefi
 #[tokio::test]
 async fn bodies_over_the_threshold_go_up_as_multipart_and_round_trip_byte_exact() {
     let bucket = TestBucket::new("multipart").await;
-    let sink = bucket.sink("out").with_multipart(6 * MIB, 5 * MIB);
+    let sink = sink(&bucket, "out").with_multipart(6 * MIB, 5 * MIB);
     let big = noise(12 * MIB + 123);
     let small = noise(6 * MIB);
 
@@ -240,7 +169,7 @@ async fn bodies_over_the_threshold_go_up_as_multipart_and_round_trip_byte_exact(
 #[tokio::test]
 async fn list_follows_continuation_pages_and_stays_inside_the_run() {
     let bucket = TestBucket::new("pages").await;
-    let sink = bucket.sink("p").with_list_page_size(7);
+    let sink = sink(&bucket, "p").with_list_page_size(7);
     let mut expected: Vec<String> = (0..30).map(|n| format!("part-{n:03}.parquet")).collect();
     for name in &expected {
         sink.put("r1", name, name.as_bytes().to_vec())
@@ -260,7 +189,7 @@ async fn list_follows_continuation_pages_and_stays_inside_the_run() {
 #[tokio::test]
 async fn delete_run_removes_that_run_and_nothing_else() {
     let bucket = TestBucket::new("delrun").await;
-    let sink = bucket.sink("d").with_list_page_size(4);
+    let sink = sink(&bucket, "d").with_list_page_size(4);
     for n in 0..9 {
         sink.put("r1", &format!("part-{n}.parquet"), vec![n])
             .await
@@ -278,7 +207,7 @@ async fn delete_run_removes_that_run_and_nothing_else() {
 #[tokio::test]
 async fn list_returns_more_than_the_thousand_keys_of_one_default_page() {
     let bucket = TestBucket::new("thousand").await;
-    let sink = bucket.sink("");
+    let sink = sink(&bucket, "");
     let names: Vec<String> = (0..1005).map(|n| format!("part-{n:04}.parquet")).collect();
     futures::stream::iter(&names)
         .map(|n| sink.put("big-run", n, vec![0]))
@@ -297,8 +226,7 @@ async fn list_returns_more_than_the_thousand_keys_of_one_default_page() {
 #[tokio::test]
 async fn a_missing_file_is_an_error_naming_the_key_and_the_store_code() {
     let bucket = TestBucket::new("missing").await;
-    let err = bucket
-        .sink("x")
+    let err = sink(&bucket, "x")
         .get("run-z", "part-1.parquet")
         .await
         .unwrap_err()

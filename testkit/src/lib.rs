@@ -11,12 +11,14 @@ pub mod net;
 pub mod private;
 pub mod process;
 pub mod queues;
+pub mod s3;
 pub mod services;
 
 pub use files::{append_log, job_file, write_file};
 pub use net::{free_port, http_get, wait_port};
 pub use private::{PrivateNats, PrivateRabbit, TlsFiles};
 pub use process::{start_sim, text, Proc};
+pub use s3::TestBucket;
 pub use services::{amqp_url, nats_url, s3_endpoint, S3_KEY, S3_SECRET};
 
 use std::path::{Path, PathBuf};

@@ -208,8 +208,8 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// A job's delivery, decoded.
-struct Job {
+/// A job taken from the queue: its delivery, decoded.
+struct Taken {
     env: Envelope,
     delivery: Delivery,
 }
@@ -228,7 +228,7 @@ struct Call {
 /// routed again, with the error that sent it back.
 enum CallEnd {
     Settled,
-    Again(Box<(Job, ProviderError)>),
+    Again(Box<(Taken, ProviderError)>),
 }
 
 /// The capacity one dispatched call holds at the router. Dropped without
@@ -382,7 +382,7 @@ impl Worker {
             let reason = format!(
                 "delivered {unsettled} times without being settled (worker crashes or timeouts)"
             );
-            let job = Job { env, delivery };
+            let job = Taken { env, delivery };
             return self.fail(job, "redelivered", reason, tx).await;
         }
         let prompt = schemas::json_size(&env.job.messages);
@@ -391,10 +391,10 @@ impl Worker {
                 "prompt is {prompt} bytes, over the limit of {} bytes (worker.max_prompt_bytes)",
                 self.cfg.max_prompt_bytes
             );
-            let job = Job { env, delivery };
+            let job = Taken { env, delivery };
             return self.fail(job, "limit", reason, tx).await;
         }
-        let job = Job { env, delivery };
+        let job = Taken { env, delivery };
         self.process(job, tx).await;
     }
 
@@ -433,7 +433,7 @@ impl Worker {
     }
 
     /// Routes the job until it is settled: sent and answered, deferred, or failed.
-    async fn process(&self, mut job: Job, tx: &mpsc::Sender<Finished>) {
+    async fn process(&self, mut job: Taken, tx: &mpsc::Sender<Finished>) {
         if let Some(at) = job.env.deferred_at.take() {
             job.env.deferred_ms += (Utc::now() - at).num_milliseconds().max(0) as u64;
         }
@@ -492,7 +492,7 @@ impl Worker {
 
     /// Sends the job to the pair the router chose (its capacity already taken), reports the
     /// outcome to the router, and applies the retry rule to an error.
-    async fn call(&self, mut job: Job, call: Call, tx: &mpsc::Sender<Finished>) -> CallEnd {
+    async fn call(&self, mut job: Taken, call: Call, tx: &mpsc::Sender<Finished>) -> CallEnd {
         let slot = Slot {
             router: &self.router,
             provider: &call.provider,
@@ -566,7 +566,7 @@ impl Worker {
     /// to the flusher, which acks the message once the row is stored.
     async fn succeed(
         &self,
-        job: Job,
+        job: Taken,
         call: Call,
         c: Completion,
         latency: Duration,
@@ -621,7 +621,7 @@ impl Worker {
         hand_over(tx, finished).await;
     }
 
-    async fn defer(&self, mut job: Job, wait: Duration, reason: String) {
+    async fn defer(&self, mut job: Taken, wait: Duration, reason: String) {
         self.stats.deferrals.inc();
         job.env.deferrals += 1;
         job.env.deferred_at = Some(Utc::now());
@@ -632,7 +632,7 @@ impl Worker {
         }
     }
 
-    async fn fail(&self, job: Job, kind: &str, message: String, tx: &mpsc::Sender<Finished>) {
+    async fn fail(&self, job: Taken, kind: &str, message: String, tx: &mpsc::Sender<Finished>) {
         self.stats.failed.inc();
         self.stats.dead_letters.inc();
         let mut row = self.row(&job.env, ResultStatus::Failed, Utc::now());

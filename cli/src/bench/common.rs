@@ -413,11 +413,11 @@ impl Table {
 
 /// The last line every bench prints: `key=value` pairs separated by spaces.
 #[derive(Debug, Default)]
-pub struct Summary(Vec<(String, String)>);
+pub struct SummaryLine(Vec<(String, String)>);
 
-impl Summary {
-    pub fn new(bench: &str) -> Summary {
-        let mut s = Summary::default();
+impl SummaryLine {
+    pub fn new(bench: &str) -> SummaryLine {
+        let mut s = SummaryLine::default();
         s.text("bench", bench);
         s
     }

@@ -11,7 +11,7 @@
 
 use super::common::{
     counter_sum, ensure_output, fmt_rate, mb, peak_rss, rate, spawn_worker, start_sim, submit_file,
-    wait_counter, wait_ready, write_catalog, write_jobs, Summary, Table, Target,
+    wait_counter, wait_ready, write_catalog, write_jobs, SummaryLine, Table, Target,
 };
 use super::throughput::scheme;
 use crate::config::Config;
@@ -99,7 +99,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
         "ratio",
         "peak RSS MB",
     ]);
-    let mut s = Summary::new("concurrency");
+    let mut s = SummaryLine::new("concurrency");
     s.text("broker", scheme(&args.broker))
         .num("latency_ms", latency * 1000.0);
     for l in &levels {

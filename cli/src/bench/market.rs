@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::{invalid, Failure};
 use anyhow::Context;
 use market::{
-    lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, PlannerConfig,
-    PolicyKind, RunReport, Scenario, ScenarioSpec, TraceEntry,
+    lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, MarketScenario,
+    PlannerConfig, PolicyKind, RunReport, ScenarioSpec, TraceEntry,
 };
 use schemas::Catalog;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::time::Instant;
 /// Arguments of `offpeak bench market`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scenario file (TOML): catalog, per-provider true limits, latency, outages, job trace.
+    /// MarketScenario file (TOML): catalog, per-provider true limits, latency, outages, job trace.
     #[arg(long, required_unless_present = "random_seed")]
     scenario: Option<PathBuf>,
     /// Instead of a file: a random market and trace built from `--catalog` with this seed.
@@ -63,7 +63,7 @@ struct Bounds {
 
 /// The policies, each with its wall time, and the bounds; two threads.
 fn simulate(
-    sc: &Scenario,
+    sc: &MarketScenario,
     cfg: &PlannerConfig,
     opts: &BoundOptions,
 ) -> (Vec<(RunReport, f64)>, Bounds) {
@@ -114,7 +114,7 @@ fn simulate(
     })
 }
 
-fn load(args: &Args) -> Result<Scenario, Failure> {
+fn load(args: &Args) -> Result<MarketScenario, Failure> {
     if let Some(seed) = args.random_seed {
         let catalog = read_catalog(&args.catalog)?;
         let (mut spec, catalog) = random_spec(&catalog, seed, args.jobs.max(1));
@@ -134,7 +134,7 @@ fn load(args: &Args) -> Result<Scenario, Failure> {
 
 /// Reads a scenario file and what it names (catalog, trace file), relative to it; generated job
 /// counts are multiplied by `scale`.
-pub fn load_scenario(path: &Path, scale: f64) -> Result<Scenario, Failure> {
+pub fn load_scenario(path: &Path, scale: f64) -> Result<MarketScenario, Failure> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading scenario {}", path.display()))
         .map_err(invalid)?;
@@ -212,7 +212,7 @@ fn hours(d: chrono::Duration) -> f64 {
     d.num_milliseconds() as f64 / 3_600_000.0
 }
 
-fn print(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
+fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
     let lb = &bounds.contract;
     let end = sc.jobs.iter().map(|j| j.deadline).max().unwrap_or(sc.start);
     println!(
@@ -306,7 +306,7 @@ fn print(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
 }
 
 /// The last line: every figure as `key=value`, for scripts.
-fn print_summary_line(sc: &Scenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
+fn print_summary_line(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
     let lb = &bounds.contract;
     let get = |k: PolicyKind| runs.iter().map(|(r, _)| r).find(|r| r.policy == k);
     let (Some(d), Some(g), Some(o)) = (

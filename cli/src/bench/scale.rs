@@ -5,7 +5,7 @@
 
 use super::common::{
     counter_sum, ensure_output, fmt_rate, rate, spawn_worker, start_sim, submit_file, wait_counter,
-    wait_ready, write_catalog, write_jobs, Summary, Table, Target,
+    wait_ready, write_catalog, write_jobs, SummaryLine, Table, Target,
 };
 use super::concurrency::log_tail;
 use super::throughput::scheme;
@@ -85,7 +85,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
         "efficiency",
         "C/latency x workers",
     ]);
-    let mut s = Summary::new("scale");
+    let mut s = SummaryLine::new("scale");
     s.text("broker", scheme(&args.broker))
         .num("latency_ms", args.latency.as_secs_f64() * 1000.0)
         .text("concurrency", args.concurrency);

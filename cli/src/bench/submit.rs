@@ -8,7 +8,7 @@
 
 use super::common::{
     ensure_output, fmt_rate, job_line, mb, rate, run_measured, start_sim, write_catalog,
-    write_jobs, Summary, Table, Target, MAX_TOKENS, MODEL,
+    write_jobs, SummaryLine, Table, Target, MAX_TOKENS, MODEL,
 };
 use super::throughput::{raw_broker, scheme};
 use crate::config::Config;
@@ -106,7 +106,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
     sim.shutdown().await;
 
     let mut t = Table::new(&["file", "jobs", "mode", "seconds", "jobs/s", "peak RSS MB"]);
-    let mut s = Summary::new("submit");
+    let mut s = SummaryLine::new("submit");
     s.text("broker", scheme(&args.broker))
         .text("small_jobs", small)
         .text("large_jobs", large)

@@ -15,7 +15,7 @@
 //! offpeak's own work (validation, envelopes, routing, Parquet, uploads) leaves of it.
 
 use super::common::{
-    ensure_output, fmt_rate, rate, start_sim, submit_file, write_catalog, write_jobs, Summary,
+    ensure_output, fmt_rate, rate, start_sim, submit_file, write_catalog, write_jobs, SummaryLine,
     Table, Target, MAX_TOKENS, MODEL_ID, PROVIDER,
 };
 use crate::config::Config;
@@ -171,7 +171,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
         fmt_rate(limit),
         shown.join(" ")
     );
-    Summary::new("throughput")
+    SummaryLine::new("throughput")
         .text("broker", scheme(&args.broker))
         .text("n", n)
         .text("rounds", rounds)
