@@ -236,6 +236,26 @@ fn a_parquet_row_with_several_bad_json_text_fields_reports_every_one_of_them() {
 }
 
 #[test]
+fn a_parquet_row_with_several_bad_fields_reports_every_one_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = batch(vec![
+        ("id", strings(&["ok", "bad"])),
+        ("model", strings(&["deepseek-v3", "gpt-9"])),
+        ("prompt", strings(&["x", "y"])),
+        ("priority", strings(&["critical", "urgent"])),
+        ("deadline", strings(&["2099-01-01T00:00:00Z", "tomorrow"])),
+    ]);
+    let path = write_parquet(dir.path(), "rows.parquet", &[b]);
+    let report = read_job_file(&path, options()).unwrap();
+
+    assert_eq!(ids(&report), vec!["ok".to_string()]);
+    assert_eq!(
+        error_locations(&report),
+        vec![(2, "model, priority, deadline".into())]
+    );
+}
+
+#[test]
 fn row_numbers_continue_across_record_batches() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 10_000;

@@ -331,76 +331,122 @@ impl JobParser {
         })
     }
 
+    /// Parses offpeak's own line format. Every field is checked, and every bad one is reported
+    /// (in one error, see [`combine`]), so a line is not fixed one field per attempt.
     fn parse_native(&self, line: usize, mut obj: Map<String, Value>) -> Result<Job, JobError> {
-        let mut params = Map::new();
-        for k in obj.keys() {
-            if PASSTHROUGH.contains(&k.as_str()) {
-                continue;
-            }
-            if !NATIVE.contains(&k.as_str()) {
-                return Err(err(
+        let mut bad: Vec<JobError> = obj
+            .keys()
+            .filter(|k| !PASSTHROUGH.contains(&k.as_str()) && !NATIVE.contains(&k.as_str()))
+            .map(|k| {
+                err(
                     line,
                     k,
                     "unknown field (see docs/job-format.md for the accepted fields)",
-                ));
-            }
-        }
+                )
+            })
+            .collect();
+        let mut params = Map::new();
         for k in PASSTHROUGH {
             if let Some(v) = obj.remove(*k) {
                 params.insert((*k).to_string(), v);
             }
         }
-        let id = take_id(line, &mut obj, "id")?;
-        let models = take_models(line, &mut obj)?;
-        let field = if models.len() == 1 { "model" } else { "models" };
-        let models = self.check_models(line, field, models)?;
-        let messages = match (obj.remove("messages"), obj.remove("prompt")) {
-            (Some(_), Some(_)) => {
-                return Err(err(line, "prompt", "give `messages` or `prompt`, not both"))
-            }
-            (None, Some(Value::String(p))) => vec![ChatMessage {
-                role: "user".into(),
-                content: Value::String(p),
-                extra: Map::new(),
-            }],
-            (None, Some(_)) => return Err(err(line, "prompt", "must be a string")),
-            (m, None) => parse_messages(line, "messages", m)?,
-        };
-        let max_tokens = match obj.remove("max_tokens") {
-            Some(Value::Null) | None => None,
-            Some(v) => Some(parse_u32(line, "max_tokens", &v)?),
-        };
-        let priority = match obj.remove("priority") {
-            None | Some(Value::Null) => self.defaults.priority,
-            Some(v) => serde_json::from_value(v).map_err(|_| {
-                err(
-                    line,
-                    "priority",
-                    "must be one of \"critical\", \"standard\", \"deferrable\"",
-                )
-            })?,
-        };
-        let deadline = self.take_deadline(line, &mut obj)?;
-        if deadline <= self.defaults.now {
-            return Err(err(
-                line,
-                "deadline",
-                format!("{} is already past", deadline.to_rfc3339()),
-            ));
-        }
-        let max_cost_usd = match obj.remove("max_cost_usd") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(x) if x > 0.0 && x.is_finite() => Some(Usd(x)),
-                _ => return Err(err(line, "max_cost_usd", "must be a positive number")),
+        let id = keep(&mut bad, take_id(line, &mut obj, "id"));
+        let models = keep(
+            &mut bad,
+            take_models(line, &mut obj).and_then(|models| {
+                let field = if models.len() == 1 { "model" } else { "models" };
+                self.check_models(line, field, models)
+            }),
+        );
+        let messages = keep(&mut bad, take_messages(line, &mut obj));
+        let max_tokens = keep(
+            &mut bad,
+            match obj.remove("max_tokens") {
+                Some(Value::Null) | None => Ok(None),
+                Some(v) => parse_u32(line, "max_tokens", &v).map(Some),
             },
-        };
-        let providers_allow = string_list(line, "providers_allow", obj.remove("providers_allow"))?;
-        let providers_deny = string_list(line, "providers_deny", obj.remove("providers_deny"))?;
-        let metadata = match obj.remove("metadata") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(err(line, "metadata", "must be an object")),
+        );
+        let priority = keep(
+            &mut bad,
+            match obj.remove("priority") {
+                None | Some(Value::Null) => Ok(self.defaults.priority),
+                Some(v) => serde_json::from_value(v).map_err(|_| {
+                    err(
+                        line,
+                        "priority",
+                        "must be one of \"critical\", \"standard\", \"deferrable\"",
+                    )
+                }),
+            },
+        );
+        let deadline = keep(
+            &mut bad,
+            self.take_deadline(line, &mut obj).and_then(|d| {
+                if d <= self.defaults.now {
+                    Err(err(
+                        line,
+                        "deadline",
+                        format!("{} is already past", d.to_rfc3339()),
+                    ))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
+        let max_cost_usd = keep(
+            &mut bad,
+            match obj.remove("max_cost_usd") {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_f64() {
+                    Some(x) if x > 0.0 && x.is_finite() => Ok(Some(Usd(x))),
+                    _ => Err(err(line, "max_cost_usd", "must be a positive number")),
+                },
+            },
+        );
+        let providers_allow = keep(
+            &mut bad,
+            string_list(line, "providers_allow", obj.remove("providers_allow")),
+        );
+        let providers_deny = keep(
+            &mut bad,
+            string_list(line, "providers_deny", obj.remove("providers_deny")),
+        );
+        let metadata = keep(
+            &mut bad,
+            match obj.remove("metadata") {
+                None | Some(Value::Null) => Ok(Map::new()),
+                Some(Value::Object(m)) => Ok(m),
+                Some(_) => Err(err(line, "metadata", "must be an object")),
+            },
+        );
+        let (
+            Some(id),
+            Some(models),
+            Some(messages),
+            Some(max_tokens),
+            Some(priority),
+            Some(deadline),
+            Some(max_cost_usd),
+            Some(providers_allow),
+            Some(providers_deny),
+            Some(metadata),
+            true,
+        ) = (
+            id,
+            models,
+            messages,
+            max_tokens,
+            priority,
+            deadline,
+            max_cost_usd,
+            providers_allow,
+            providers_deny,
+            metadata,
+            bad.is_empty(),
+        )
+        else {
+            return Err(combine(line, bad));
         };
         Ok(Job {
             id,
@@ -485,6 +531,46 @@ impl JobParser {
 }
 
 /// The job's `model` or `models`, as a non-empty list of names.
+/// The value of a field's check, or `None` with its error kept in `bad`.
+fn keep<T>(bad: &mut Vec<JobError>, r: Result<T, JobError>) -> Option<T> {
+    r.map_err(|e| bad.push(e)).ok()
+}
+
+/// One error for every bad field of a line: the error itself when there is one; else `field`
+/// lists them (`priority, deadline`) and `reason` gives each its own (`` `priority`: …; ``).
+fn combine(line: usize, mut bad: Vec<JobError>) -> JobError {
+    if bad.len() == 1 {
+        return bad.remove(0);
+    }
+    JobError {
+        line,
+        field: bad
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: bad
+            .iter()
+            .map(|e| format!("`{}`: {}", e.field, e.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The job's `messages`, or its `prompt` as one user message.
+fn take_messages(line: usize, obj: &mut Map<String, Value>) -> Result<Vec<ChatMessage>, JobError> {
+    match (obj.remove("messages"), obj.remove("prompt")) {
+        (Some(_), Some(_)) => Err(err(line, "prompt", "give `messages` or `prompt`, not both")),
+        (None, Some(Value::String(p))) => Ok(vec![ChatMessage {
+            role: "user".into(),
+            content: Value::String(p),
+            extra: Map::new(),
+        }]),
+        (None, Some(_)) => Err(err(line, "prompt", "must be a string")),
+        (m, None) => parse_messages(line, "messages", m),
+    }
+}
+
 fn take_models(line: usize, obj: &mut Map<String, Value>) -> Result<Vec<String>, JobError> {
     let models = match (obj.remove("model"), obj.remove("models")) {
         (Some(_), Some(_)) => {
@@ -641,6 +727,30 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_field_of_a_line_is_reported_at_once() {
+        let e = parser()
+            .parse_line(
+                4,
+                r#"{"id":"a","model":"m9","prompt":"x","priority":"urgent","max_tokens":-1,"deadline":"soon","colour":"red"}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.line, 4);
+        assert_eq!(e.field, "colour, model, max_tokens, priority, deadline");
+        for field in ["colour", "model", "max_tokens", "priority", "deadline"] {
+            assert!(e.reason.contains(&format!("`{field}`: ")), "{field}: {e}");
+        }
+        // One bad field reads as before: that field and its reason alone.
+        let e = parser()
+            .parse_line(
+                5,
+                r#"{"id":"a","model":"m1","prompt":"x","priority":"urgent"}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.field, "priority");
+        assert!(e.reason.starts_with("must be one of"), "{e}");
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let mut p = parser();
         let e = p.parse_line(7, "{not json").unwrap_err();
@@ -672,7 +782,7 @@ mod tests {
                 r#"{"id":"a","model":"m1","messages":[],"priority":"urgent"}"#,
             )
             .unwrap_err();
-        assert_eq!(e.field, "messages");
+        assert_eq!(e.field, "messages, priority");
         let e = p
             .parse_line(
                 12,
