@@ -45,6 +45,9 @@ pub struct WorkerArgs {
     pub exit_when_idle: Option<Duration>,
 }
 
+/// How long the check of the results location at start may take.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
 pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     lifecycle::raise_fd_limit();
     if let Some(c) = args.concurrency {
@@ -71,6 +74,23 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     .await
     .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
     let sink = output::open(&args.output).await?;
+    // A worker that cannot store results would pay providers for answers it then loses, and
+    // keep the jobs from healthy workers: check the store before anything is pulled.
+    let probed = tokio::time::timeout(STORE_PROBE_TIMEOUT, store::probe(&*sink)).await;
+    if let Some(why) = match probed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "no answer within {}s",
+            STORE_PROBE_TIMEOUT.as_secs()
+        )),
+    } {
+        return Err(anyhow::anyhow!(
+            "the results location {} is not usable (listing, writing, reading and deleting a probe object failed); no job was pulled: {why}",
+            sink.location()
+        )
+        .into());
+    }
     let broker = BrokerTarget {
         url: args.broker.clone(),
         options: cfg.broker_options(),

@@ -378,6 +378,84 @@ fn nats_duplicate_submission_enqueues_nothing_new() {
     assert_eq!(ids.len(), N);
 }
 
+/// A worker whose results location is broken (wrong secret, missing bucket, unreachable
+/// endpoint) says so and exits 1 within seconds, before it pulls a job: it would otherwise pay
+/// providers for answers it cannot store and keep the jobs from healthy workers.
+#[test]
+fn a_worker_with_a_broken_store_exits_1_before_pulling_any_job() {
+    const N: usize = 20;
+    let fleet = Fleet::start(&nats_url(), &scenario(0.0), &catalog());
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| job(i, "m", "standard"));
+    fleet.submit(&jobs, "broken-store");
+    let missing_bucket = format!("s3://{}/results", unique("offpeak-missing"));
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    for (what, key, value) in [
+        ("a wrong secret", "AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+        (
+            "a missing bucket",
+            "OFFPEAK_OUTPUT",
+            missing_bucket.as_str(),
+        ),
+        (
+            "an unreachable endpoint",
+            "AWS_ENDPOINT_URL",
+            closed.as_str(),
+        ),
+    ] {
+        let started = Instant::now();
+        let mut child = fleet
+            .cmd(&["worker", "--metrics-addr", "127.0.0.1:0"])
+            .env(key, value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: the worker still runs after 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("is not usable") && err.contains("no job was pulled"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("not-the-secret"), "{what}: the secret leaked");
+    }
+    assert_eq!(fleet.depth(), Some(N as u64), "a job was pulled");
+    // With the store as configured, a worker goes on and leaves nothing of its probe behind.
+    let mut w = fleet.worker("ok");
+    let o = fleet.wait_for("broken-store", "120s");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    assert_eq!(fleet.rows("broken-store").len(), N);
+    let probe_left = rt().block_on(async {
+        use store::ResultSink;
+        let client = store::S3Config::local(&s3_endpoint(), S3_KEY, S3_SECRET)
+            .client()
+            .await;
+        let url = store::S3Url::parse(&fleet.output).unwrap();
+        store::S3Sink::new(client, &url)
+            .list(store::PROBE_RUN)
+            .await
+            .unwrap()
+    });
+    assert!(probe_left.is_empty(), "{probe_left:?}");
+}
+
 /// `offpeak results --format openai-batch` writes the OpenAI Batch output format: one line per
 /// job with `custom_id`, `response.status_code`/`body` (a chat completion, validated by the
 /// official `openai` package's types) and `error`.

@@ -21,7 +21,7 @@ pub use manifest::{Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
 pub use run::{dedup, read_manifest, read_run, write_manifest, RunReader};
 pub use s3::S3Sink;
 pub use s3_config::{describe_sdk_error, is_s3_location, S3Config, S3Url};
-pub use sink::{open_sink, LocalDirSink, ResultSink, SinkError};
+pub use sink::{open_sink, probe, LocalDirSink, ResultSink, SinkError, PROBE_RUN};
 
 use std::path::PathBuf;
 

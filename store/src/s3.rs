@@ -313,6 +313,18 @@ impl ResultSink for S3Sink {
         }
     }
 
+    async fn delete(&self, run_id: &str, name: &str) -> Result<(), SinkError> {
+        let key = self.key(run_id, name)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("DeleteObject", &self.url(&key), e))
+    }
+
     async fn get(&self, run_id: &str, name: &str) -> Result<Vec<u8>, SinkError> {
         let key = self.key(run_id, name)?;
         let object = self

@@ -30,6 +30,8 @@ pub trait ResultSink: Send + Sync {
     async fn list(&self, run_id: &str) -> Result<Vec<String>, SinkError>;
     /// The content of one stored file.
     async fn get(&self, run_id: &str, name: &str) -> Result<Vec<u8>, SinkError>;
+    /// Removes one stored file (missing is not an error).
+    async fn delete(&self, run_id: &str, name: &str) -> Result<(), SinkError>;
     /// Where results are, for messages (`/data/out`, `s3://bucket/prefix`).
     fn location(&self) -> String;
 }
@@ -116,7 +118,47 @@ impl ResultSink for LocalDirSink {
         tokio::fs::read(&p).await.map_err(io(&p))
     }
 
+    async fn delete(&self, run_id: &str, name: &str) -> Result<(), SinkError> {
+        let dir = self.run_dir(run_id);
+        let p = dir.join(name);
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p)(e)),
+        }
+        // The run's directory goes too once it is empty (another file keeps it).
+        let _ = tokio::fs::remove_dir(&dir).await;
+        Ok(())
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }
+}
+
+/// The run id under which [`probe`] writes.
+pub const PROBE_RUN: &str = "offpeak-probe";
+
+/// Checks that results can be stored at `sink` before any work is taken on: lists
+/// `run=offpeak-probe/`, writes a small object there, reads it back, and deletes it. A wrong secret, a missing
+/// bucket, an unreachable endpoint or a read-only directory fail here, with the store's answer.
+pub async fn probe(sink: &dyn ResultSink) -> Result<(), SinkError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("probe-{}-{nanos}", std::process::id());
+    let body = format!("offpeak store probe {nanos}").into_bytes();
+    // A listing first: some S3-compatible stores create a missing bucket on the first write,
+    // where the worker's own files would then go unnoticed.
+    sink.list(PROBE_RUN).await?;
+    sink.put(PROBE_RUN, &name, body.clone()).await?;
+    let back = sink.get(PROBE_RUN, &name).await?;
+    sink.delete(PROBE_RUN, &name).await?;
+    if back != body {
+        return Err(SinkError::Store(format!(
+            "{}: a probe object read back different from what was written",
+            sink.location()
+        )));
+    }
+    Ok(())
 }
