@@ -54,7 +54,23 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         cfg.worker.concurrency = c;
     }
     cfg.validate().map_err(invalid)?;
-    let catalog = Arc::new(load_catalog(&args.catalog)?);
+    let (catalog, missing) = worker::provider::without_missing_keys(&load_catalog(&args.catalog)?);
+    for (provider, var) in &missing {
+        tracing::warn!(%provider, variable = %var, "API key variable unset or empty: provider left out");
+        eprintln!("provider {provider}: its API key variable {var} is unset or empty; left out");
+    }
+    if catalog.providers.is_empty() {
+        return Err(anyhow::anyhow!(
+            "no provider is usable: every provider's API key variable is unset ({})",
+            missing
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into());
+    }
+    let catalog = Arc::new(catalog);
     let providers = build_providers(&catalog, &cfg)?;
     let id = args.id.clone().unwrap_or_else(lifecycle::default_id);
     let w = Arc::new(Worker::new(

@@ -456,6 +456,70 @@ fn a_worker_with_a_broken_store_exits_1_before_pulling_any_job() {
     assert!(probe_left.is_empty(), "{probe_left:?}");
 }
 
+/// A provider whose API key variable is unset is named at start and left out (here it is the
+/// cheapest, so a worker that kept it would send it jobs first); with no provider left, the
+/// worker exits 1.
+#[test]
+fn a_provider_without_its_api_key_is_named_and_left_out() {
+    const N: usize = 20;
+    let var = format!(
+        "OFFPEAK_TEST_UNSET_{}",
+        unique("k").replace('-', "_").to_uppercase()
+    );
+    let keyless = format!(
+        r#"
+[[providers]]
+name = "keyless"
+kind = "openai"
+base_url = "{{SIM}}/keyless/v1"
+api_key_env = "{var}"
+[[providers.models]]
+model = "m"
+id = "m-keyless"
+input_per_mtok = 0.01
+output_per_mtok = 0.02
+"#
+    );
+    let fleet = Fleet::start(
+        &nats_url(),
+        &scenario(0.0),
+        &format!("{ONE_PROVIDER_CATALOG}{keyless}"),
+    );
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| job(i, "m", "critical"));
+    fleet.submit(&jobs, "keyless");
+    let mut w = fleet.worker("k0");
+    let o = fleet.wait_for("keyless", "120s");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let log = w.log_text();
+    assert!(
+        log.contains("provider keyless") && log.contains(&var),
+        "the worker did not name the provider and its variable:\n{log}"
+    );
+    let rows = store::dedup(fleet.rows("keyless"));
+    assert_eq!(rows.len(), N);
+    for r in &rows {
+        assert_eq!(r.provider.as_deref(), Some("cheap"), "{r:?}");
+        assert_eq!(
+            r.attempts, 1,
+            "a request went to the keyless provider: {r:?}"
+        );
+    }
+    // Only keyless providers: nothing to work with.
+    let only = fleet.path("only-keyless.toml");
+    std::fs::write(&only, keyless.replace("{SIM}", "http://127.0.0.1:9")).unwrap();
+    let o = fleet
+        .cmd(&["worker", "--metrics-addr", "127.0.0.1:0"])
+        .env("OFFPEAK_CATALOG", &only)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains(&var), "{}", text(&o.stderr));
+}
+
 /// `offpeak results --format openai-batch` writes the OpenAI Batch output format: one line per
 /// job with `custom_id`, `response.status_code`/`body` (a chat completion, validated by the
 /// official `openai` package's types) and `error`.

@@ -123,6 +123,29 @@ pub fn build(
     )
 }
 
+/// The catalog without its providers whose key is missing: `api_key_env` names a variable that
+/// is unset or empty, and no `api_key_file` is given. Such a provider would answer every request
+/// 401 (or, on a real API, fail in a way that looks like the network); the worker leaves it out
+/// and says so at start. Returns the kept catalog and the `(provider, variable)` pairs left out.
+pub fn without_missing_keys(
+    catalog: &schemas::Catalog,
+) -> (schemas::Catalog, Vec<(String, String)>) {
+    let mut kept = catalog.clone();
+    let mut missing = Vec::new();
+    kept.providers.retain(|p| {
+        let Some(var) = p.api_key_env.as_deref() else {
+            return true;
+        };
+        let set = std::env::var(var).is_ok_and(|k| !k.trim().is_empty());
+        if set || p.api_key_file.is_some() {
+            return true;
+        }
+        missing.push((p.name.clone(), var.to_string()));
+        false
+    });
+    (kept, missing)
+}
+
 /// One client per catalog provider, sharing `http`; the error names the provider whose client
 /// could not be built (its key variable unset, say).
 pub fn build_all(
