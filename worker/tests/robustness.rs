@@ -328,22 +328,7 @@ async fn deferrals_do_not_count_as_unsettled_deliveries() {
         .unwrap();
     let env = schemas::Envelope::new(schemas::RunId::new("r").unwrap(), now, job);
     q.publish("r", "r/j", env.to_bytes().into()).await.unwrap();
-    let consumer = q.consume(w.consume_options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn store::ResultSink> = Arc::new(store::LocalDirSink::new(dir.path()));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
-    let start = Instant::now();
-    let rows = loop {
-        let rows = store::read_run(&*sink, "r").await.unwrap_or_default();
-        if !rows.is_empty() {
-            break rows;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no result");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    stop.cancel();
-    run.await.unwrap();
+    let rows = first_rows(&w, &q, Duration::from_secs(30), "no result").await;
     let r = &rows[0];
     assert!(r.deferrals >= 1, "the job was never deferred: {r:?}");
     assert_eq!(r.status, schemas::ResultStatus::Succeeded, "{r:?}");
@@ -422,23 +407,13 @@ async fn a_panicking_provider_call_gives_its_concurrency_slot_and_gauge_back() {
             .await
             .unwrap();
     }
-    let consumer = q.consume(w.consume_options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn store::ResultSink> = Arc::new(store::LocalDirSink::new(dir.path()));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
-    let start = Instant::now();
-    let rows = loop {
-        let rows = store::read_run(&*sink, "r").await.unwrap_or_default();
-        if !rows.is_empty() {
-            break rows;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no job went after the panic: the slot leaked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let rows = first_rows(
+        &w,
+        &q,
+        Duration::from_secs(20),
+        "no job went after the panic: the slot leaked",
+    )
+    .await;
     assert_eq!(rows[0].status, schemas::ResultStatus::Succeeded, "{rows:?}");
     assert_eq!(rows[0].finish_reason.as_deref(), Some("stop"));
     assert_eq!(rows[0].provider_finish_reason.as_deref(), Some("end_turn"));
@@ -450,6 +425,33 @@ async fn a_panicking_provider_call_gives_its_concurrency_slot_and_gauge_back() {
     tokio::time::timeout(Duration::from_secs(5), gauge_fell)
         .await
         .expect("the in-flight gauge never fell back to 0 after the panic");
+}
+
+/// Runs `w` on `q` with results in a temporary directory until run `r` has a stored row
+/// (failing with `why` after `within`), then stops the worker and returns the rows.
+async fn first_rows(
+    w: &std::sync::Arc<worker::Worker>,
+    q: &queue::MemoryQueue,
+    within: Duration,
+    why: &str,
+) -> Vec<schemas::ResultRow> {
+    use queue::Queue;
+    use std::sync::Arc;
+    let consumer = q.consume(w.consume_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink: Arc<dyn store::ResultSink> = Arc::new(store::LocalDirSink::new(dir.path()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(w.clone().run(consumer, sink.clone(), stop.clone()));
+    let start = Instant::now();
+    let rows = loop {
+        let rows = store::read_run(&*sink, "r").await.unwrap_or_default();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(start.elapsed() < within, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     stop.cancel();
     run.await.unwrap();
+    rows
 }
