@@ -31,7 +31,8 @@ pub struct ResultsArgs {
     /// OpenAI Batch API output file: `custom_id`, `response.body` as a chat completion, `error`).
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
-    /// File to write; standard output when absent (not for parquet).
+    /// File to write, or an object (`s3://bucket/key`); standard output when absent (not for
+    /// parquet).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
 }
@@ -68,7 +69,7 @@ pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
     };
     match &args.out {
         Some(p) => {
-            std::fs::write(p, &bytes).with_context(|| format!("writing {}", p.display()))?;
+            write_out(p, bytes).await?;
             eprintln!(
                 "{} results of run {} written to {}",
                 rows.len(),
@@ -79,6 +80,22 @@ pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
         None => std::io::stdout().lock().write_all(&bytes)?,
     }
     Ok(0)
+}
+
+/// Writes the export to a file, or to the object `s3://bucket/key` (credentials and endpoint
+/// as for `--output`).
+async fn write_out(out: &std::path::Path, bytes: Vec<u8>) -> Result<(), Failure> {
+    let location = out.to_string_lossy();
+    if !store::is_s3_location(&location) {
+        std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+        return Ok(());
+    }
+    let url = store::S3Url::parse_object(&location).map_err(crate::invalid)?;
+    let sink = store::S3Sink::new(store::S3Config::from_env().client().await, &url);
+    sink.put_object(&url.key, bytes)
+        .await
+        .with_context(|| format!("writing {location}"))?;
+    Ok(())
 }
 
 fn lines(values: impl Iterator<Item = Value>) -> Vec<u8> {

@@ -135,6 +135,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         _ = queue.drained() => None,
         _ = tick(&bar, &workers) => None,
         s = lifecycle::shutdown_signal() => Some(s),
+        _ = store_refused(&workers) => None,
     };
     if signal.is_some() {
         eprintln!("interrupted: finishing jobs in flight and storing their results; re-run with --run-id {run_id} to resume");
@@ -147,6 +148,13 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         h.shutdown().await;
     }
 
+    if let Some(why) = workers.iter().find_map(|w| w.store_fault.get()) {
+        return Err(anyhow::anyhow!(
+            "the results location {} refuses writes; stopped (re-run with --run-id {run_id} to resume once it works): {why}",
+            sink.location()
+        )
+        .into());
+    }
     let rows = dedup(read_run(&*sink, run_id.as_str()).await?);
     let job_count = submission.manifest.job_count;
     let summary = Summary::from_rows(&run_id, &rows, job_count, &sink.location());
@@ -161,6 +169,13 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         None if summary.failed > 0 => 3,
         None => 0,
     })
+}
+
+/// Resolves once a worker's store refused a write for good (the workers then stop pulling).
+async fn store_refused(workers: &[Arc<Worker>]) {
+    while workers.iter().all(|w| w.store_fault.get().is_none()) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// One client per catalog provider, sharing one HTTP client sized for the worker's concurrency.

@@ -33,17 +33,28 @@ pub struct WorkerArgs {
     /// Jobs in flight (overrides the config's worker.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Address of the metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(long, env = "OFFPEAK_METRICS_ADDR", default_value = "0.0.0.0:9464")]
-    pub metrics_addr: SocketAddr,
-    /// This worker's name, in result file names and metrics; default `<hostname>-<pid>`.
+    /// Address of the metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`); port 0
+    /// picks a free one. Without it, 0.0.0.0:9464 — or, when another worker on this machine
+    /// already has that port, a free port (printed at start).
+    #[arg(long, env = "OFFPEAK_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// This worker's name, in result file names and the metrics' `worker` label; default the
+    /// pod's name (`POD_NAME`) or the host's, stable across restarts.
     #[arg(long, env = "OFFPEAK_WORKER_ID")]
     pub id: Option<String>,
+    /// Send every request to the provider simulator at this URL (`offpeak sim --catalog CATALOG`)
+    /// instead of the real APIs: provider `p` is served at `<URL>/p/v1`, and no API key is
+    /// needed. For trying a fleet out and for tests; never set it in production.
+    #[arg(long, env = "OFFPEAK_SIMULATOR", value_name = "URL")]
+    pub simulator: Option<String>,
     /// Exit (0) once no job has arrived for this long, e.g. `30s` (for batch-style deployments);
     /// by default the worker runs until SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub exit_when_idle: Option<Duration>,
 }
+
+/// Where metrics are served unless `--metrics-addr` says otherwise.
+const DEFAULT_METRICS_ADDR: ([u8; 4], u16) = ([0, 0, 0, 0], 9464);
 
 /// How long the check of the results location at start may take.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -54,7 +65,15 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         cfg.worker.concurrency = c;
     }
     cfg.validate().map_err(invalid)?;
-    let (catalog, missing) = worker::provider::without_missing_keys(&load_catalog(&args.catalog)?);
+    let catalog = load_catalog(&args.catalog)?;
+    let (catalog, missing) = match &args.simulator {
+        Some(url) => {
+            tracing::warn!(simulator = %url, "simulated market: every request goes to the simulator, none to a real API");
+            eprintln!("worker: simulated market at {url}; no request goes to a real API");
+            (sim::served_at(&catalog, url), vec![])
+        }
+        None => worker::provider::without_missing_keys(&catalog),
+    };
     for (provider, var) in &missing {
         tracing::warn!(%provider, variable = %var, "API key variable unset or empty: provider left out");
         eprintln!("provider {provider}: its API key variable {var} is unset or empty; left out");
@@ -81,14 +100,32 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     ));
     let ready = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
-    let (metrics_addr, server) = lifecycle::serve_health(
-        args.metrics_addr,
-        w.clone(),
-        ready.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    let serve = |addr: SocketAddr| {
+        lifecycle::serve_health(addr, w.clone(), ready.clone(), shutdown.clone())
+    };
+    let served = match args.metrics_addr {
+        Some(addr) => serve(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?,
+        None => match serve(DEFAULT_METRICS_ADDR.into()).await {
+            Ok(served) => served,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let any = SocketAddr::from(([0, 0, 0, 0], 0));
+                let served = serve(any).await.context("binding a free metrics port")?;
+                tracing::warn!(taken = %SocketAddr::from(DEFAULT_METRICS_ADDR), metrics = %served.0, "the default metrics port is taken (another worker on this machine?); serving on a free one");
+                served
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!(
+                        "binding the metrics address {}",
+                        SocketAddr::from(DEFAULT_METRICS_ADDR)
+                    ))
+                    .into())
+            }
+        },
+    };
+    let (metrics_addr, server) = served;
     let sink = output::open(&args.output).await?;
     // A worker that cannot store results would pay providers for answers it then loses, and
     // keep the jobs from healthy workers: check the store before anything is pulled.

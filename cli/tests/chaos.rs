@@ -13,8 +13,8 @@ mod support;
 
 use schemas::{ResultRow, ResultStatus};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use support::*;
@@ -406,70 +406,6 @@ fn rabbitmq_node_killed_and_restarted_mid_run_loses_nothing() {
     drop(fleet);
 }
 
-/// An `s3s-fs` of the test's own, on a free port with its own data directory; it keeps objects
-/// on disk, so it can be killed and restarted.
-struct PrivateS3 {
-    port: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl PrivateS3 {
-    fn start(dir: &Path) -> PrivateS3 {
-        let mut s = PrivateS3 {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            proc: None,
-        };
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        s.up();
-        s
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let home = std::env::var("HOME").unwrap_or_default();
-        let bin = [format!("{home}/.cargo/bin/s3s-fs"), "s3s-fs".to_string()]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or_else(|| "s3s-fs".into());
-        let log = self.dir.join("s3.log");
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
-            .arg(self.dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(append_log(&log))
-            .spawn()
-            .expect("start s3s-fs (deploy/local/s3.sh installs it)");
-        self.proc = Some(Proc {
-            child,
-            name: "s3s-fs".into(),
-            log,
-        });
-        wait_port(self.port);
-    }
-
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-
-    fn rows(&self, output: &str, run: &str) -> Vec<ResultRow> {
-        rt().block_on(async {
-            let client = store::S3Config::local(&self.endpoint(), S3_KEY, S3_SECRET)
-                .client()
-                .await;
-            let url = store::S3Url::parse(output).unwrap();
-            store::read_run(&store::S3Sink::new(client, &url), run)
-                .await
-                .unwrap()
-        })
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -528,9 +464,9 @@ fn s3_store_down_for_thirty_seconds_loses_nothing_and_acks_nothing_meanwhile() {
         .map(|(i, p)| fleet.worker_on(&format!("s{i}"), *p))
         .collect();
     await_cond("results to flow", Duration::from_secs(120), || {
-        s3.rows(&fleet.output, run).len() >= N / 10
+        rows_in(&s3, &fleet.output, run).len() >= N / 10
     });
-    let stored_before = s3.rows(&fleet.output, run).len();
+    let stored_before = rows_in(&s3, &fleet.output, run).len();
     s3.kill();
     let down_at = Instant::now();
     let mut depths = Vec::new();
@@ -572,7 +508,7 @@ fn s3_store_down_for_thirty_seconds_loses_nothing_and_acks_nothing_meanwhile() {
     stop_all(&mut workers);
     let f = check_invariant(
         "S3 store down for 30 s (NATS, 2 workers)",
-        &s3.rows(&fleet.output, run),
+        &rows_in(&s3, &fleet.output, run),
         N,
         format!(
             "30 s outage, {flush_errors} failed uploads; worker RSS max {} MiB; queue depth held at {first}..{}",
@@ -710,7 +646,7 @@ fn provider_chaos_every_job_gets_one_outcome() {
     wait_done(&fleet, run, "600s", &workers, true);
     stop_all(&mut workers);
 
-    let sim_port: u16 = fleet_sim_port(&fleet);
+    let sim_port: u16 = fleet.sim_port();
     let (_, stats) = http_get(sim_port, "/_sim/stats");
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     let count = |p: &str, k: &str| stats[p][k].as_u64().unwrap_or(0);
@@ -743,11 +679,4 @@ fn provider_chaos_every_job_gets_one_outcome() {
         faults,
         started,
     );
-}
-
-/// The simulator's port, from the catalog the fleet wrote.
-fn fleet_sim_port(fleet: &Fleet) -> u16 {
-    let catalog = std::fs::read_to_string(&fleet.catalog).unwrap();
-    let at = catalog.find("http://127.0.0.1:").unwrap() + "http://127.0.0.1:".len();
-    catalog[at..].split('/').next().unwrap().parse().unwrap()
 }

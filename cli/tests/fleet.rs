@@ -593,3 +593,154 @@ fn results_export_matches_the_openai_batch_output_format() {
     let rows = store::decode_parquet(std::fs::read(&pq).unwrap()).unwrap();
     assert_eq!(rows.len(), 40);
 }
+
+/// A store that breaks under a running worker (restarted with other keys: every write is refused
+/// with 403): the worker stops pulling within 10 s, pays for at most the jobs it had in flight
+/// then, answers `/readyz` 503 saying why, releases what it held, and stops on SIGTERM within
+/// its grace period; a worker with the new keys then finishes every job.
+#[test]
+fn a_store_that_refuses_writes_mid_run_stops_the_worker_from_pulling() {
+    const N: usize = 300;
+    const CONCURRENCY: u64 = 8;
+    const GRACE_S: u64 = 6;
+    let s3_dir = tempfile::tempdir().unwrap();
+    let mut s3 = PrivateS3::start(s3_dir.path());
+    let slow = "[[providers]]\nname='cheap'\nkind='openai'\nmodels=['m-cheap']\nlatency_ms=150\n";
+    let mut fleet = Fleet::start(&nats_url(), slow, ONE_PROVIDER_CATALOG);
+    fleet.output = format!("s3://{}/results", unique("refused"));
+    fleet.extra_env.extend([
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint()),
+        ("OFFPEAK_S3_ENDPOINT".into(), s3.endpoint()),
+        (
+            "OFFPEAK_WORKER__CONCURRENCY".into(),
+            CONCURRENCY.to_string(),
+        ),
+        ("OFFPEAK_WORKER__REQUEST_TIMEOUT_S".into(), "5".into()),
+        ("OFFPEAK_WORKER__FLUSH__MAX_AGE_S".into(), "1".into()),
+        (
+            "OFFPEAK_WORKER__SHUTDOWN_GRACE_S".into(),
+            GRACE_S.to_string(),
+        ),
+    ]);
+    rt().block_on(async {
+        let client = store::S3Config::local(&s3.endpoint(), S3_KEY, S3_SECRET)
+            .client()
+            .await;
+        let url = store::S3Url::parse(&fleet.output).unwrap();
+        store::S3Sink::new(client, &url)
+            .ensure_bucket()
+            .await
+            .unwrap();
+    });
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| job(i, "m", "standard"));
+    let run = "refused";
+    fleet.submit(&jobs, run);
+    let port = free_port();
+    let mut w = fleet.worker_on("r0", port);
+    let flowing = Instant::now();
+    while rows_in(&s3, &fleet.output, run).len() < 20 {
+        assert!(
+            flowing.elapsed() < Duration::from_secs(60),
+            "no results: {}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(port, "/readyz").0, 200);
+
+    s3.restart_with_keys("rotated", "rotated-secret");
+    let broke = Instant::now();
+    let (code, why) = loop {
+        let (code, body) = http_get(port, "/readyz");
+        if code == 503 || broke.elapsed() > Duration::from_secs(10) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let paid_when_stopped = fleet.provider_requests();
+    assert_eq!(
+        code,
+        503,
+        "still ready 10 s after the store refused writes: {}",
+        w.log_text()
+    );
+    assert!(why.contains("results store"), "{why}");
+    // Nothing more is pulled: only the jobs in flight then may still reach the provider.
+    std::thread::sleep(Duration::from_secs(5));
+    let paid_after = fleet.provider_requests();
+    assert!(
+        paid_after <= paid_when_stopped + CONCURRENCY,
+        "{} provider calls after the worker stopped pulling",
+        paid_after - paid_when_stopped
+    );
+    assert!(
+        paid_after < N as u64,
+        "the worker went through the whole queue"
+    );
+    assert_eq!(http_get(port, "/readyz").0, 503);
+    let log = w.log_text();
+    assert!(log.contains("refuses writes"), "{log}");
+    assert!(!log.contains("rotated-secret") && !log.contains(S3_SECRET));
+
+    let term = Instant::now();
+    let status = w.terminate(Duration::from_secs(GRACE_S + 10));
+    assert!(
+        status.is_some_and(|s| s.success()) && term.elapsed() < Duration::from_secs(GRACE_S + 2),
+        "SIGTERM took {:?} ({status:?})",
+        term.elapsed()
+    );
+
+    fleet.extra_env.extend([
+        ("AWS_ACCESS_KEY_ID".into(), "rotated".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "rotated-secret".into()),
+    ]);
+    let mut healthy = fleet.worker("r1");
+    let o = fleet.wait_for(run, "180s");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o.stdout),
+        healthy.log_text()
+    );
+    assert!(healthy
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let rows = store::dedup(rows_in(&s3, &fleet.output, run));
+    assert_eq!(rows.len(), N);
+    assert!(rows.iter().all(|r| r.status == ResultStatus::Succeeded));
+}
+
+/// A worker started while its broker is down waits for it — serving `/readyz` 503 meanwhile —
+/// instead of exiting, and works through the run once the broker is up.
+#[test]
+fn a_worker_started_before_its_broker_waits_for_it() {
+    const N: usize = 20;
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut nats = PrivateNats::start(nats_dir.path());
+    nats.kill();
+    let fleet = Fleet::start(&nats.url(), &scenario(0.0), &catalog());
+    let port = free_port();
+    let mut w = fleet.worker_on("early", port);
+    wait_port(port);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker exited while its broker was down:\n{}",
+        w.log_text()
+    );
+    assert_eq!(http_get(port, "/readyz").0, 503);
+    assert!(w.log_text().contains("waiting for it"), "{}", w.log_text());
+
+    nats.up();
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| job(i, "m", "standard"));
+    fleet.submit(&jobs, "early");
+    let o = fleet.wait_for("early", "120s");
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), w.log_text());
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    assert!(w
+        .terminate(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    assert_eq!(store::dedup(fleet.rows("early")).len(), N);
+}

@@ -279,3 +279,51 @@ fn openai_batch_file_runs_and_keeps_custom_ids() {
     want.sort();
     assert_eq!(ids, want);
 }
+
+/// What an operator must act on is said at the default log level (warn), once per kind every
+/// 10 s: a provider that cannot be reached at all (a closed port) and the jobs that fail for it.
+#[test]
+fn unreachable_providers_and_failed_jobs_are_warned_once_per_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = tmp.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[[providers]]\nname = \"gone\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/v1\"\n\
+             [[providers.models]]\nmodel = \"m\"\nid = \"m\"\ninput_per_mtok = 0.1\noutput_per_mtok = 0.2\n",
+            testkit::free_port()
+        ),
+    )
+    .unwrap();
+    let jobs = tmp.path().join("jobs.jsonl");
+    testkit::job_file(&jobs, 6, |i| {
+        format!(
+            r#"{{"id":"j{i}","model":"m","prompt":"secret-prompt-{i}","max_tokens":4,"priority":"critical"}}"#
+        )
+    });
+    let out = tmp.path().join("out");
+    let o = offpeak(
+        &[
+            "run",
+            jobs.to_str().unwrap(),
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--run-id",
+            "warned",
+            "--quiet",
+        ],
+        &[("OFFPEAK_WORKER__MAX_ATTEMPTS", "1")],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let warned = |needle: &str| {
+        err.lines()
+            .filter(|l| l.contains("WARN") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(warned("provider unreachable"), 1, "{err}");
+    assert_eq!(warned("job failed"), 1, "six failed jobs: one line\n{err}");
+    assert!(!err.contains("secret-prompt"), "a prompt was logged");
+}

@@ -147,6 +147,15 @@ fn poison_messages_are_dead_lettered_with_a_failed_row_and_the_worker_goes_on(
     assert!(w
         .terminate(Duration::from_secs(60))
         .is_some_and(|s| s.success()));
+    // A job failing before any provider call is said at WARN, with its kind and reason.
+    let log = w.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("job failed")
+            && l.contains("limit")
+            && l.contains("max_prompt_bytes")),
+        "{log}"
+    );
 }
 
 /// NATS refuses messages over its `max_payload` (1 MB by default), so the oversized prompt is

@@ -155,9 +155,16 @@ pub async fn serve_forever(scenario: Scenario, addr: SocketAddr) -> Result<(), S
 /// A copy of `catalog` whose providers' `base_url`s point at the simulator behind `handle`
 /// (key settings unchanged).
 pub fn rewrite_catalog(catalog: &schemas::Catalog, handle: &SimHandle) -> schemas::Catalog {
+    served_at(catalog, &format!("http://{}", handle.addr))
+}
+
+/// `catalog` with every provider pointed at a simulator serving at `base` (`http://host:port`,
+/// e.g. `offpeak sim` started on the catalog): base URLs become `<base>/<provider>/v1`.
+pub fn served_at(catalog: &schemas::Catalog, base: &str) -> schemas::Catalog {
+    let base = base.trim_end_matches('/');
     let mut out = catalog.clone();
     for p in &mut out.providers {
-        p.base_url = handle.base_url(&p.name);
+        p.base_url = format!("{base}/{}/v1", p.name);
     }
     out
 }

@@ -58,6 +58,17 @@ impl S3Sink {
         Ok(S3Sink::new(S3Config::from_env().client().await, &url))
     }
 
+    /// Stores `bytes` as the object `key` of the bucket (the sink's prefix does not apply):
+    /// PutObject, or a multipart upload above the threshold.
+    pub async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), SinkError> {
+        let body = Bytes::from(bytes);
+        if body.len() > self.multipart_threshold {
+            self.put_multipart(key, body).await
+        } else {
+            self.put_single(key, body).await
+        }
+    }
+
     /// Uploads bodies larger than `threshold` bytes as multipart uploads of `part_size`-byte
     /// parts. `part_size` is raised to [`MIN_PART_SIZE`] if smaller, as S3 requires.
     pub fn with_multipart(mut self, threshold: usize, part_size: usize) -> S3Sink {
@@ -162,9 +173,31 @@ impl S3Sink {
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
     {
-        SinkError::Store(format!("{what}: {op} failed: {}", describe_sdk_error(&e)))
+        let text = format!("{what}: {op} failed: {}", describe_sdk_error(&e));
+        if refused_for_good(&e) {
+            SinkError::Refused(text)
+        } else {
+            SinkError::Store(text)
+        }
     }
+}
 
+/// Whether the store's answer says trying again cannot help: 401/403 (a wrong, expired or
+/// revoked secret, a denied action, a skewed clock) or a bucket that does not exist.
+fn refused_for_good<E>(e: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match e {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status == 401 || status == 403 || service.err().code() == Some("NoSuchBucket")
+        }
+        _ => false,
+    }
+}
+
+impl S3Sink {
     async fn put_single(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
         self.client
             .put_object()
@@ -277,12 +310,7 @@ impl S3Sink {
 impl ResultSink for S3Sink {
     async fn put(&self, run_id: &str, name: &str, bytes: Vec<u8>) -> Result<(), SinkError> {
         let key = self.key(run_id, name)?;
-        let body = Bytes::from(bytes);
-        if body.len() > self.multipart_threshold {
-            self.put_multipart(&key, body).await
-        } else {
-            self.put_single(&key, body).await
-        }
+        self.put_object(&key, bytes).await
     }
 
     async fn list(&self, run_id: &str) -> Result<Vec<String>, SinkError> {

@@ -19,6 +19,25 @@ pub enum SinkError {
     Parquet(String),
     #[error("{0}")]
     Store(String),
+    /// The store answered and refused: a wrong or revoked secret, a missing bucket, a denied
+    /// write. Trying again does not help; an operator must fix the store or the settings.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SinkError {
+    /// Whether the store refused the request for good (credentials, permissions, a missing
+    /// bucket), as opposed to a failure that may pass (unreachable, slow, 5xx).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::Refused(_) => true,
+            SinkError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            SinkError::Parquet(_) | SinkError::Store(_) => false,
+        }
+    }
 }
 
 /// Where result files go: a local directory, or an object store.

@@ -16,7 +16,7 @@ pub mod services;
 
 pub use files::{append_log, job_file, write_file};
 pub use net::{free_port, http_get, wait_port};
-pub use private::{PrivateNats, PrivateRabbit, TlsFiles};
+pub use private::{PrivateNats, PrivateRabbit, PrivateS3, TlsFiles};
 pub use process::{start_sim, text, Proc};
 pub use s3::TestBucket;
 pub use services::{amqp_url, nats_url, s3_endpoint, S3_KEY, S3_SECRET};

@@ -223,3 +223,74 @@ impl Drop for PrivateRabbit {
         self.kill();
     }
 }
+
+/// An `s3s-fs` of the test's own, on a free port with its own data directory; it keeps objects
+/// on disk, so it can be killed and restarted — also with other keys (a store whose secret was
+/// rotated under a running worker).
+pub struct PrivateS3 {
+    pub port: u16,
+    dir: PathBuf,
+    keys: (String, String),
+    proc: Option<Proc>,
+}
+
+impl PrivateS3 {
+    /// Starts a server with the shared test keys ([`crate::S3_KEY`], [`crate::S3_SECRET`]).
+    pub fn start(dir: &Path) -> PrivateS3 {
+        let mut s = PrivateS3 {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            keys: (crate::S3_KEY.into(), crate::S3_SECRET.into()),
+            proc: None,
+        };
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        s.up();
+        s
+    }
+
+    /// The endpoint URL (plain HTTP, path-style).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The access key and secret the server accepts now.
+    pub fn keys(&self) -> (&str, &str) {
+        (&self.keys.0, &self.keys.1)
+    }
+
+    /// (Re)starts the server on the same port and data; returns once it listens.
+    pub fn up(&mut self) {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let bin = [format!("{home}/.cargo/bin/s3s-fs"), "s3s-fs".to_string()]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| "s3s-fs".into());
+        let log = self.dir.join("s3.log");
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", &self.keys.0, "--secret-key", &self.keys.1])
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(append_log(&log))
+            .spawn()
+            .expect("start s3s-fs (deploy/local/s3.sh installs it)");
+        self.proc = Some(Proc {
+            child,
+            name: "s3s-fs".into(),
+            log,
+        });
+        wait_port(self.port);
+    }
+
+    /// Stops the server and starts it again accepting only `key` / `secret`.
+    pub fn restart_with_keys(&mut self, key: &str, secret: &str) {
+        self.kill();
+        self.keys = (key.into(), secret.into());
+        self.up();
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+}

@@ -1,7 +1,10 @@
 //! The flusher: one task per worker that buffers finished rows per run, writes a Parquet file when
 //! a buffer is big or old enough (or at shutdown), and settles the messages behind a file only
 //! after the file is durable. While the store is down it keeps the rows and retries; the bounded
-//! channel in front of it then pushes back on the job tasks instead of growing memory.
+//! channel in front of it then pushes back on the job tasks instead of growing memory. A store
+//! that refuses for good (a wrong secret, a missing bucket) is not retried: the flusher records
+//! why in [`StoreFault`], tells the worker to stop pulling, and releases the messages it holds
+//! so that healthy workers take them.
 
 use crate::stats::Stats;
 use futures::StreamExt;
@@ -9,12 +12,58 @@ use queue::Delivery;
 use schemas::ResultRow;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{encode_parquet, ResultSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Why the results store refused writes for good, if it did. The worker is not ready while it
+/// is set, and pulls nothing until the store works again.
+#[derive(Debug, Default)]
+pub struct StoreFault(Mutex<Option<String>>);
+
+impl StoreFault {
+    /// Records the store's refusal (the first one is kept).
+    pub fn set(&self, why: String) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert(why);
+    }
+
+    /// The store works again.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Why the store is unusable, if it is.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// How the flusher hears that the worker is stopping, and tells it that the store refused.
+#[derive(Debug, Clone)]
+pub struct FlushControl {
+    /// Fires when the worker stops (a signal, the idle timer, a lost broker): a failing store is
+    /// then tried a few more times, not forever.
+    pub stopping: CancellationToken,
+    /// Fired by the flusher when the store refused for good: the worker stops pulling.
+    pub halt: CancellationToken,
+    pub fault: Arc<StoreFault>,
+}
+
+impl FlushControl {
+    fn refused(&self, why: String) {
+        self.fault.set(why);
+        self.halt.cancel();
+    }
+
+    fn giving_up(&self) -> bool {
+        self.stopping.is_cancelled() || self.halt.is_cancelled()
+    }
+}
 
 /// When to write a results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,15 +117,18 @@ pub fn spawn_flusher(
     worker_id: String,
     cfg: FlushConfig,
     stats: Arc<Stats>,
+    control: FlushControl,
 ) -> (mpsc::Sender<Finished>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Finished>(cfg.max_rows.max(16));
-    // File names must never collide, not even for a worker restarted under the same id: the
-    // start time (ms) goes into every name.
+    // File names must never collide, not even for workers sharing a name (the default is the
+    // host's, stable across restarts) on one host, or a worker restarted under the same name:
+    // the start time (ms) and the process id go into every name.
     let worker_id = format!(
-        "{worker_id}-{}",
+        "{worker_id}-{}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
+            .map_or(0, |d| d.as_millis()),
+        std::process::id()
     );
     let task = tokio::spawn(async move {
         let mut buffers: HashMap<String, Buffer> = HashMap::new();
@@ -86,6 +138,7 @@ pub fn spawn_flusher(
             sink,
             worker_id,
             stats,
+            control,
         };
         let max_age = Duration::from_secs_f64(cfg.max_age_s.max(0.05));
         loop {
@@ -98,7 +151,7 @@ pub fn spawn_flusher(
                     let due: Vec<String> = buffers.iter().filter(|(_, b)| b.since + max_age <= now).map(|(k, _)| k.clone()).collect();
                     for run in due {
                         if let Some(b) = buffers.remove(&run) {
-                            flushing.start(&mut seq, run, b, false).await;
+                            flushing.start(&mut seq, run, b).await;
                         }
                     }
                     continue;
@@ -117,12 +170,12 @@ pub fn spawn_flusher(
             b.pending.push((o.delivery, o.settlement));
             if b.rows.len() >= cfg.max_rows || b.bytes >= cfg.max_bytes {
                 if let Some(b) = buffers.remove(&run) {
-                    flushing.start(&mut seq, run, b, false).await;
+                    flushing.start(&mut seq, run, b).await;
                 }
             }
         }
         for (run, b) in buffers.drain() {
-            flushing.start(&mut seq, run, b, true).await;
+            flushing.start(&mut seq, run, b).await;
         }
         while flushing.tasks.join_next().await.is_some() {}
     });
@@ -140,11 +193,12 @@ struct Flushing {
     sink: Arc<dyn ResultSink>,
     worker_id: String,
     stats: Arc<Stats>,
+    control: FlushControl,
 }
 
 impl Flushing {
     /// Starts storing `b` as the next file once fewer than [`MAX_FLUSHES`] are in progress.
-    async fn start(&mut self, seq: &mut u64, run: String, b: Buffer, shutting_down: bool) {
+    async fn start(&mut self, seq: &mut u64, run: String, b: Buffer) {
         while self.tasks.len() >= MAX_FLUSHES {
             // Both slots busy (the store is slow or down): keep this file's messages alive
             // while it waits its turn.
@@ -154,14 +208,15 @@ impl Flushing {
             }
         }
         *seq += 1;
-        let (sink, stats, worker, seq) = (
+        let (sink, stats, worker, seq, control) = (
             self.sink.clone(),
             self.stats.clone(),
             self.worker_id.clone(),
             *seq,
+            self.control.clone(),
         );
         self.tasks.spawn(async move {
-            flush(&*sink, &worker, seq, &run, b, &stats, shutting_down).await;
+            flush(&*sink, &worker, seq, &run, b, &stats, &control).await;
         });
     }
 }
@@ -173,9 +228,10 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// Writes one buffer and settles its messages. Retries the store with backoff until it works;
-/// at shutdown it gives up after a few tries and leaves the messages unsettled, so the broker
-/// redelivers them to another worker.
+/// Writes one buffer and settles its messages. Retries a failing store with backoff until it
+/// works; once the worker stops it gives up after a few tries. A store that refuses for good is
+/// not retried: the worker is told to stop pulling. Giving up releases the messages, so the
+/// broker hands them to another worker at once.
 async fn flush(
     sink: &dyn ResultSink,
     worker: &str,
@@ -183,7 +239,7 @@ async fn flush(
     run: &str,
     b: Buffer,
     stats: &Stats,
-    shutting_down: bool,
+    control: &FlushControl,
 ) {
     let started = Instant::now();
     let rows = b.rows.len();
@@ -208,19 +264,31 @@ async fn flush(
         }
         match sink.put(run, &name, bytes.clone()).await {
             Ok(()) => break,
+            Err(e) if e.is_permanent() => {
+                stats.flush_errors.inc();
+                tracing::error!(run_id = run, file = %name, error = %e, rows, "the results store refused the file; it is not retried: this worker stops pulling and releases its jobs");
+                control.refused(e.to_string());
+                release(run, b.pending).await;
+                return;
+            }
             Err(e) => {
                 tries += 1;
                 stats.flush_errors.inc();
                 tracing::warn!(run_id = run, file = %name, error = %e, tries, "storing results failed; retrying");
-                if shutting_down && tries >= 5 {
+                if control.giving_up() && tries >= 5 {
                     tracing::error!(
                         run_id = run,
                         rows,
-                        "giving up at shutdown; the broker will redeliver"
+                        "giving up while stopping; the messages are released for redelivery"
                     );
+                    release(run, b.pending).await;
                     return;
                 }
-                wait_keeping_alive(&b.pending, delay).await;
+                tokio::select! {
+                    _ = wait_keeping_alive(&b.pending, delay) => {}
+                    _ = control.stopping.cancelled(), if !control.giving_up() => {}
+                    _ = control.halt.cancelled(), if !control.giving_up() => {}
+                }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
@@ -229,6 +297,17 @@ async fn flush(
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
     tracing::debug!(run_id = run, file = %name, rows, "results stored");
     settle(run, b.pending).await;
+}
+
+/// Hands a file's messages back to the broker unsettled: their rows were not stored.
+async fn release(run: &str, pending: Vec<(Delivery, Settlement)>) {
+    futures::stream::iter(pending)
+        .for_each_concurrent(SETTLE_CONCURRENCY, |(d, _)| async move {
+            if let Err(e) = d.release().await {
+                tracing::debug!(run_id = run, error = %e, "releasing a message failed; the broker redelivers it after its ack wait");
+            }
+        })
+        .await;
 }
 
 /// Settles a stored file's messages. Acks go out unconfirmed but for the last one, sent after

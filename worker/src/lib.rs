@@ -7,5 +7,6 @@ pub mod lifecycle;
 pub mod provider;
 pub mod runner;
 pub mod stats;
+pub mod throttle;
 
 pub use runner::{Worker, WorkerConfig};

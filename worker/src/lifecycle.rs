@@ -16,7 +16,8 @@ use std::time::Duration;
 use store::ResultSink;
 use tokio_util::sync::CancellationToken;
 
-/// Whether the worker is ready for work (connected to its broker): what `/readyz` answers.
+/// Whether the worker is connected to its broker; `/readyz` answers 200 only while it is and
+/// its results store works ([`Worker::store_fault`]).
 #[derive(Debug, Default)]
 pub struct Readiness(AtomicBool);
 
@@ -66,11 +67,17 @@ async fn metrics(State(h): State<Health>) -> ([(&'static str, &'static str); 1],
     )
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
-    if h.ready.get() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    match (h.ready.get(), h.worker.store_fault.get()) {
+        (_, Some(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the results store refuses writes: {why}\n"),
+        ),
+        (false, None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not connected to the broker\n".into(),
+        ),
+        (true, None) => (StatusCode::OK, "ready\n".into()),
     }
 }
 
@@ -81,10 +88,17 @@ pub struct BrokerTarget {
     pub options: BrokerOptions,
 }
 
-/// Connects to the broker, then runs the worker until `shutdown` fires. When the broker closes
-/// the consumer (a lost connection), the rows the worker held are stored (their acks may fail:
-/// the broker redelivers those) and it connects again, backing off from 0.5 s to 10 s, until it
-/// succeeds or is told to stop; it is not ready meanwhile. Returns how often it reconnected.
+/// Connects to the broker, then runs the worker until `shutdown` fires. The worker is ready
+/// only while it is connected and its results store works:
+/// - at start, and whenever the broker closes the consumer (a lost connection), it connects
+///   (again), backing off from 0.5 s to 10 s, until it succeeds or is told to stop; the rows it
+///   held are stored first (their acks may fail: the broker redelivers those);
+/// - when the store refuses a write for good (a revoked secret, a deleted bucket), the worker
+///   has stopped pulling and released what it held; the connection is dropped (so the broker
+///   hands every unsettled message to other workers at once) and the store is checked every
+///   [`STORE_RECHECK`] until it works again.
+///
+/// Returns how often it reconnected.
 pub async fn run_connected(
     w: Arc<Worker>,
     broker: &BrokerTarget,
@@ -97,42 +111,103 @@ pub async fn run_connected(
         let c = q.consume(w.consume_options()).await?;
         Ok::<_, queue::QueueError>((q, c))
     };
-    // The connection behind a consumer stays open while its queue is held.
-    let (mut _connection, first) = connect().await?;
-    let mut consumer = Some(first);
     let mut reconnects = 0u32;
-    ready.set(true);
-    while let Some(c) = consumer.take() {
-        w.clone().run(c, sink.clone(), shutdown.clone()).await;
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        // The connection behind a consumer stays open while its queue is held.
+        let Some((connection, consumer)) = with_backoff(&shutdown, first, &w.id, connect).await
+        else {
+            break;
+        };
+        if !first {
+            reconnects += 1;
+            tracing::info!(worker = %w.id, reconnects, "reconnected to the broker");
+        }
+        first = false;
+        ready.set(true);
+        w.clone()
+            .run(consumer, sink.clone(), shutdown.clone())
+            .await;
+        ready.set(false);
+        drop(connection);
         if shutdown.is_cancelled() {
             break;
         }
-        ready.set(false);
-        tracing::warn!(worker = %w.id, "the broker closed the consumer (connection lost); reconnecting");
-        let mut delay = Duration::from_millis(500);
-        while !shutdown.is_cancelled() {
-            match connect().await {
-                Ok((q, c)) => {
-                    reconnects += 1;
-                    _connection = q;
-                    consumer = Some(c);
-                    ready.set(true);
-                    tracing::info!(worker = %w.id, reconnects, "reconnected to the broker");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(worker = %w.id, error = %e, "reconnecting failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
+        if let Some(why) = w.store_fault.get() {
+            eprintln!("worker {}: the results store refuses writes ({why}); stopped pulling, released the jobs held, not ready; checking the store every {}s", w.id, STORE_RECHECK.as_secs());
+            wait_for_store(&w, &*sink, &shutdown).await;
+            if w.store_fault.get().is_none() {
+                tracing::info!(worker = %w.id, "the results store works again; pulling again");
             }
+        } else {
+            tracing::warn!(worker = %w.id, "the broker closed the consumer (connection lost); reconnecting");
         }
     }
     ready.set(false);
     Ok(reconnects)
+}
+
+/// How often a worker whose store refused writes checks it again.
+pub const STORE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Checks the store every [`STORE_RECHECK`] (the same probe as at start) until it works, then
+/// clears the worker's store fault; returns early on shutdown.
+async fn wait_for_store(w: &Worker, sink: &dyn ResultSink, shutdown: &CancellationToken) {
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_RECHECK) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match tokio::time::timeout(STORE_RECHECK, store::probe(sink)).await {
+            Ok(Ok(())) => {
+                w.store_fault.clear();
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(worker = %w.id, error = %e, "the results store still fails; not pulling")
+            }
+            Err(_) => {
+                tracing::warn!(worker = %w.id, "the results store does not answer; not pulling")
+            }
+        }
+    }
+}
+
+/// Calls `connect` until it succeeds, backing off from 0.5 s to 10 s; `None` once `shutdown`
+/// fires. A worker started before its broker waits for it (saying so) rather than exiting.
+async fn with_backoff<T, F, Fut>(
+    shutdown: &CancellationToken,
+    first: bool,
+    worker: &str,
+    connect: F,
+) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, queue::QueueError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    let mut said = false;
+    loop {
+        let attempt = tokio::select! {
+            r = connect() => r,
+            _ = shutdown.cancelled() => return None,
+        };
+        match attempt {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                if first && !said {
+                    eprintln!("worker {worker}: cannot reach the broker yet ({e}); waiting for it, not ready");
+                    said = true;
+                }
+                tracing::warn!(%worker, error = %e, "connecting to the broker failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// A signal that stops the process.
@@ -189,19 +264,19 @@ pub async fn idle_for(w: &Worker, idle: Option<Duration>) {
     }
 }
 
-/// A worker name for this process: `<hostname>-<pid>`, the host name cut to letters, digits
-/// and `-`.
+/// A worker name for this process: the pod's or host's name (`POD_NAME`, else `/etc/hostname`),
+/// cut to letters, digits and `-`. It is stable across restarts, so the metrics' `worker` label
+/// does not start new series each time; result file names add the start time and process id.
 pub fn default_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+    let host = std::env::var("POD_NAME")
         .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".into());
-    let clean: String = host
-        .chars()
+    host.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("{clean}-{}", std::process::id())
+        .collect()
 }
 
 /// Raises this process's soft limit on open files to the hard limit: every job in flight may

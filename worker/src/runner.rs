@@ -3,9 +3,10 @@
 //! row is durable. Deferral puts the message back on the broker with a delay; nothing waits in
 //! memory longer than a short inline pause.
 
-use crate::flush::{spawn_flusher, Finished, FlushConfig, Settlement};
+use crate::flush::{spawn_flusher, Finished, FlushConfig, FlushControl, Settlement, StoreFault};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
 use crate::stats::Stats;
+use crate::throttle::Throttle;
 use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery};
 use router::{
@@ -200,6 +201,10 @@ pub struct Worker {
     cfg: WorkerConfig,
     pub stats: Arc<Stats>,
     pub id: String,
+    /// Set while the results store refuses writes for good: the worker is not ready then.
+    pub store_fault: Arc<StoreFault>,
+    /// Keeps per-job WARN lines (failures, unreachable providers) to one per kind every 10 s.
+    quiet: Throttle,
 }
 
 impl std::fmt::Debug for Worker {
@@ -271,6 +276,8 @@ impl Worker {
             cfg,
             stats: Arc::new(Stats::default()),
             id,
+            store_fault: Arc::default(),
+            quiet: Throttle::new(Duration::from_secs(10)),
         }
     }
 
@@ -288,29 +295,40 @@ impl Worker {
         }
     }
 
-    /// Runs until the consumer ends or `shutdown` fires; then stops pulling, lets in-flight jobs
-    /// finish (up to the grace period), stores the last rows and settles their messages.
+    /// Runs until the consumer ends, `shutdown` fires, or the store refuses for good (then
+    /// [`Worker::store_fault`] says why); then stops pulling, lets in-flight jobs finish, stores
+    /// the last rows and settles their messages — all within `shutdown_grace_s`: in-flight jobs
+    /// get two thirds of it, the last flush the rest, and whatever is still unsettled then is
+    /// left to the broker to redeliver.
     pub async fn run(
         self: Arc<Self>,
         mut consumer: Box<dyn Consumer>,
         sink: Arc<dyn ResultSink>,
         shutdown: CancellationToken,
     ) {
-        let (tx, flusher) = spawn_flusher(
+        let control = FlushControl {
+            stopping: CancellationToken::new(),
+            halt: CancellationToken::new(),
+            fault: self.store_fault.clone(),
+        };
+        let (tx, mut flusher) = spawn_flusher(
             sink,
             self.id.clone(),
             self.cfg.flush.clone(),
             self.stats.clone(),
+            control.clone(),
         );
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = control.halt.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = control.halt.cancelled() => break,
                 n = consumer.next() => n,
             };
             match next {
@@ -332,20 +350,31 @@ impl Worker {
                 self.report_join(joined);
             }
         }
+        control.stopping.cancel();
         drop(consumer);
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
+        let deadline = tokio::time::Instant::now() + grace;
         let drain = async {
             while let Some(joined) = tasks.join_next().await {
                 self.report_join(joined);
             }
         };
-        if tokio::time::timeout(grace, drain).await.is_err() {
+        if tokio::time::timeout(grace.mul_f64(2.0 / 3.0), drain)
+            .await
+            .is_err()
+        {
             // Dropping the tasks drops their deliveries unsettled: the broker redelivers them.
             tracing::warn!(worker = %self.id, left = tasks.len(), "grace period over; releasing in-flight jobs");
             tasks.abort_all();
         }
         drop(tx);
-        let _ = flusher.await;
+        if tokio::time::timeout_at(deadline, &mut flusher)
+            .await
+            .is_err()
+        {
+            tracing::error!(worker = %self.id, "the last results could not be stored within the grace period; their messages are left for redelivery");
+            flusher.abort();
+        }
     }
 
     /// A job task that panicked is logged (its delivery was dropped unsettled: the broker
@@ -532,6 +561,12 @@ impl Worker {
         self.stats.provider_errors.inc();
         pstats.errors.inc();
         tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
+        if e.status.is_none() {
+            // No answer at all (refused, DNS, TLS, timeout): the operator must hear of it.
+            if let Some(left_out) = self.quiet.allow(&format!("unreachable/{}", e.provider)) {
+                tracing::warn!(provider = %e.provider, error = %e.message, similar_left_out = left_out, "provider unreachable");
+            }
+        }
         let attempts = job.env.attempt + u32::from(e.class.counts_as_attempt());
         job.env.attempt = attempts;
         match self
@@ -634,6 +669,9 @@ impl Worker {
 
     async fn fail(&self, job: Taken, kind: &str, message: String, tx: &mpsc::Sender<Finished>) {
         self.stats.failed.inc();
+        if let Some(left_out) = self.quiet.allow(&format!("failed/{kind}")) {
+            tracing::warn!(run_id = %job.env.run_id, job_id = %job.env.job.id, kind, reason = %message, similar_left_out = left_out, "job failed");
+        }
         self.stats.dead_letters.inc();
         let mut row = self.row(&job.env, ResultStatus::Failed, Utc::now());
         row.attempts = job.env.attempt;

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 #[allow(unused_imports)]
 pub use testkit::{
     amqp_url, append_log, free_port, http_get, job_file, nats_url, rt, s3_endpoint, text, unique,
-    wait_port, workspace_root as root, PrivateNats, PrivateRabbit, Proc, TlsFiles, S3_KEY,
-    S3_SECRET,
+    wait_port, workspace_root as root, PrivateNats, PrivateRabbit, PrivateS3, Proc, TlsFiles,
+    S3_KEY, S3_SECRET,
 };
 
 /// One OpenAI-kind provider, `cheap`, serving model `m` from the simulator (`{SIM}`).
@@ -38,6 +38,20 @@ pub fn offpeak_bin() -> &'static Path {
 /// and logging to `log`; returns once the port is open.
 pub fn start_sim(scenario: &Path, port: u16, log: &Path) -> Proc {
     testkit::start_sim(offpeak_bin(), scenario, port, log)
+}
+
+/// Every row stored for `run` under `output` in a test's own store, duplicates included.
+pub fn rows_in(s3: &PrivateS3, output: &str, run: &str) -> Vec<ResultRow> {
+    rt().block_on(async {
+        let (key, secret) = s3.keys();
+        let client = store::S3Config::local(&s3.endpoint(), key, secret)
+            .client()
+            .await;
+        let url = store::S3Url::parse(output).unwrap();
+        store::read_run(&store::S3Sink::new(client, &url), run)
+            .await
+            .unwrap()
+    })
 }
 
 /// One test's world: a simulator process, a catalog pointing at it, a broker namespace and a
@@ -205,6 +219,23 @@ impl Fleet {
             &self.broker,
             &self.broker_options(),
         ))
+    }
+
+    /// The simulator's port (from the catalog written for it).
+    pub fn sim_port(&self) -> u16 {
+        let catalog = std::fs::read_to_string(&self.catalog).unwrap();
+        let at = catalog.find("http://127.0.0.1:").unwrap() + "http://127.0.0.1:".len();
+        catalog[at..].split('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Completion requests the simulator received, over all its providers.
+    pub fn provider_requests(&self) -> u64 {
+        let (_, stats) = http_get(self.sim_port(), "/_sim/stats");
+        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        stats
+            .as_object()
+            .map(|m| m.values().filter_map(|p| p["requests"].as_u64()).sum())
+            .unwrap_or(0)
     }
 
     /// Messages waiting in this fleet's job queue, as the broker reports it.
