@@ -190,4 +190,29 @@ mod tests {
         assert_eq!(cfg.worker.policy.safety_margin_s, 1.5);
         assert_eq!(cfg.worker.concurrency, 7);
     }
+
+    #[test]
+    fn signing_key_file_is_read_trimmed_and_a_short_key_is_refused_without_showing_it() {
+        if std::env::var_os(SIGNING_KEY_ENV).is_some() {
+            return; // the variable wins over the file; this test is about the file
+        }
+        let dir = std::env::temp_dir().join(format!("offpeak-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        let mut cfg = Config::default();
+        assert!(cfg.signing_key().unwrap().is_none());
+        cfg.broker.signing_key_file = Some(file.clone());
+        std::fs::write(&file, "tiny-secret\n").unwrap();
+        let e = format!("{:#}", cfg.signing_key().unwrap_err());
+        assert!(
+            e.contains("at least 16 bytes") && e.contains("signing_key_file"),
+            "{e}"
+        );
+        assert!(!e.contains("tiny-secret"), "{e}");
+        std::fs::write(&file, "a-long-enough-fleet-secret\n").unwrap();
+        let key = cfg.signing_key().unwrap().unwrap();
+        let plain = schemas::SigningKey::new("a-long-enough-fleet-secret").unwrap();
+        assert_eq!(key.verify(&plain.sign(br#"{"a":1}"#.to_vec())), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -105,7 +105,7 @@ fn split_signature(message: &[u8]) -> Option<(&[u8], &[u8])> {
     let start = message.len().checked_sub(SUFFIX)?;
     let (unsigned, suffix) = message.split_at(start);
     let tag = suffix.strip_prefix(SIG_OPEN)?.strip_suffix(SIG_CLOSE)?;
-    (unsigned.len() >= 2 && tag.len() == SIG_HEX).then_some((unsigned, tag))
+    (!unsigned.is_empty() && tag.len() == SIG_HEX).then_some((unsigned, tag))
 }
 
 #[cfg(test)]
