@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     pub max_ack_pending: i64,
     /// RabbitMQ: TTLs of the delay queues used for deferral (seconds).
     pub delay_tiers_s: Vec<f64>,
+    /// A file holding the fleet's message-signing key (e.g. a mounted secret; its trimmed
+    /// contents, at least 16 bytes). `OFFPEAK_SIGNING_KEY` wins when both are set. With a key,
+    /// producers sign every message and workers dead-letter any message not signed with it.
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -38,6 +42,7 @@ impl Default for BrokerConfig {
             dedup_window_s: d.dedup_window.as_secs_f64(),
             max_ack_pending: d.max_ack_pending,
             delay_tiers_s: d.delay_tiers.iter().map(|t| t.as_secs_f64()).collect(),
+            signing_key_file: None,
         }
     }
 }
@@ -56,6 +61,33 @@ impl Config {
                 .map(|s| std::time::Duration::from_secs_f64(s.max(0.001)))
                 .collect(),
         }
+    }
+}
+
+/// The environment variable holding the fleet's message-signing key.
+pub const SIGNING_KEY_ENV: &str = "OFFPEAK_SIGNING_KEY";
+
+impl Config {
+    /// The fleet's message-signing key: `OFFPEAK_SIGNING_KEY` when set and not empty, else the
+    /// contents of `broker.signing_key_file`, else none (messages are neither signed nor
+    /// checked). Errors name the source, never the key.
+    pub fn signing_key(&self) -> anyhow::Result<Option<schemas::SigningKey>> {
+        if let Some(v) = std::env::var_os(SIGNING_KEY_ENV).filter(|v| !v.is_empty()) {
+            let text = v
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{SIGNING_KEY_ENV} is not valid UTF-8"))?;
+            return schemas::SigningKey::new(&text)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{SIGNING_KEY_ENV}: {e}"));
+        }
+        let Some(path) = &self.broker.signing_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading broker.signing_key_file {}", path.display()))?;
+        schemas::SigningKey::new(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("broker.signing_key_file {}: {e}", path.display()))
     }
 }
 
@@ -157,5 +189,30 @@ mod tests {
         let cfg: Config = toml::Value::Table(t).try_into().unwrap();
         assert_eq!(cfg.worker.policy.safety_margin_s, 1.5);
         assert_eq!(cfg.worker.concurrency, 7);
+    }
+
+    #[test]
+    fn signing_key_file_is_read_trimmed_and_a_short_key_is_refused_without_showing_it() {
+        if std::env::var_os(SIGNING_KEY_ENV).is_some() {
+            return; // the variable wins over the file; this test is about the file
+        }
+        let dir = std::env::temp_dir().join(format!("offpeak-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        let mut cfg = Config::default();
+        assert!(cfg.signing_key().unwrap().is_none());
+        cfg.broker.signing_key_file = Some(file.clone());
+        std::fs::write(&file, "tiny-secret\n").unwrap();
+        let e = format!("{:#}", cfg.signing_key().unwrap_err());
+        assert!(
+            e.contains("at least 16 bytes") && e.contains("signing_key_file"),
+            "{e}"
+        );
+        assert!(!e.contains("tiny-secret"), "{e}");
+        std::fs::write(&file, "a-long-enough-fleet-secret\n").unwrap();
+        let key = cfg.signing_key().unwrap().unwrap();
+        let plain = schemas::SigningKey::new("a-long-enough-fleet-secret").unwrap();
+        assert_eq!(key.verify(&plain.sign(br#"{"a":1}"#.to_vec())), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

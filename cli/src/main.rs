@@ -178,7 +178,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args, cfg).await,
             Command::Submit(args) => submit::submit(args, cfg).await,
             Command::Worker(args) => worker_cmd::worker(args, cfg).await,
-            Command::Status(args) => status::status(args).await,
+            Command::Status(args) => status::status(args, cfg).await,
             Command::Results(args) => results::results(args).await,
             Command::Bench(cmd) => bench::bench(cmd, cfg).await,
             Command::Sim(args) => sim_cmd(args).await,

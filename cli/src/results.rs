@@ -1,6 +1,7 @@
 //! `offpeak results`: one file with a run's de-duplicated results — Parquet, JSONL (one object
 //! per row, the Parquet columns), or the OpenAI Batch API output format, so evaluation tooling
-//! written for OpenAI batches reads it unchanged.
+//! written for OpenAI batches reads it unchanged. Only the rows of the run's own jobs (its job
+//! list, `_jobs`) are exported.
 
 use crate::{output, Failure};
 use anyhow::Context;
@@ -46,11 +47,19 @@ pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
     {
         return Err(output::no_such_run(&*sink, args.run_id.as_str()));
     }
-    let mut rows = dedup(
-        RunReader::default()
-            .rows(&*sink, args.run_id.as_str())
-            .await?,
+    let ids = store::read_job_ids(&*sink, args.run_id.as_str()).await?;
+    let (mut rows, foreign) = store::own_rows(
+        dedup(
+            RunReader::default()
+                .rows(&*sink, args.run_id.as_str())
+                .await?,
+        ),
+        ids.as_ref(),
     );
+    if foreign > 0 {
+        tracing::warn!(run_id = %args.run_id, foreign, "rows of job ids not in the run's job list left out");
+        eprintln!("warning: {foreign} foreign rows ignored (job ids not in the run's job list)");
+    }
     rows.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     let bytes = match args.format {
         Format::Parquet => {

@@ -155,9 +155,14 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         )
         .into());
     }
-    let rows = dedup(read_run(&*sink, run_id.as_str()).await?);
+    let ids = store::read_job_ids(&*sink, run_id.as_str()).await?;
+    let (rows, foreign) = store::own_rows(
+        dedup(read_run(&*sink, run_id.as_str()).await?),
+        ids.as_ref(),
+    );
     let job_count = submission.manifest.job_count;
-    let summary = Summary::from_rows(&run_id, &rows, job_count, &sink.location());
+    let mut summary = Summary::from_rows(&run_id, &rows, job_count, &sink.location());
+    summary.foreign_rows = foreign;
     print!("{}", summary.render());
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&summary)?)

@@ -1,14 +1,24 @@
 //! `offpeak status`: how far a run is — done, failed and pending against its manifest, cost,
 //! savings and the per-provider split, from the stored results de-duplicated by job id.
 //! `--watch` keeps a progress bar; `--wait` blocks until every job has an outcome and exits 3
-//! if any failed, for nightly pipelines.
+//! if any failed, for nightly pipelines. Only rows of the run's own jobs count (its job list,
+//! `_jobs`); rows of other job ids published under the run's id are reported apart. With a
+//! broker, the run's dead letters are shown too, counted by reason.
 
+use crate::config::Config;
 use crate::run::progress_bar;
-use crate::summary::Summary;
+use crate::summary::{DeadLetterSummary, Summary};
 use crate::{output, Failure};
+use queue::redact;
 use schemas::RunId;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use store::{dedup, RunReader};
+use store::{dedup, own_rows, RunReader};
+
+/// Most dead letters read for their reasons (the total is counted without reading them).
+const MAX_DEAD_LETTERS_READ: usize = 5_000;
+/// How long connecting to the broker and reading the dead letters may take.
+const DEAD_LETTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Arguments of `offpeak status`.
 #[derive(Debug, clap::Args)]
@@ -18,6 +28,10 @@ pub struct StatusArgs {
     /// Where the run's results are: `s3://bucket/prefix` or a directory.
     #[arg(long, env = "OFFPEAK_OUTPUT")]
     pub output: String,
+    /// The broker the run was submitted to: with it, the run's dead letters are shown (read,
+    /// not taken). Without it, nothing is said about dead letters.
+    #[arg(long, env = "OFFPEAK_BROKER")]
+    pub broker: Option<String>,
     /// Keep watching, with a progress bar, until every job has an outcome.
     #[arg(long)]
     pub watch: bool,
@@ -35,7 +49,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
+pub async fn status(args: StatusArgs, cfg: Config) -> Result<u8, Failure> {
     let sink = output::open(&args.output).await?;
     let run = args.run_id.as_str();
     let started = Instant::now();
@@ -46,6 +60,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
     } else {
         None
     };
+    // The run's job ids, read once: the producer writes them before the manifest, so a run with
+    // a manifest and no list is an older one (read again each time, in case it is resumed).
+    let mut ids: Option<HashSet<String>> = None;
     loop {
         let manifest = store::read_manifest(&*sink, run).await?;
         let rows = reader.rows(&*sink, run).await?;
@@ -56,8 +73,13 @@ pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
             }
             return Err(output::no_such_run(&*sink, run));
         };
-        let rows = dedup(rows);
-        let summary = Summary::from_rows(&args.run_id, &rows, manifest.job_count, &sink.location());
+        if ids.is_none() {
+            ids = store::read_job_ids(&*sink, run).await?;
+        }
+        let (rows, foreign) = own_rows(dedup(rows), ids.as_ref());
+        let mut summary =
+            Summary::from_rows(&args.run_id, &rows, manifest.job_count, &sink.location());
+        summary.foreign_rows = foreign;
         let complete = manifest.published_at.is_some()
             && summary.succeeded + summary.failed >= manifest.job_count;
         if let Some(bar) = &bar {
@@ -71,6 +93,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
         if !follow || complete || timed_out(started, args.timeout) {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
+            }
+            if let Some(url) = &args.broker {
+                summary.dead_letters = Some(dead_letters(url, &cfg, run).await);
             }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -96,6 +121,33 @@ pub async fn status(args: StatusArgs) -> Result<u8, Failure> {
             });
         }
         tokio::time::sleep(args.interval).await;
+    }
+}
+
+/// What the broker holds in dead letters for `run`; a broker that cannot be reached is said
+/// so, not an error (the results are what `status` is for).
+async fn dead_letters(url: &str, cfg: &Config, run: &str) -> DeadLetterSummary {
+    let opts = cfg.broker_options();
+    let namespace = opts.namespace.clone();
+    let read = async {
+        let q = queue::connect(url, opts).await?;
+        q.run_dead_letters(run, MAX_DEAD_LETTERS_READ).await
+    };
+    match tokio::time::timeout(DEAD_LETTERS_TIMEOUT, read).await {
+        Ok(Ok(Some(d))) => DeadLetterSummary::from_broker(&d, &namespace),
+        Ok(Ok(None)) => DeadLetterSummary::Unavailable {
+            error: format!("{} cannot list dead letters", redact(url)),
+        },
+        Ok(Err(e)) => DeadLetterSummary::Unavailable {
+            error: e.to_string(),
+        },
+        Err(_) => DeadLetterSummary::Unavailable {
+            error: format!(
+                "{} did not answer within {}s",
+                redact(url),
+                DEAD_LETTERS_TIMEOUT.as_secs()
+            ),
+        },
     }
 }
 

@@ -36,6 +36,7 @@ pub struct SubmitArgs {
 
 pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
     cfg.validate().map_err(invalid)?;
+    let signing_key = cfg.signing_key().map_err(invalid)?;
     let catalog = load_catalog(&args.input.catalog)?;
     let now = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| RunId::generate(now));
@@ -56,6 +57,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         queue::connect(&args.broker, cfg.broker_options()),
     );
     let mut submission = begun.map_err(submission_failure)?;
+    submission.signing_key = signing_key;
     if !checked.scan.is_clean() {
         eprintln!(
             "invalid lines stored as {}/run={run_id}/{REJECTS_FILE}",

@@ -34,7 +34,41 @@ pub struct Summary {
     pub latency_p95_ms: u64,
     pub providers: BTreeMap<String, ProviderSplit>,
     pub failures: BTreeMap<String, u64>,
+    /// Rows whose `job_id` is not in the run's job list (`_jobs`): someone else published
+    /// under the run's id. Left out of every figure above.
+    pub foreign_rows: u64,
+    /// The run's dead letters on the broker, when `status` was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<DeadLetterSummary>,
 }
+
+/// Dead letters of a run, as `status` shows them (counted apart from the rows: a dead letter of
+/// a refused message has no row).
+#[derive(Debug, Serialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum DeadLetterSummary {
+    /// The run's own dead letters: how many the broker holds, how many were read, and the
+    /// read ones counted by reason (most frequent first).
+    Run {
+        total: u64,
+        read: u64,
+        by_reason: Vec<ReasonCount>,
+    },
+    /// Only the depth of the broker's dead-letter queue, every run together (RabbitMQ).
+    AllRuns { depth: u64, queue: String },
+    /// The broker could not be read.
+    Unavailable { error: String },
+}
+
+/// One dead-letter reason and how many letters gave it.
+#[derive(Debug, Serialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+/// Most reasons listed by [`Summary::render`]; the rest are summed on one line.
+const MAX_REASONS_SHOWN: usize = 10;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -42,6 +76,27 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+impl DeadLetterSummary {
+    /// The summary of what a broker told about a run's dead letters.
+    pub fn from_broker(d: &queue::RunDeadLetters, namespace: &str) -> DeadLetterSummary {
+        match d {
+            queue::RunDeadLetters::Run { letters, total } => DeadLetterSummary::Run {
+                total: *total,
+                read: letters.len() as u64,
+                by_reason: d
+                    .by_reason()
+                    .into_iter()
+                    .map(|(reason, count)| ReasonCount { reason, count })
+                    .collect(),
+            },
+            queue::RunDeadLetters::AllRuns { depth } => DeadLetterSummary::AllRuns {
+                depth: *depth,
+                queue: format!("{namespace}.dlq"),
+            },
+        }
+    }
 }
 
 impl Summary {
@@ -68,6 +123,8 @@ impl Summary {
             latency_p95_ms: 0,
             providers: BTreeMap::new(),
             failures: BTreeMap::new(),
+            foreign_rows: 0,
+            dead_letters: None,
         };
         let mut lat = Vec::new();
         for r in rows {
@@ -159,6 +216,47 @@ impl Summary {
         }
         for (kind, n) in &self.failures {
             let _ = writeln!(o, "  failed: {n} × {kind}");
+        }
+        if self.foreign_rows > 0 {
+            let _ = writeln!(
+                o,
+                "  foreign     {} rows ignored (job ids not in the run's job list)",
+                self.foreign_rows
+            );
+        }
+        match &self.dead_letters {
+            None => {}
+            Some(DeadLetterSummary::Run {
+                total,
+                read,
+                by_reason,
+            }) => {
+                let _ = write!(o, "  dead letters {total}");
+                if read < total {
+                    let _ = write!(o, " (reasons of the first {read})");
+                }
+                let _ = writeln!(o);
+                for r in by_reason.iter().take(MAX_REASONS_SHOWN) {
+                    let _ = writeln!(o, "    {} × {}", r.count, r.reason);
+                }
+                if by_reason.len() > MAX_REASONS_SHOWN {
+                    let rest: u64 = by_reason[MAX_REASONS_SHOWN..].iter().map(|r| r.count).sum();
+                    let _ = writeln!(
+                        o,
+                        "    {rest} more with {} other reasons",
+                        by_reason.len() - MAX_REASONS_SHOWN
+                    );
+                }
+            }
+            Some(DeadLetterSummary::AllRuns { depth, queue }) => {
+                let _ = writeln!(
+                    o,
+                    "  dead letters {depth} in {queue}, all runs together (this broker cannot list one run's)"
+                );
+            }
+            Some(DeadLetterSummary::Unavailable { error }) => {
+                let _ = writeln!(o, "  dead letters unknown: {error}");
+            }
         }
         o
     }

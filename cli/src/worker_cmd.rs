@@ -65,6 +65,7 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         cfg.worker.concurrency = c;
     }
     cfg.validate().map_err(invalid)?;
+    let signing_key = cfg.signing_key().map_err(invalid)?;
     let catalog = load_catalog(&args.catalog)?;
     let (catalog, missing) = match &args.simulator {
         Some(url) => {
@@ -92,12 +93,11 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
     let catalog = Arc::new(catalog);
     let providers = build_providers(&catalog, &cfg)?;
     let id = args.id.clone().unwrap_or_else(lifecycle::default_id);
-    let w = Arc::new(Worker::new(
-        id.clone(),
-        catalog,
-        providers,
-        cfg.worker.clone(),
-    ));
+    let signed = signing_key.is_some();
+    let w = Arc::new(
+        Worker::new(id.clone(), catalog, providers, cfg.worker.clone())
+            .with_signing_key(signing_key),
+    );
     let ready = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
     let serve = |addr: SocketAddr| {
@@ -148,11 +148,16 @@ pub async fn worker(args: WorkerArgs, mut cfg: Config) -> Result<u8, Failure> {
         url: args.broker.clone(),
         options: cfg.broker_options(),
     };
-    tracing::info!(worker = %id, broker = %redact(&args.broker), output = %sink.location(), metrics = %metrics_addr, "worker starting");
+    tracing::info!(worker = %id, broker = %redact(&args.broker), output = %sink.location(), metrics = %metrics_addr, signed, "worker starting");
     eprintln!(
-        "worker {id}: {} → {}; metrics on http://{metrics_addr}/metrics",
+        "worker {id}: {} → {}; metrics on http://{metrics_addr}/metrics{}",
         redact(&args.broker),
-        sink.location()
+        sink.location(),
+        if signed {
+            "; only signed messages are processed"
+        } else {
+            ""
+        }
     );
     let watcher = {
         let (w, stop, idle) = (w.clone(), shutdown.clone(), args.exit_when_idle);

@@ -5,10 +5,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use queue::{Queue, QueueError};
-use schemas::{Catalog, Envelope, Job, RunId};
+use schemas::{Catalog, Envelope, Job, RunId, SigningKey};
 
 /// Publishes `jobs` for `run_id`, `in_flight` unconfirmed at most, calling `progress` with the
-/// count confirmed so far. Each envelope records the cheapest expected cost at submission.
+/// count confirmed so far. Each envelope records the cheapest expected cost at submission, and
+/// is signed with `key` when there is one.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_jobs(
     queue: &dyn Queue,
     run_id: &RunId,
@@ -16,6 +18,7 @@ pub async fn publish_jobs(
     submitted_at: DateTime<Utc>,
     catalog: &Catalog,
     in_flight: usize,
+    key: Option<&SigningKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, QueueError> {
     publish_stream(
@@ -25,6 +28,7 @@ pub async fn publish_jobs(
         submitted_at,
         catalog,
         in_flight,
+        key,
         progress,
     )
     .await
@@ -33,6 +37,7 @@ pub async fn publish_jobs(
 /// Like [`publish_jobs`], from a stream of jobs (such as the receiver of
 /// [`crate::stream::spawn_job_reader`]): the jobs are taken only as fast as the broker confirms
 /// them, so memory stays bounded by `in_flight` whatever the stream's length.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_stream(
     queue: &dyn Queue,
     run_id: &RunId,
@@ -40,6 +45,7 @@ pub async fn publish_stream(
     submitted_at: DateTime<Utc>,
     catalog: &Catalog,
     in_flight: usize,
+    key: Option<&SigningKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, QueueError> {
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -53,7 +59,11 @@ pub async fn publish_stream(
     .try_for_each_concurrent(in_flight.max(1), |env| {
         let done = &done;
         async move {
-            let payload = Bytes::from(env.to_bytes());
+            let body = env.to_bytes();
+            let payload = Bytes::from(match key {
+                Some(k) => k.sign(body),
+                None => body,
+            });
             queue
                 .publish(run_id.as_str(), &env.dedup_id(), payload)
                 .await?;

@@ -1,7 +1,8 @@
 //! The submission flow, once, for `offpeak run` (the in-process queue) and `offpeak submit` (a
 //! broker): check the whole job file ([`check_file`]), then [`Submission::begin`] — store the
-//! rejected lines, write the run manifest (or find the one an earlier submission of the same
-//! file left), learn which jobs already have results — then [`Submission::publish`] the rest and
+//! rejected lines, write the run's job list (`_jobs`, the ids its results are counted against)
+//! and its manifest (or find the ones an earlier submission of the same file left), learn which
+//! jobs already have results — then [`Submission::publish`] the rest and
 //! [`Submission::finish`], which marks the manifest published so `status --wait` knows every job
 //! has been enqueued. Printing is the caller's.
 
@@ -13,7 +14,7 @@ use crate::ProducerError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use queue::Queue;
-use schemas::{Catalog, Job, RunId};
+use schemas::{Catalog, Job, RunId, SigningKey};
 use std::collections::HashSet;
 use std::sync::Arc;
 use store::{Manifest, ResultSink, StoreError, OFFPEAK_VERSION};
@@ -111,13 +112,18 @@ pub struct Submission {
     /// Ids of the jobs with a stored result (from an earlier submission or run that stopped
     /// half-way): not enqueued again.
     pub answered: HashSet<String>,
+    /// The fleet's signing key: every message is signed with it when set (see
+    /// [`schemas::signing`]).
+    pub signing_key: Option<SigningKey>,
 }
 
 impl Submission {
     /// Starts (or resumes) submitting `checked` as run `run_id`: stores its rejected lines as
-    /// [`REJECTS_FILE`], refuses a run id submitted from another file, writes the manifest
+    /// [`REJECTS_FILE`], refuses a run id submitted from another file, writes the job list
+    /// ([`store::JOBS_FILE`]: the file is read once more for its ids) and then the manifest
     /// before anything is published (a worker may store results before the last publish
-    /// returns), and reads which jobs already have results.
+    /// returns), and reads which jobs already have results. A resumed run keeps its job list;
+    /// one begun by an older offpeak gets one.
     pub async fn begin(
         sink: &dyn ResultSink,
         run_id: &RunId,
@@ -129,13 +135,22 @@ impl Submission {
             let bytes = rejects_jsonl(&checked.scan.errors);
             sink.put(run_id.as_str(), REJECTS_FILE, bytes).await?;
         }
-        let manifest = match store::read_manifest(sink, run_id.as_str()).await? {
-            Some(m) if m.input_sha256 != checked.sha256 => {
-                return Err(SubmissionError::DifferentFile {
-                    run_id: run_id.to_string(),
-                    input_file: m.input_file,
-                });
-            }
+        let existing = store::read_manifest(sink, run_id.as_str()).await?;
+        if let Some(m) = existing
+            .as_ref()
+            .filter(|m| m.input_sha256 != checked.sha256)
+        {
+            return Err(SubmissionError::DifferentFile {
+                run_id: run_id.to_string(),
+                input_file: m.input_file.clone(),
+            });
+        }
+        let listed = sink.list(run_id.as_str()).await?;
+        if existing.is_none() || !listed.iter().any(|n| n == store::JOBS_FILE) {
+            let ids = job_list(checked).await?;
+            store::write_job_ids(sink, run_id.as_str(), ids).await?;
+        }
+        let manifest = match existing {
             Some(m) => m,
             None => {
                 let m = Manifest {
@@ -160,6 +175,7 @@ impl Submission {
             run_id: run_id.clone(),
             manifest,
             answered,
+            signing_key: None,
         })
     }
 
@@ -194,6 +210,7 @@ impl Submission {
             self.manifest.submitted_at,
             catalog,
             in_flight,
+            self.signing_key.as_ref(),
             progress,
         )
         .await;
@@ -210,6 +227,19 @@ impl Submission {
         store::write_manifest(sink, &self.manifest).await?;
         Ok(())
     }
+}
+
+/// The valid jobs' ids as [`store::JOBS_FILE`] holds them, read from the file again (pass 2;
+/// pass 1 keeps only hashes of the ids).
+async fn job_list(checked: &CheckedFile) -> Result<Vec<u8>, SubmissionError> {
+    let (jobs, reader) = checked.jobs(1024);
+    let mut ids = Vec::with_capacity(checked.scan.valid * 16);
+    let mut jobs = std::pin::pin!(jobs);
+    while let Some(job) = jobs.next().await {
+        ids.extend(store::jobs::encode_job_ids([job.id.0.as_str()]));
+    }
+    reader.await.map_err(|e| join_error(&checked.input, e))??;
+    Ok(ids)
 }
 
 /// The rejected lines as the JSONL stored in [`REJECTS_FILE`]: one object per line with its

@@ -58,6 +58,40 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// The dead letters of one run, as far as a backend can tell them apart, read without removing
+/// them (for `offpeak status`).
+#[derive(Debug, Clone)]
+pub enum RunDeadLetters {
+    /// The run's own dead letters: the first `letters` (bounded by the caller), and how many the
+    /// broker holds for the run in all.
+    Run {
+        letters: Vec<DeadLetter>,
+        total: u64,
+    },
+    /// The broker keeps one dead-letter queue for every run and cannot be read without taking
+    /// the messages: only its depth, all runs together.
+    AllRuns { depth: u64 },
+}
+
+impl RunDeadLetters {
+    /// Counts by reason, most frequent first (ties by reason), of the letters read.
+    pub fn by_reason(&self) -> Vec<(String, u64)> {
+        let RunDeadLetters::Run { letters, .. } = self else {
+            return Vec::new();
+        };
+        let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for l in letters {
+            *counts.entry(l.reason.as_str()).or_default() += 1;
+        }
+        let mut out: Vec<(String, u64)> = counts
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+}
+
 /// How a consumer wants its deliveries.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -92,6 +126,16 @@ pub trait Queue: Send + Sync {
     /// `offpeak status` and autoscaling); `None` when the backend cannot count them. Each backend
     /// documents what its count includes (waiting, deferred, in flight).
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
+
+    /// The dead letters of `run_id`, at most `max` of them read, none removed; `None` when the
+    /// backend cannot tell.
+    async fn run_dead_letters(
+        &self,
+        _run_id: &str,
+        _max: usize,
+    ) -> Result<Option<RunDeadLetters>, QueueError> {
         Ok(None)
     }
 }

@@ -4,7 +4,7 @@
 
 pub use crate::DeadLetter;
 
-use crate::{ConsumeOptions, Consumer, Delivery, Queue, QueueError, Settle};
+use crate::{ConsumeOptions, Consumer, Delivery, Queue, QueueError, RunDeadLetters, Settle};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::cmp::Reverse;
@@ -21,12 +21,14 @@ struct State {
     messages: HashMap<u64, Message>,
     in_flight: usize,
     dedup: HashSet<String>,
-    dead: Vec<DeadLetter>,
+    /// Dead letters with the run each message was published for.
+    dead: Vec<(Arc<str>, DeadLetter)>,
     next_seq: u64,
     closed: bool,
 }
 
 struct Message {
+    run_id: Arc<str>,
     payload: Bytes,
     delivered: u32,
 }
@@ -106,7 +108,12 @@ impl MemoryQueue {
 
     /// The dead letters so far.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.shared.lock().dead.clone()
+        self.shared
+            .lock()
+            .dead
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 }
 
@@ -114,7 +121,7 @@ impl MemoryQueue {
 impl Queue for MemoryQueue {
     async fn publish(
         &self,
-        _run_id: &str,
+        run_id: &str,
         dedup_id: &str,
         payload: Bytes,
     ) -> Result<(), QueueError> {
@@ -133,6 +140,7 @@ impl Queue for MemoryQueue {
             Instant::now(),
             seq,
             Message {
+                run_id: run_id.into(),
                 payload,
                 delivered: 0,
             },
@@ -150,6 +158,19 @@ impl Queue for MemoryQueue {
     /// Counts waiting, deferred and in-flight messages, like [`MemoryQueue::outstanding`].
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         Ok(Some(self.outstanding() as u64))
+    }
+
+    /// The dead letters of messages published for `run_id`.
+    async fn run_dead_letters(
+        &self,
+        run_id: &str,
+        max: usize,
+    ) -> Result<Option<RunDeadLetters>, QueueError> {
+        let s = self.shared.lock();
+        let mine = s.dead.iter().filter(|(r, _)| &**r == run_id);
+        let total = mine.clone().count() as u64;
+        let letters = mine.take(max).map(|(_, d)| d.clone()).collect();
+        Ok(Some(RunDeadLetters::Run { letters, total }))
     }
 }
 
@@ -200,6 +221,7 @@ impl Consumer for MemoryConsumer {
                     m.delivered += 1;
                     let handle = MemorySettle {
                         shared: self.shared.clone(),
+                        run_id: m.run_id.clone(),
                         seq,
                         payload: m.payload.clone(),
                         delivered: m.delivered,
@@ -228,6 +250,7 @@ impl Consumer for MemoryConsumer {
 /// redelivers after a crashed consumer's ack wait).
 struct MemorySettle {
     shared: Arc<Shared>,
+    run_id: Arc<str>,
     seq: u64,
     payload: Bytes,
     delivered: u32,
@@ -254,6 +277,7 @@ impl MemorySettle {
             return Err(already_settled());
         }
         let msg = Message {
+            run_id: self.run_id.clone(),
             payload,
             delivered: self.delivered,
         };
@@ -292,10 +316,11 @@ impl Settle for MemorySettle {
             return Err(already_settled());
         }
         // One bounded line, as the brokers keep it (their reason travels in a header).
-        self.shared.lock().dead.push(DeadLetter {
+        let letter = DeadLetter {
             payload,
             reason: crate::slot::header_text(reason),
-        });
+        };
+        self.shared.lock().dead.push((self.run_id.clone(), letter));
         self.shared.changed.notify_waiters();
         Ok(())
     }
@@ -305,6 +330,7 @@ impl Drop for MemorySettle {
     fn drop(&mut self) {
         if self.settle() {
             let msg = Message {
+                run_id: self.run_id.clone(),
                 payload: self.payload.clone(),
                 delivered: self.delivered,
             };
@@ -341,6 +367,19 @@ mod tests {
         assert_eq!(again.delivered, 2);
         again.dead_letter("bad").await.unwrap();
         assert_eq!(q.dead_letters().len(), 1);
+        match q.run_dead_letters("r", 10).await.unwrap() {
+            Some(RunDeadLetters::Run { letters, total }) => {
+                assert_eq!((letters.len(), total), (1, 1));
+                assert_eq!(letters[0].reason, "bad");
+            }
+            other => panic!("{other:?}"),
+        }
+        match q.run_dead_letters("other", 10).await.unwrap() {
+            Some(RunDeadLetters::Run { letters, total }) => {
+                assert!(letters.is_empty() && total == 0)
+            }
+            other => panic!("{other:?}"),
+        }
         q.close();
         assert!(c.next().await.unwrap().is_none());
         q.drained().await;

@@ -20,7 +20,9 @@
 
 use crate::broker::{redact, BrokerOptions};
 use crate::slot::{header_text, remaining, unix_ms_now, Slot};
-use crate::{ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, Settle};
+use crate::{
+    ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, RunDeadLetters, Settle,
+};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind};
@@ -308,6 +310,54 @@ impl Queue for NatsQueue {
             )
         })?;
         Ok(Some(info.state.messages))
+    }
+
+    /// Reads the run's dead-letter subject, `<prefix>.dlq.<run_id>`, message by message
+    /// (a direct get of the next message on the subject from a sequence on), so nothing is
+    /// consumed and no consumer is created; the total comes from the stream's per-subject count.
+    async fn run_dead_letters(
+        &self,
+        run_id: &str,
+        max: usize,
+    ) -> Result<Option<RunDeadLetters>, QueueError> {
+        let dlq = &self.shared.dlq;
+        let subject = format!("{}.dlq.{run_id}", self.shared.opts.subject_prefix);
+        let context = || format!("reading dead letters on {subject}");
+        let mut counts = dlq
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| err(context(), e))?;
+        let mut total = 0u64;
+        while let Some(entry) = counts.next().await {
+            let (_, n) = entry.map_err(|e| err(context(), e))?;
+            total += n as u64;
+        }
+        let mut letters = Vec::new();
+        let mut seq = 1;
+        while letters.len() < max && (letters.len() as u64) < total {
+            let got = dlq
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(subject.clone())
+                .send()
+                .await;
+            let msg = match got {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(err(context(), e)),
+            };
+            seq = msg.sequence + 1;
+            let reason = msg
+                .headers
+                .get(REASON)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            letters.push(DeadLetter {
+                payload: msg.payload,
+                reason,
+            });
+        }
+        Ok(Some(RunDeadLetters::Run { letters, total }))
     }
 }
 

@@ -21,7 +21,9 @@
 
 use crate::broker::{redact, BrokerOptions};
 use crate::slot::{header_text, remaining, unix_ms_now, Slot};
-use crate::{ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, Settle};
+use crate::{
+    ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, RunDeadLetters, Settle,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -375,6 +377,37 @@ impl Queue for RabbitQueue {
             total += u64::from(q.message_count());
         }
         Ok(Some(total))
+    }
+
+    /// The dead-letter queue's depth, all runs together: a quorum queue cannot be read without
+    /// taking its messages (and every peek counts as a delivery against its delivery limit).
+    async fn run_dead_letters(
+        &self,
+        _run_id: &str,
+        _max: usize,
+    ) -> Result<Option<RunDeadLetters>, QueueError> {
+        let ch = self
+            .shared
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening a channel", e))?;
+        let name = &self.shared.opts.dlq_queue;
+        let q = ch
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(Some(RunDeadLetters::AllRuns {
+            depth: u64::from(q.message_count()),
+        }))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod job;
 pub mod money;
 pub mod result;
+pub mod signing;
 pub mod wire;
 
 pub use catalog::{
@@ -16,6 +17,7 @@ pub use ids::{JobId, RunId};
 pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};
 pub use money::Usd;
 pub use result::{ResultRow, ResultStatus};
+pub use signing::{SignatureError, SigningKey};
 pub use wire::{Envelope, SCHEMA_VERSION};
 
 /// An error and its causes, `: `-separated (`dispatch failure: io error: … Connection refused`):

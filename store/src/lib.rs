@@ -10,6 +10,7 @@
 //! - [`manifest`]: what a run was submitted with.
 
 pub mod codec;
+pub mod jobs;
 pub mod manifest;
 pub mod run;
 pub mod s3;
@@ -17,6 +18,7 @@ pub mod s3_config;
 pub mod sink;
 
 pub use codec::{decode_parquet, encode_parquet};
+pub use jobs::{own_rows, read_job_ids, write_job_ids, JOBS_FILE};
 pub use manifest::{Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
 pub use run::{dedup, read_manifest, read_run, write_manifest, RunReader};
 pub use s3::S3Sink;
@@ -42,6 +44,14 @@ pub enum StoreError {
     Manifest {
         /// The manifest file.
         file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run's job list exists but cannot be read.
+    #[error("{file}: invalid job list: {reason}")]
+    JobList {
+        /// The job list's location.
+        file: String,
         /// What is wrong with it.
         reason: String,
     },

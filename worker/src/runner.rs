@@ -14,7 +14,7 @@ use router::{
     RouteReason, Router, RouterConfig, Ticket,
 };
 use schemas::catalog::Price;
-use schemas::{Catalog, Envelope, ResultRow, ResultStatus, SCHEMA_VERSION};
+use schemas::{Catalog, Envelope, ResultRow, ResultStatus, SigningKey, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -199,6 +199,8 @@ pub struct Worker {
     router: Router,
     providers: HashMap<String, Arc<dyn Provider>>,
     cfg: WorkerConfig,
+    /// The fleet's signing key: with one, only messages signed with it are processed.
+    signing_key: Option<SigningKey>,
     pub stats: Arc<Stats>,
     pub id: String,
     /// Set while the results store refuses writes for good: the worker is not ready then.
@@ -274,11 +276,20 @@ impl Worker {
             router,
             providers,
             cfg,
+            signing_key: None,
             stats: Arc::new(Stats::default()),
             id,
             store_fault: Arc::default(),
             quiet: Throttle::new(Duration::from_secs(10)),
         }
+    }
+
+    /// With a key, the worker dead-letters every message not signed with it (`unsigned
+    /// message`, `bad signature`) before reading it — no provider call, no result row — and signs
+    /// the messages it puts back (deferrals) with it. Without one, messages are not checked.
+    pub fn with_signing_key(mut self, key: Option<SigningKey>) -> Self {
+        self.signing_key = key;
+        self
     }
 
     /// Options to consume with: room for the jobs in progress plus two files' worth of rows
@@ -388,6 +399,18 @@ impl Worker {
     }
 
     async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Finished>) {
+        if let Some(key) = &self.signing_key {
+            if let Err(e) = key.verify(&delivery.payload) {
+                // Not the fleet's message: nothing in it is trusted, not even its job id, so it
+                // gets no row (a row could count for a run) and reaches no provider.
+                self.stats.dead_letters.inc();
+                tracing::warn!(worker = %self.id, reason = %e, "refused a message");
+                if let Err(e) = delivery.dead_letter(&e.to_string()).await {
+                    tracing::error!(error = %e, "dead-lettering a refused message failed; it will be redelivered");
+                }
+                return;
+            }
+        }
         let env = match Envelope::from_bytes(&delivery.payload) {
             Ok(env) if env.schema_version == SCHEMA_VERSION => env,
             Ok(env) => {
@@ -662,7 +685,12 @@ impl Worker {
         job.env.deferred_at = Some(Utc::now());
         tracing::debug!(run_id = %job.env.run_id, job_id = %job.env.job.id, wait_ms = wait.as_millis() as u64, %reason, "deferring");
         job.env.defer_reason = Some(reason);
-        if let Err(e) = job.delivery.defer(wait, job.env.to_bytes().into()).await {
+        let body = job.env.to_bytes();
+        let payload = match &self.signing_key {
+            Some(k) => k.sign(body),
+            None => body,
+        };
+        if let Err(e) = job.delivery.defer(wait, payload.into()).await {
             tracing::warn!(error = %e, "deferring failed; the broker will redeliver the job");
         }
     }
