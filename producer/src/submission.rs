@@ -9,6 +9,7 @@ use crate::input::{fetch_input, sha256_file, InputFile};
 use crate::read::ReadOptions;
 use crate::report::RejectedLine;
 use crate::stream::ScanReport;
+use crate::checkpoint::{PublishCheckpoint, Tracker};
 use crate::ProducerError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -176,27 +177,57 @@ impl Submission {
     /// Publishes every valid job without a result, `in_flight` publishes awaiting the broker's
     /// confirmation at once; the file is read again as fast as the broker confirms, never all
     /// at once. Returns how many were published.
+    ///
+    /// With a `checkpoint` (a queue that outlives this process), the jobs an earlier submission
+    /// got confirmed are skipped too, and the confirmed prefix is recorded as publishing goes
+    /// (see [`crate::checkpoint`]). Without one (the in-process queue of `offpeak run`, which
+    /// dies with the process) every job without a result is published.
     pub async fn publish(
         &self,
         queue: &dyn Queue,
         checked: &CheckedFile,
         catalog: &Catalog,
         in_flight: usize,
+        checkpoint: Option<&PublishCheckpoint<'_>>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, SubmissionError> {
         let (jobs, reader) = checked.jobs(in_flight.max(1) * 2);
-        let answered = &self.answered;
-        let todo = jobs.filter(|j| futures::future::ready(!answered.contains(&j.id.0)));
-        let published = crate::publish::publish_stream(
-            queue,
-            &self.run_id,
-            todo,
-            self.manifest.submitted_at,
-            catalog,
-            in_flight,
-            progress,
-        )
-        .await;
+        let skip = checkpoint.map_or(0, PublishCheckpoint::already_enqueued);
+        let tracker = Tracker::new(skip);
+        let (answered, tracker_ref) = (&self.answered, &tracker);
+        let todo = jobs
+            .zip(futures::stream::iter(0u64..))
+            .filter_map(|(job, seq)| {
+                let send = seq >= skip && !answered.contains(&job.id.0);
+                if !send {
+                    // Answered, or enqueued by the earlier submission: part of the prefix.
+                    tracker_ref.complete(seq);
+                }
+                futures::future::ready(send.then_some((seq, job)))
+            });
+        let publishing = async {
+            let published = crate::publish::publish_numbered(
+                queue,
+                &self.run_id,
+                todo,
+                self.manifest.submitted_at,
+                catalog,
+                in_flight,
+                &|seq, n| {
+                    tracker.complete(seq);
+                    progress(n)
+                },
+            )
+            .await;
+            tracker.close();
+            published
+        };
+        let recording = async {
+            if let Some(c) = checkpoint {
+                c.keep_written(&tracker, in_flight).await;
+            }
+        };
+        let (published, ()) = tokio::join!(publishing, recording);
         // A failed publish drops the channel, which stops the reader; a failed read ends the
         // stream early, which the publish count would hide: the reader's error comes first.
         reader.await.map_err(|e| join_error(&checked.input, e))??;
