@@ -17,6 +17,10 @@ const N: usize = 20_000;
 /// 2 % of [`N`]: what the window after the last checkpoint may enqueue twice.
 const MAX_RABBIT_DUPLICATES: u64 = 400;
 
+/// Jobs on the queue before the kill, at least: more than twice [`MAX_RABBIT_DUPLICATES`], so a
+/// re-submission that publishes them all again fails the RabbitMQ test.
+const MIN_BEFORE_KILL: u64 = 1_000;
+
 const SCENARIO: &str = r#"
 [[providers]]
 name = "cheap"
@@ -39,8 +43,8 @@ struct Outcome {
     distinct: usize,
 }
 
-/// Submits N jobs, SIGKILLs the producer at 0.5 s (later if nothing is on the queue yet, as
-/// soon as something is), submits the same file under the same run id again, and reads back
+/// Submits N jobs, SIGKILLs the producer at 0.5 s (later if fewer than [`MIN_BEFORE_KILL`] are
+/// on the queue yet, as soon as they are), submits the same file under the same run id again, and reads back
 /// every message on the queue.
 fn crash_and_resubmit(broker: &str) -> Outcome {
     // One at a time: the duplicates measured depend on how fast the producer publishes.
@@ -79,7 +83,7 @@ fn crash_and_resubmit(broker: &str) -> Outcome {
             started.elapsed() < Duration::from_secs(60),
             "nothing was published within 60 s"
         );
-        if started.elapsed() >= Duration::from_millis(500) && depth() > 0 {
+        if started.elapsed() >= Duration::from_millis(500) && depth() > MIN_BEFORE_KILL {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -97,7 +101,7 @@ fn crash_and_resubmit(broker: &str) -> Outcome {
         after_kill = now;
     }
     assert!(
-        after_kill > 0 && after_kill < N as u64,
+        after_kill > MIN_BEFORE_KILL && after_kill < N as u64,
         "the first submit was not interrupted half-way: {after_kill} of {N} enqueued"
     );
 

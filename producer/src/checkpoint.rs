@@ -10,7 +10,7 @@
 //! confirmed, the gap's job not. It is written by a loop beside the publishing
 //! ([`PublishCheckpoint::keep_written`]) every 1 % of the run or quarter of the publishes in
 //! flight, and at least every 250 ms while it advances; a publish never waits for the store.
-//! Up to four writes overlap, each to its own slot file (a slot is written again only once its
+//! Up to eight writes overlap, each to its own slot file (a slot is written again only once its
 //! last write returned, so each slot only grows); a re-submission takes the largest valid slot. What the broker took after the last write is
 //! published again by a re-submission (the window the checkpoint leaves open).
 //!
@@ -29,11 +29,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The checkpoint's file name inside a run's directory; it is stored in [`SLOTS`] files,
-/// `_published.0` to `_published.3`, and the largest valid one counts.
+/// `_published.0` to `_published.7`, and the largest valid one counts.
 pub const CHECKPOINT_FILE: &str = "_published";
 
 /// Checkpoint writes in flight at once, each to its own file.
-const SLOTS: usize = 4;
+const SLOTS: usize = 8;
 
 /// Longest time the checkpoint lags behind the confirmed prefix while it advances.
 const WRITE_INTERVAL: Duration = Duration::from_millis(250);
@@ -136,20 +136,23 @@ impl<'a> PublishCheckpoint<'a> {
     /// to a fraction of `in_flight` and to one store round trip: up to [`SLOTS`] writes overlap,
     /// each to a file of its own, so a new value never waits for a slow earlier write.
     pub async fn keep_written(&self, tracker: &Tracker, in_flight: usize) {
-        let step = (self.record.valid_jobs / 100)
-            .min(in_flight as u64 / 4)
-            .max(1);
+        let step = step(self.record.valid_jobs, in_flight);
         let mut rx = tracker.state.subscribe();
-        let mut free: Vec<usize> = (0..SLOTS).rev().collect();
-        let mut writes = FuturesUnordered::new();
         let mut started = self.record.published;
+        // Every slot is written first with the starting value: it opens the store connections
+        // the overlapping writes need before the first confirmations arrive, which is when a
+        // slow first write would leave the widest window.
+        let mut free = Vec::with_capacity(SLOTS);
+        let mut writes: FuturesUnordered<_> = (0..SLOTS)
+            .map(|slot| self.write(tracker, slot, started))
+            .collect();
         let mut last = Instant::now();
         loop {
             let State { prefix, closed } = *rx.borrow_and_update();
             if closed {
                 while writes.next().await.is_some() {}
                 if prefix > self.record.published {
-                    self.write(0, prefix).await;
+                    self.write(tracker, 0, prefix).await;
                 }
                 return;
             }
@@ -157,10 +160,7 @@ impl<'a> PublishCheckpoint<'a> {
                 || (prefix > started && last.elapsed() >= WRITE_INTERVAL);
             if due {
                 if let Some(slot) = free.pop() {
-                    writes.push(async move {
-                        self.write(slot, prefix).await;
-                        slot
-                    });
+                    writes.push(self.write(tracker, slot, prefix));
                     started = prefix;
                     last = Instant::now();
                     continue;
@@ -179,16 +179,40 @@ impl<'a> PublishCheckpoint<'a> {
         }
     }
 
-    async fn write(&self, slot: usize, published: u64) {
+    /// Stores `published` in slot `slot` and tells `tracker`; returns the slot, free again.
+    async fn write(&self, tracker: &Tracker, slot: usize, published: u64) -> usize {
         let record = Record {
             published,
             ..self.record.clone()
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = self.sink.put(&self.run_id, &slot_name(slot), bytes).await {
-            tracing::warn!(run_id = %self.run_id, "could not store the publish checkpoint: {e}");
+        match self.sink.put(&self.run_id, &slot_name(slot), bytes).await {
+            Ok(()) => tracker.stored(published),
+            Err(e) => {
+                tracing::warn!(
+                    run_id = %self.run_id,
+                    "could not store the publish checkpoint: {e}; publishing goes on without it"
+                );
+                tracker.stored(u64::MAX);
+            }
         }
+        slot
     }
+
+    /// How far past the stored checkpoint publishing may run: 2 % of the run, but never fewer
+    /// than the publishes in flight plus two checkpoint steps, so that a store answering in
+    /// time never holds publishing back. This bounds what a crash can leave to be published
+    /// twice, even while the store is slow.
+    pub fn window(&self, in_flight: usize) -> u64 {
+        let step = step(self.record.valid_jobs, in_flight);
+        (self.record.valid_jobs / 50).max(in_flight as u64 + 2 * step)
+    }
+}
+
+/// Jobs the confirmed prefix advances by before it is written: 1 % of the run or a quarter of
+/// the publishes in flight, whichever is fewer.
+fn step(valid_jobs: u64, in_flight: usize) -> u64 {
+    (valid_jobs / 100).min(in_flight as u64 / 4).max(1)
 }
 
 /// The file of write slot `slot`: `_published.<slot>`.
@@ -227,6 +251,8 @@ struct State {
 pub struct Tracker {
     done: Mutex<(u64, BTreeSet<u64>)>,
     state: watch::Sender<State>,
+    /// The largest prefix stored so far (`u64::MAX` once a write failed: no more holding back).
+    stored: watch::Sender<u64>,
 }
 
 impl Tracker {
@@ -238,6 +264,7 @@ impl Tracker {
                 prefix: start,
                 closed: false,
             }),
+            stored: watch::Sender::new(start),
         }
     }
 
@@ -261,6 +288,27 @@ impl Tracker {
         }
         let prefix = *prefix;
         self.state.send_modify(|s| s.prefix = prefix);
+    }
+
+    /// Waits until job `seq` is fewer than `window` jobs past the stored checkpoint
+    /// ([`PublishCheckpoint::window`]); at once without a checkpoint (`window` = `u64::MAX`).
+    pub async fn admit(&self, seq: u64, window: u64) {
+        let admitted = |stored: &u64| seq < stored.saturating_add(window);
+        if admitted(&self.stored.borrow()) {
+            return;
+        }
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = self.stored.subscribe().wait_for(admitted).await;
+    }
+
+    fn stored(&self, published: u64) {
+        self.stored.send_if_modified(|s| {
+            let newer = published > *s;
+            if newer {
+                *s = published;
+            }
+            newer
+        });
     }
 
     /// The confirmed prefix so far.

@@ -193,6 +193,7 @@ impl Submission {
     ) -> Result<u64, SubmissionError> {
         let (jobs, reader) = checked.jobs(in_flight.max(1) * 2);
         let skip = checkpoint.map_or(0, PublishCheckpoint::already_enqueued);
+        let window = checkpoint.map_or(u64::MAX, |c| c.window(in_flight));
         let tracker = Tracker::new(skip);
         let (answered, tracker_ref) = (&self.answered, &tracker);
         let todo = jobs
@@ -204,6 +205,11 @@ impl Submission {
                     tracker_ref.complete(seq);
                 }
                 futures::future::ready(send.then_some((seq, job)))
+            })
+            // Publishing runs at most a window ahead of the stored checkpoint.
+            .then(|(seq, job)| async move {
+                tracker_ref.admit(seq, window).await;
+                (seq, job)
             });
         let publishing = async {
             let published = crate::publish::publish_numbered(
