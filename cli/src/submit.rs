@@ -76,7 +76,7 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
     let queue = queue?;
     let target = format!("{} {}", redact(&args.broker), cfg.broker.namespace);
     let checkpoint = PublishCheckpoint::open(
-        &*sink,
+        sink.clone(),
         &submission.manifest,
         checked.scan.valid as u64,
         &target,

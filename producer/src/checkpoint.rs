@@ -7,7 +7,7 @@
 //!
 //! Confirmations come back in any order while many publishes are in flight, so the checkpoint is
 //! the length of the *confirmed prefix* ([`Tracker`]), never a count: a job past a gap may be
-//! confirmed, the gap's job not. It is written by a loop beside the publishing
+//! confirmed, the gap's job not. It is written by a task of its own beside the publishing
 //! ([`PublishCheckpoint::keep_written`]) every 1 % of the run or quarter of the publishes in
 //! flight, and at least every 250 ms while it advances; a publish never waits for the store.
 //! Up to eight writes overlap, each to its own slot file (a slot is written again only once its
@@ -19,10 +19,10 @@
 //! as without one.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Manifest, ResultSink};
 use tokio::sync::watch;
@@ -56,23 +56,24 @@ struct Record {
 
 /// A run's publish checkpoint: where the previous submission stopped, and where this one
 /// records its progress.
-pub struct PublishCheckpoint<'a> {
-    sink: &'a dyn ResultSink,
+#[derive(Clone)]
+pub struct PublishCheckpoint {
+    sink: Arc<dyn ResultSink>,
     run_id: String,
     record: Record,
 }
 
-impl<'a> PublishCheckpoint<'a> {
+impl PublishCheckpoint {
     /// Reads the checkpoint of `manifest`'s run on `sink` for publishing `valid_jobs` jobs to
     /// `queue` (any stable name of the broker and namespace, without secrets). A missing one
     /// starts at 0; one that belongs to something else or does not parse starts at 0 with a
     /// warning. A run already marked published needs none (and starts at 0).
     pub async fn open(
-        sink: &'a dyn ResultSink,
+        sink: Arc<dyn ResultSink>,
         manifest: &Manifest,
         valid_jobs: u64,
         queue: &str,
-    ) -> PublishCheckpoint<'a> {
+    ) -> PublishCheckpoint {
         let mut record = Record {
             input_sha256: manifest.input_sha256.clone(),
             submitted_at: manifest.submitted_at,
@@ -81,16 +82,17 @@ impl<'a> PublishCheckpoint<'a> {
             published: 0,
         };
         if manifest.published_at.is_none() {
-            match read(sink, &manifest.run_id).await {
+            match read(&*sink, &manifest.run_id).await {
                 Ok(slots) => {
                     for (name, stored) in slots {
                         match stored {
-                            Ok(stored) if stored.published <= valid_jobs
-                                && stored
-                                    == (Record {
-                                        published: stored.published,
-                                        ..record.clone()
-                                    }) =>
+                            Ok(stored)
+                                if stored.published <= valid_jobs
+                                    && stored
+                                        == (Record {
+                                            published: stored.published,
+                                            ..record.clone()
+                                        }) =>
                             {
                                 record.published = record.published.max(stored.published)
                             }
@@ -156,8 +158,8 @@ impl<'a> PublishCheckpoint<'a> {
                 }
                 return;
             }
-            let due = prefix >= started + step
-                || (prefix > started && last.elapsed() >= WRITE_INTERVAL);
+            let due =
+                prefix >= started + step || (prefix > started && last.elapsed() >= WRITE_INTERVAL);
             if due {
                 if let Some(slot) = free.pop() {
                     writes.push(self.write(tracker, slot, prefix));
@@ -321,33 +323,16 @@ impl Tracker {
     pub fn close(&self) {
         self.state.send_modify(|s| s.closed = true);
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::Tracker;
-
-    #[test]
-    fn prefix_is_the_length_of_the_confirmed_run_from_the_first_job() {
-        let t = Tracker::new(0);
-        t.complete(1);
-        t.complete(2);
-        assert_eq!(t.prefix(), 0, "job 0 is not confirmed yet");
-        t.complete(0);
-        assert_eq!(t.prefix(), 3);
-        t.complete(5);
-        t.complete(3);
-        assert_eq!(t.prefix(), 4);
-        t.complete(4);
-        assert_eq!(t.prefix(), 6);
-    }
-
-    #[test]
-    fn jobs_before_the_start_are_already_counted() {
-        let t = Tracker::new(10);
-        t.complete(3);
-        assert_eq!(t.prefix(), 10);
-        t.complete(10);
-        assert_eq!(t.prefix(), 11);
+    /// A guard that closes the tracker when dropped, so the writer ends even if publishing is
+    /// cancelled half-way.
+    pub fn closing(&self) -> impl Drop + '_ {
+        struct Closing<'t>(&'t Tracker);
+        impl Drop for Closing<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        Closing(self)
     }
 }

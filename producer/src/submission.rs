@@ -5,11 +5,11 @@
 //! [`Submission::finish`], which marks the manifest published so `status --wait` knows every job
 //! has been enqueued. Printing is the caller's.
 
+use crate::checkpoint::{PublishCheckpoint, Tracker};
 use crate::input::{fetch_input, sha256_file, InputFile};
 use crate::read::ReadOptions;
 use crate::report::RejectedLine;
 use crate::stream::ScanReport;
-use crate::checkpoint::{PublishCheckpoint, Tracker};
 use crate::ProducerError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -188,31 +188,38 @@ impl Submission {
         checked: &CheckedFile,
         catalog: &Catalog,
         in_flight: usize,
-        checkpoint: Option<&PublishCheckpoint<'_>>,
+        checkpoint: Option<&PublishCheckpoint>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, SubmissionError> {
         let (jobs, reader) = checked.jobs(in_flight.max(1) * 2);
         let skip = checkpoint.map_or(0, PublishCheckpoint::already_enqueued);
         let window = checkpoint.map_or(u64::MAX, |c| c.window(in_flight));
-        let tracker = Tracker::new(skip);
-        let (answered, tracker_ref) = (&self.answered, &tracker);
-        let todo = jobs
-            .zip(futures::stream::iter(0u64..))
-            .filter_map(|(job, seq)| {
-                let send = seq >= skip && !answered.contains(&job.id.0);
-                if !send {
-                    // Answered, or enqueued by the earlier submission: part of the prefix.
-                    tracker_ref.complete(seq);
-                }
-                futures::future::ready(send.then_some((seq, job)))
-            })
-            // Publishing runs at most a window ahead of the stored checkpoint.
-            .then(|(seq, job)| async move {
-                tracker_ref.admit(seq, window).await;
-                (seq, job)
-            });
-        let publishing = async {
-            let published = crate::publish::publish_numbered(
+        let tracker = Arc::new(Tracker::new(skip));
+        // The checkpoint is written by a task of its own: a store round trip never waits for
+        // the publishing loop, nor the other way round.
+        let recording = checkpoint.map(|c| {
+            let (c, t) = (c.clone(), tracker.clone());
+            tokio::spawn(async move { c.keep_written(&t, in_flight).await })
+        });
+        let published = {
+            let _closing = tracker.closing();
+            let (answered, tracker) = (&self.answered, &*tracker);
+            let todo = jobs
+                .zip(futures::stream::iter(0u64..))
+                .filter_map(|(job, seq)| {
+                    let send = seq >= skip && !answered.contains(&job.id.0);
+                    if !send {
+                        // Answered, or enqueued by the earlier submission: part of the prefix.
+                        tracker.complete(seq);
+                    }
+                    futures::future::ready(send.then_some((seq, job)))
+                })
+                // Publishing runs at most a window ahead of the stored checkpoint.
+                .then(|(seq, job)| async move {
+                    tracker.admit(seq, window).await;
+                    (seq, job)
+                });
+            crate::publish::publish_numbered(
                 queue,
                 &self.run_id,
                 todo,
@@ -224,16 +231,13 @@ impl Submission {
                     progress(n)
                 },
             )
-            .await;
-            tracker.close();
-            published
+            .await
         };
-        let recording = async {
-            if let Some(c) = checkpoint {
-                c.keep_written(&tracker, in_flight).await;
-            }
-        };
-        let (published, ()) = tokio::join!(publishing, recording);
+        if let Some(recording) = recording {
+            // The last value is stored before the manifest is marked published (or the error
+            // is reported); a panicked writer only loses the checkpoint.
+            let _ = recording.await;
+        }
         // A failed publish drops the channel, which stops the reader; a failed read ends the
         // stream early, which the publish count would hide: the reader's error comes first.
         reader.await.map_err(|e| join_error(&checked.input, e))??;
