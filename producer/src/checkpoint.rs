@@ -10,7 +10,7 @@
 //! confirmed, the gap's job not. It is written by a task of its own beside the publishing
 //! ([`PublishCheckpoint::keep_written`]) every 1 % of the run or quarter of the publishes in
 //! flight, and at least every 250 ms while it advances; a publish never waits for the store.
-//! Up to eight writes overlap, each to its own slot file (a slot is written again only once its
+//! Up to four writes overlap, each to its own slot file (a slot is written again only once its
 //! last write returned, so each slot only grows); a re-submission takes the largest valid slot. What the broker took after the last write is
 //! published again by a re-submission (the window the checkpoint leaves open).
 //!
@@ -29,11 +29,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The checkpoint's file name inside a run's directory; it is stored in [`SLOTS`] files,
-/// `_published.0` to `_published.7`, and the largest valid one counts.
+/// `_published.0` to `_published.3`, and the largest valid one counts.
 pub const CHECKPOINT_FILE: &str = "_published";
 
 /// Checkpoint writes in flight at once, each to its own file.
-const SLOTS: usize = 8;
+const SLOTS: usize = 4;
 
 /// Longest time the checkpoint lags behind the confirmed prefix while it advances.
 const WRITE_INTERVAL: Duration = Duration::from_millis(250);
@@ -141,13 +141,8 @@ impl PublishCheckpoint {
         let step = step(self.record.valid_jobs, in_flight);
         let mut rx = tracker.state.subscribe();
         let mut started = self.record.published;
-        // Every slot is written first with the starting value: it opens the store connections
-        // the overlapping writes need before the first confirmations arrive, which is when a
-        // slow first write would leave the widest window.
-        let mut free = Vec::with_capacity(SLOTS);
-        let mut writes: FuturesUnordered<_> = (0..SLOTS)
-            .map(|slot| self.write(tracker, slot, started))
-            .collect();
+        let mut free: Vec<usize> = (0..SLOTS).rev().collect();
+        let mut writes = FuturesUnordered::new();
         let mut last = Instant::now();
         loop {
             let State { prefix, closed } = *rx.borrow_and_update();
