@@ -32,6 +32,9 @@ use tokio::time::Instant;
 /// `_published.0` to `_published.3`, and the largest valid one counts.
 pub const CHECKPOINT_FILE: &str = "_published";
 
+/// A checkpoint write not answered by then counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Checkpoint writes in flight at once, each to its own file.
 const SLOTS: usize = 4;
 
@@ -183,7 +186,14 @@ impl PublishCheckpoint {
             ..self.record.clone()
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        match self.sink.put(&self.run_id, &slot_name(slot), bytes).await {
+        let name = slot_name(slot);
+        let put = self.sink.put(&self.run_id, &name, bytes);
+        // A store that hangs must not hold publishing back through the window either.
+        let put = match tokio::time::timeout(WRITE_TIMEOUT, put).await {
+            Ok(put) => put.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
+        };
+        match put {
             Ok(()) => tracker.stored(published),
             Err(e) => {
                 tracing::warn!(
