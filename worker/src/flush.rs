@@ -3,6 +3,7 @@
 //! after the file is durable. While the store is down it keeps the rows and retries; the bounded
 //! channel in front of it then pushes back on the job tasks instead of growing memory.
 
+use crate::recent::RecentlyStored;
 use crate::stats::Stats;
 use futures::StreamExt;
 use queue::Delivery;
@@ -68,6 +69,7 @@ pub fn spawn_flusher(
     worker_id: String,
     cfg: FlushConfig,
     stats: Arc<Stats>,
+    recent: Arc<RecentlyStored>,
 ) -> (mpsc::Sender<Finished>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Finished>(cfg.max_rows.max(16));
     // File names must never collide, not even for a worker restarted under the same id: the
@@ -86,6 +88,7 @@ pub fn spawn_flusher(
             sink,
             worker_id,
             stats,
+            recent,
         };
         let max_age = Duration::from_secs_f64(cfg.max_age_s.max(0.05));
         loop {
@@ -140,6 +143,7 @@ struct Flushing {
     sink: Arc<dyn ResultSink>,
     worker_id: String,
     stats: Arc<Stats>,
+    recent: Arc<RecentlyStored>,
 }
 
 impl Flushing {
@@ -154,14 +158,19 @@ impl Flushing {
             }
         }
         *seq += 1;
-        let (sink, stats, worker, seq) = (
+        let (sink, stats, recent, worker, seq) = (
             self.sink.clone(),
             self.stats.clone(),
+            self.recent.clone(),
             self.worker_id.clone(),
             *seq,
         );
         self.tasks.spawn(async move {
-            flush(&*sink, &worker, seq, &run, b, &stats, shutting_down).await;
+            let stored = Stored {
+                stats: &stats,
+                recent: &recent,
+            };
+            flush(&*sink, &worker, seq, &run, b, stored, shutting_down).await;
         });
     }
 }
@@ -173,6 +182,12 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
+/// What a stored file is reported to: the counters, and the jobs this worker stored.
+struct Stored<'a> {
+    stats: &'a Stats,
+    recent: &'a RecentlyStored,
+}
+
 /// Writes one buffer and settles its messages. Retries the store with backoff until it works;
 /// at shutdown it gives up after a few tries and leaves the messages unsettled, so the broker
 /// redelivers them to another worker.
@@ -182,11 +197,16 @@ async fn flush(
     seq: u64,
     run: &str,
     b: Buffer,
-    stats: &Stats,
+    Stored { stats, recent }: Stored<'_>,
     shutting_down: bool,
 ) {
     let started = Instant::now();
     let rows = b.rows.len();
+    let jobs: Vec<(String, String)> = b
+        .rows
+        .iter()
+        .map(|r| (r.run_id.clone(), r.job_id.clone()))
+        .collect();
     // Encoding takes milliseconds of CPU: off the runtime's threads, which serve the jobs.
     let encoded = tokio::task::spawn_blocking(move || encode_parquet(&b.rows))
         .await
@@ -224,6 +244,9 @@ async fn flush(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
+    }
+    for (run_id, job_id) in &jobs {
+        recent.insert(run_id, job_id);
     }
     stats.flushed_rows.add(rows as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@
 
 use crate::flush::{spawn_flusher, Finished, FlushConfig, Settlement};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
+use crate::recent::RecentlyStored;
 use crate::stats::Stats;
 use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery};
@@ -200,6 +201,8 @@ pub struct Worker {
     cfg: WorkerConfig,
     pub stats: Arc<Stats>,
     pub id: String,
+    /// Jobs this worker stored a row for: a message that comes back for one is acked unpaid.
+    recent: Arc<RecentlyStored>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -271,6 +274,7 @@ impl Worker {
             cfg,
             stats: Arc::new(Stats::default()),
             id,
+            recent: Arc::new(RecentlyStored::default()),
         }
     }
 
@@ -301,6 +305,7 @@ impl Worker {
             self.id.clone(),
             self.cfg.flush.clone(),
             self.stats.clone(),
+            self.recent.clone(),
         );
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -375,6 +380,15 @@ impl Worker {
                 return self.poison(delivery, reason, tx).await;
             }
         };
+        if self.recent.contains(env.run_id.as_str(), &env.job.id.0) {
+            // This worker stored the job's row already: a repeat of the message (re-submitted
+            // to a broker without de-duplication, or redelivered after the store) costs nothing.
+            tracing::debug!(worker = %self.id, run_id = %env.run_id, job_id = %env.job.id.0, "already stored; acknowledged without a call");
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(worker = %self.id, error = %e, "acknowledging a repeated job failed; it will be redelivered");
+            }
+            return;
+        }
         // A deferral hands the message back on purpose and carries its delivery count along;
         // only the deliveries that ended without any settlement (crashes, timeouts) count here.
         let unsettled = delivery.delivered.saturating_sub(env.deferrals);
