@@ -104,8 +104,10 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
     };
     let catalog = Arc::new(catalog);
     let queue = MemoryQueue::new();
+    // No publish checkpoint: this queue dies with the process, so a resumed run must publish
+    // again every job without a result.
     let total = submission
-        .publish(&queue, &checked, &catalog, 256, &|_| {})
+        .publish(&queue, &checked, &catalog, 256, None, &|_| {})
         .await
         .map_err(submission_failure)?;
     submission

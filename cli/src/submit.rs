@@ -7,7 +7,7 @@ use crate::input::{load_catalog, submission_failure, validate, JobArgs, Validati
 use crate::run::progress_bar;
 use crate::{invalid, output, Failure};
 use chrono::Utc;
-use producer::{Submission, REJECTS_FILE};
+use producer::{PublishCheckpoint, Submission, REJECTS_FILE};
 use queue::redact;
 use schemas::RunId;
 
@@ -71,15 +71,33 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    // Jobs answered by an earlier submission that died half-way are not sent again; the rest
-    // may be, and the broker's de-duplication or the readers' drop any repeat.
+    // Jobs answered by an earlier submission that died half-way are not sent again, nor those
+    // its publish checkpoint says the broker confirmed (to this same queue); the few it
+    // published after its last checkpoint are sent again, and the broker's de-duplication or
+    // the readers' drop the repeats.
     let queue = queue?;
-    let bar = progress_bar(submission.to_publish(&checked) as u64, args.quiet);
+    let target = format!("{} {}", redact(&args.broker), cfg.broker.namespace);
+    let checkpoint = PublishCheckpoint::open(
+        sink.clone(),
+        &submission.manifest,
+        checked.scan.valid as u64,
+        &target,
+    )
+    .await;
+    let enqueued_before = checkpoint.already_enqueued();
+    let remaining = (checked.scan.valid as u64)
+        .saturating_sub(enqueued_before.max(submission.answered.len() as u64));
+    let bar = progress_bar(remaining, args.quiet);
     bar.set_message(format!("publishing to {}", redact(&args.broker)));
     let n = submission
-        .publish(&*queue, &checked, &catalog, args.in_flight, &|n| {
-            bar.set_position(n)
-        })
+        .publish(
+            &*queue,
+            &checked,
+            &catalog,
+            args.in_flight,
+            Some(&checkpoint),
+            &|n| bar.set_position(n),
+        )
         .await
         .map_err(submission_failure)?;
     bar.finish_and_clear();
@@ -88,7 +106,8 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         .await
         .map_err(submission_failure)?;
     println!(
-        "run {run_id}: {n} jobs enqueued on {} ({} already answered); results in {}/run={run_id}/",
+        "run {run_id}: {n} jobs enqueued on {} ({} already answered, the first {enqueued_before} \
+         enqueued by an earlier submission); results in {}/run={run_id}/",
         redact(&args.broker),
         submission.answered.len(),
         sink.location()

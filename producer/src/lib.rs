@@ -7,6 +7,7 @@
 //! may also be `s3://` objects: [`fetch_input`] downloads one to a temporary file first. The S3
 //! client configuration and the run manifest are the `store` crate's.
 
+pub mod checkpoint;
 pub mod error;
 pub mod input;
 mod parquet_rows;
@@ -17,6 +18,7 @@ mod spill;
 pub mod stream;
 pub mod submission;
 
+pub use checkpoint::{PublishCheckpoint, CHECKPOINT_FILE};
 pub use error::ProducerError;
 pub use input::sha256_file;
 pub use input::{fetch_input, fetch_s3_input, InputFile};

@@ -48,15 +48,42 @@ pub async fn publish_stream(
     key: Option<&SigningKey>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, QueueError> {
+    publish_numbered(
+        queue,
+        run_id,
+        jobs.zip(stream::iter(0u64..)).map(|(job, seq)| (seq, job)),
+        submitted_at,
+        catalog,
+        in_flight,
+        key,
+        &|_, n| progress(n),
+    )
+    .await
+}
+
+/// Like [`publish_stream`], for jobs numbered by the caller (their place in the file):
+/// `confirmed(seq, n)` is called once the broker confirmed job `seq`, `n` being the count
+/// confirmed so far. Confirmations may come in any order while several are in flight.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_numbered(
+    queue: &dyn Queue,
+    run_id: &RunId,
+    jobs: impl Stream<Item = (u64, Job)>,
+    submitted_at: DateTime<Utc>,
+    catalog: &Catalog,
+    in_flight: usize,
+    key: Option<&SigningKey>,
+    confirmed: &(dyn Fn(u64, u64) + Sync),
+) -> Result<u64, QueueError> {
     let done = std::sync::atomic::AtomicU64::new(0);
-    jobs.map(|job| {
+    jobs.map(|(seq, job)| {
         let mut env = Envelope::new(run_id.clone(), submitted_at, job);
         env.cheapest_at_submit_usd = catalog
             .cheapest_expected_cost(&env.job, submitted_at)
             .map(|u| u.0);
-        Ok::<_, QueueError>(env)
+        Ok::<_, QueueError>((seq, env))
     })
-    .try_for_each_concurrent(in_flight.max(1), |env| {
+    .try_for_each_concurrent(in_flight.max(1), |(seq, env)| {
         let done = &done;
         async move {
             let body = env.to_bytes();
@@ -68,7 +95,7 @@ pub async fn publish_stream(
                 .publish(run_id.as_str(), &env.dedup_id(), payload)
                 .await?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(n);
+            confirmed(seq, n);
             Ok(())
         }
     })

@@ -6,6 +6,7 @@
 //! [`Submission::finish`], which marks the manifest published so `status --wait` knows every job
 //! has been enqueued. Printing is the caller's.
 
+use crate::checkpoint::{PublishCheckpoint, Tracker};
 use crate::input::{fetch_input, sha256_file, InputFile};
 use crate::read::ReadOptions;
 use crate::report::RejectedLine;
@@ -192,28 +193,68 @@ impl Submission {
     /// Publishes every valid job without a result, `in_flight` publishes awaiting the broker's
     /// confirmation at once; the file is read again as fast as the broker confirms, never all
     /// at once. Returns how many were published.
+    ///
+    /// With a `checkpoint` (a queue that outlives this process), the jobs an earlier submission
+    /// got confirmed are skipped too, and the confirmed prefix is recorded as publishing goes
+    /// (see [`crate::checkpoint`]). Without one (the in-process queue of `offpeak run`, which
+    /// dies with the process) every job without a result is published.
     pub async fn publish(
         &self,
         queue: &dyn Queue,
         checked: &CheckedFile,
         catalog: &Catalog,
         in_flight: usize,
+        checkpoint: Option<&PublishCheckpoint>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, SubmissionError> {
         let (jobs, reader) = checked.jobs(in_flight.max(1) * 2);
-        let answered = &self.answered;
-        let todo = jobs.filter(|j| futures::future::ready(!answered.contains(&j.id.0)));
-        let published = crate::publish::publish_stream(
-            queue,
-            &self.run_id,
-            todo,
-            self.manifest.submitted_at,
-            catalog,
-            in_flight,
-            self.signing_key.as_ref(),
-            progress,
-        )
-        .await;
+        let skip = checkpoint.map_or(0, PublishCheckpoint::already_enqueued);
+        let window = checkpoint.map_or(u64::MAX, |c| c.window(in_flight));
+        let tracker = Arc::new(Tracker::new(skip));
+        // The checkpoint is written by a task of its own: a store round trip never waits for
+        // the publishing loop, nor the other way round.
+        let recording = checkpoint.map(|c| {
+            let (c, t) = (c.clone(), tracker.clone());
+            tokio::spawn(async move { c.keep_written(&t, in_flight).await })
+        });
+        let published = {
+            let _closing = tracker.closing();
+            let (answered, tracker) = (&self.answered, &*tracker);
+            let todo = jobs
+                .zip(futures::stream::iter(0u64..))
+                .filter_map(|(job, seq)| {
+                    let send = seq >= skip && !answered.contains(&job.id.0);
+                    if !send {
+                        // Answered, or enqueued by the earlier submission: part of the prefix.
+                        tracker.complete(seq);
+                    }
+                    futures::future::ready(send.then_some((seq, job)))
+                })
+                // Publishing runs at most a window ahead of the stored checkpoint.
+                .then(|(seq, job)| async move {
+                    tracker.admit(seq, window).await;
+                    (seq, job)
+                });
+            crate::publish::publish_numbered(
+                queue,
+                &self.run_id,
+                todo,
+                self.manifest.submitted_at,
+                catalog,
+                in_flight,
+                self.signing_key.as_ref(),
+                &|seq, n| {
+                    tracker.complete(seq);
+                    progress(n)
+                },
+            )
+            .await
+        };
+        if let Some(recording) = recording {
+            // The last value is stored before the manifest is marked published (or the error
+            // is reported); a panicked writer only loses the checkpoint.
+            let _ = recording.await;
+        }
         // A failed publish drops the channel, which stops the reader; a failed read ends the
         // stream early, which the publish count would hide: the reader's error comes first.
         reader.await.map_err(|e| join_error(&checked.input, e))??;

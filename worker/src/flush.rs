@@ -6,6 +6,7 @@
 //! why in [`StoreFault`], tells the worker to stop pulling, and releases the messages it holds
 //! so that healthy workers take them.
 
+use crate::recent::RecentlyStored;
 use crate::stats::Stats;
 use futures::StreamExt;
 use queue::Delivery;
@@ -52,6 +53,8 @@ pub struct FlushControl {
     /// Fired by the flusher when the store refused for good: the worker stops pulling.
     pub halt: CancellationToken,
     pub fault: Arc<StoreFault>,
+    /// The jobs this worker stored, told of every file once it is durable.
+    pub recent: Arc<RecentlyStored>,
 }
 
 impl FlushControl {
@@ -243,6 +246,11 @@ async fn flush(
 ) {
     let started = Instant::now();
     let rows = b.rows.len();
+    let jobs: Vec<(String, String)> = b
+        .rows
+        .iter()
+        .map(|r| (r.run_id.clone(), r.job_id.clone()))
+        .collect();
     // Encoding takes milliseconds of CPU: off the runtime's threads, which serve the jobs.
     let encoded = tokio::task::spawn_blocking(move || encode_parquet(&b.rows))
         .await
@@ -292,6 +300,9 @@ async fn flush(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
+    }
+    for (run_id, job_id) in &jobs {
+        control.recent.insert(run_id, job_id);
     }
     stats.flushed_rows.add(rows as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());

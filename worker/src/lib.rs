@@ -5,6 +5,7 @@
 pub mod flush;
 pub mod lifecycle;
 pub mod provider;
+pub mod recent;
 pub mod runner;
 pub mod stats;
 pub mod throttle;

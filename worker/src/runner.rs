@@ -5,6 +5,7 @@
 
 use crate::flush::{spawn_flusher, Finished, FlushConfig, FlushControl, Settlement, StoreFault};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
+use crate::recent::RecentlyStored;
 use crate::stats::Stats;
 use crate::throttle::Throttle;
 use chrono::{DateTime, Utc};
@@ -207,6 +208,8 @@ pub struct Worker {
     pub store_fault: Arc<StoreFault>,
     /// Keeps per-job WARN lines (failures, unreachable providers) to one per kind every 10 s.
     quiet: Throttle,
+    /// Jobs this worker stored a row for: a message that comes back for one is acked unpaid.
+    recent: Arc<RecentlyStored>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -281,6 +284,7 @@ impl Worker {
             id,
             store_fault: Arc::default(),
             quiet: Throttle::new(Duration::from_secs(10)),
+            recent: Arc::new(RecentlyStored::default()),
         }
     }
 
@@ -321,6 +325,7 @@ impl Worker {
             stopping: CancellationToken::new(),
             halt: CancellationToken::new(),
             fault: self.store_fault.clone(),
+            recent: self.recent.clone(),
         };
         let (tx, mut flusher) = spawn_flusher(
             sink,
@@ -427,6 +432,15 @@ impl Worker {
                 return self.poison(delivery, reason, tx).await;
             }
         };
+        if self.recent.contains(env.run_id.as_str(), &env.job.id.0) {
+            // This worker stored the job's row already: a repeat of the message (re-submitted
+            // to a broker without de-duplication, or redelivered after the store) costs nothing.
+            tracing::debug!(worker = %self.id, run_id = %env.run_id, job_id = %env.job.id.0, "already stored; acknowledged without a call");
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(worker = %self.id, error = %e, "acknowledging a repeated job failed; it will be redelivered");
+            }
+            return;
+        }
         // A deferral hands the message back on purpose and carries its delivery count along;
         // only the deliveries that ended without any settlement (crashes, timeouts) count here.
         let unsettled = delivery.delivered.saturating_sub(env.deferrals);
