@@ -443,16 +443,7 @@ fn s3_store_down_for_thirty_seconds_loses_nothing_and_acks_nothing_meanwhile() {
         ("OFFPEAK_WORKER__REQUEST_TIMEOUT_S".into(), "2".into()),
         ("OFFPEAK_WORKER__FLUSH__MAX_ROWS".into(), "500".into()),
     ]);
-    rt().block_on(async {
-        let client = store::S3Config::local(&s3.endpoint(), S3_KEY, S3_SECRET)
-            .client()
-            .await;
-        let url = store::S3Url::parse(&fleet.output).unwrap();
-        store::S3Sink::new(client, &url)
-            .ensure_bucket()
-            .await
-            .unwrap();
-    });
+    create_bucket_in(&s3, &fleet.output);
     let jobs = write_jobs(&fleet, N, mixed);
     let run = "s3outage";
     let started = Instant::now();

@@ -622,16 +622,7 @@ fn a_store_that_refuses_writes_mid_run_stops_the_worker_from_pulling() {
             GRACE_S.to_string(),
         ),
     ]);
-    rt().block_on(async {
-        let client = store::S3Config::local(&s3.endpoint(), S3_KEY, S3_SECRET)
-            .client()
-            .await;
-        let url = store::S3Url::parse(&fleet.output).unwrap();
-        store::S3Sink::new(client, &url)
-            .ensure_bucket()
-            .await
-            .unwrap();
-    });
+    create_bucket_in(&s3, &fleet.output);
     let jobs = fleet.path("jobs.jsonl");
     job_file(&jobs, N, |i| job(i, "m", "standard"));
     let run = "refused";

@@ -48,19 +48,13 @@ fn submitted_ids() -> HashSet<String> {
 
 /// Publishes raw messages under `run`, each with a de-duplication id of its own.
 fn inject(fleet: &Fleet, run: &str, messages: Vec<(&str, Vec<u8>)>) {
-    rt().block_on(async {
-        let q = queue::connect(
-            &fleet.broker,
-            queue::BrokerOptions::with_namespace(&fleet.namespace),
-        )
-        .await
-        .unwrap();
-        for (name, payload) in messages {
-            q.publish(run, &format!("{run}/injected-{name}"), payload.into())
-                .await
-                .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
-        }
-    });
+    fleet.publish_raw(
+        run,
+        messages
+            .into_iter()
+            .map(|(name, body)| (format!("injected-{name}"), body))
+            .collect(),
+    );
 }
 
 fn status_json(o: &std::process::Output) -> serde_json::Value {

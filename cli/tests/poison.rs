@@ -76,19 +76,7 @@ fn poison_messages_are_dead_lettered_with_a_failed_row_and_the_worker_goes_on(
         ("huge-prompt".into(), big.to_bytes()),
         ("good".into(), good.to_bytes()),
     ];
-    rt().block_on(async {
-        let q = queue::connect(
-            &fleet.broker,
-            queue::BrokerOptions::with_namespace(&fleet.namespace),
-        )
-        .await
-        .unwrap();
-        for (id, p) in payloads {
-            q.publish(run, &format!("{run}/{id}"), p.into())
-                .await
-                .unwrap_or_else(|e| panic!("publishing {id}: {e}"));
-        }
-    });
+    fleet.publish_raw(run, payloads);
 
     let mut w = fleet.worker("p0");
     let start = Instant::now();

@@ -43,9 +43,10 @@ struct Outcome {
     distinct: usize,
 }
 
-/// Submits N jobs, SIGKILLs the producer at 0.5 s (later if fewer than [`MIN_BEFORE_KILL`] are
-/// on the queue yet, as soon as they are), submits the same file under the same run id again, and reads back
-/// every message on the queue.
+/// Submits N jobs, SIGKILLs the producer as soon as more than [`MIN_BEFORE_KILL`] are on the
+/// queue (the acceptance says "at 0.5 s"; a release build publishes all 20,000 to NATS within
+/// 0.5 s here, so the kill comes as early as publishing is under way), submits the same file
+/// under the same run id again, and reads back every message on the queue.
 fn crash_and_resubmit(broker: &str) -> Outcome {
     // One at a time: the duplicates measured depend on how fast the producer publishes.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -83,7 +84,7 @@ fn crash_and_resubmit(broker: &str) -> Outcome {
             started.elapsed() < Duration::from_secs(60),
             "nothing was published within 60 s"
         );
-        if started.elapsed() >= Duration::from_millis(500) && depth() > MIN_BEFORE_KILL {
+        if depth() > MIN_BEFORE_KILL {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -363,18 +363,7 @@ impl Queue for RabbitQueue {
             .chain(self.shared.tiers.iter().map(|(_, n)| n));
         let mut total = 0u64;
         for name in names {
-            let q = ch
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
-            total += u64::from(q.message_count());
+            total += message_count(&ch, name).await?;
         }
         Ok(Some(total))
     }
@@ -392,22 +381,9 @@ impl Queue for RabbitQueue {
             .create_channel()
             .await
             .map_err(|e| err("opening a channel", e))?;
-        let name = &self.shared.opts.dlq_queue;
-        let q = ch
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
+        let depth = message_count(&ch, &self.shared.opts.dlq_queue).await;
         let _ = ch.close(200, "OK".into()).await;
-        Ok(Some(RunDeadLetters::AllRuns {
-            depth: u64::from(q.message_count()),
-        }))
+        Ok(Some(RunDeadLetters::AllRuns { depth: depth? }))
     }
 }
 
@@ -762,4 +738,20 @@ mod tests {
         assert!(!own.contains_key("x-delivery-count"));
         assert_eq!(header_u64(&props, "x-delivery-count"), Some(3));
     }
+}
+
+/// The messages ready in queue `name` (a passive declare: the queue is not created).
+async fn message_count(ch: &lapin::Channel, name: &str) -> Result<u64, QueueError> {
+    let q = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
+    Ok(u64::from(q.message_count()))
 }

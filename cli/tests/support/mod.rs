@@ -54,6 +54,21 @@ pub fn rows_in(s3: &PrivateS3, output: &str, run: &str) -> Vec<ResultRow> {
     })
 }
 
+/// Creates the bucket of `output` (`s3://bucket/prefix`) in a test's own store.
+pub fn create_bucket_in(s3: &PrivateS3, output: &str) {
+    rt().block_on(async {
+        let (key, secret) = s3.keys();
+        let client = store::S3Config::local(&s3.endpoint(), key, secret)
+            .client()
+            .await;
+        let url = store::S3Url::parse(output).unwrap();
+        store::S3Sink::new(client, &url)
+            .ensure_bucket()
+            .await
+            .unwrap();
+    });
+}
+
 /// One test's world: a simulator process, a catalog pointing at it, a broker namespace and a
 /// bucket of its own.
 pub struct Fleet {
@@ -236,6 +251,21 @@ impl Fleet {
             .as_object()
             .map(|m| m.values().filter_map(|p| p["requests"].as_u64()).sum())
             .unwrap_or(0)
+    }
+
+    /// Publishes raw message bodies under `run`, each `(name, body)` with the de-duplication id
+    /// `<run>/<name>` (messages no producer wrote: poison, injected, forged).
+    pub fn publish_raw(&self, run: &str, messages: Vec<(String, Vec<u8>)>) {
+        rt().block_on(async {
+            let q = queue::connect(&self.broker, self.broker_options())
+                .await
+                .unwrap();
+            for (name, body) in messages {
+                q.publish(run, &format!("{run}/{name}"), body.into())
+                    .await
+                    .unwrap_or_else(|e| panic!("publishing {name}: {e}"));
+            }
+        });
     }
 
     /// Messages waiting in this fleet's job queue, as the broker reports it.
