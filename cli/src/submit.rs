@@ -83,7 +83,8 @@ pub async fn submit(args: SubmitArgs, cfg: Config) -> Result<u8, Failure> {
         checked.scan.valid as u64,
         &target,
     )
-    .await;
+    .await
+    .broker_deduplicates(queue::deduplicates(&args.broker));
     let enqueued_before = checkpoint.already_enqueued();
     let remaining = (checked.scan.valid as u64)
         .saturating_sub(enqueued_before.max(submission.answered.len() as u64));

@@ -64,6 +64,8 @@ pub struct PublishCheckpoint {
     sink: Arc<dyn ResultSink>,
     run_id: String,
     record: Record,
+    /// Publishing is not held back behind the stored checkpoint (the broker drops repeats).
+    unbounded: bool,
 }
 
 impl PublishCheckpoint {
@@ -121,7 +123,17 @@ impl PublishCheckpoint {
             sink,
             run_id: manifest.run_id.clone(),
             record,
+            unbounded: false,
         }
+    }
+
+    /// For a broker that drops a repeated message id by itself (NATS JetStream): publishing is
+    /// not held back behind the stored checkpoint, which is still written and still skips what
+    /// it recorded — a re-submission inside the broker's de-duplication window enqueues nothing
+    /// twice, a later one at most what was published past the last checkpoint.
+    pub fn broker_deduplicates(mut self, yes: bool) -> PublishCheckpoint {
+        self.unbounded = yes;
+        self
     }
 
     /// Leading valid jobs an earlier submission got confirmed: not published again.
@@ -211,6 +223,9 @@ impl PublishCheckpoint {
     /// time never holds publishing back. This bounds what a crash can leave to be published
     /// twice, even while the store is slow.
     pub fn window(&self, in_flight: usize) -> u64 {
+        if self.unbounded {
+            return u64::MAX;
+        }
         let step = step(self.record.valid_jobs, in_flight);
         (self.record.valid_jobs / 50).max(in_flight as u64 + 2 * step)
     }

@@ -102,6 +102,16 @@ pub async fn connect(url: &str, opts: BrokerOptions) -> Result<Arc<dyn Queue>, Q
     }
 }
 
+/// Whether the broker named by `url` drops a second publish of a message id by itself (NATS
+/// JetStream, within `broker.dedup_window_s`); RabbitMQ does not.
+pub fn deduplicates(url: &str) -> bool {
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(scheme.as_str(), "nats" | "tls")
+}
+
 /// `url` without its user-info, fit for error messages and logs.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {

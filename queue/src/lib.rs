@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::time::Duration;
 
-pub use broker::{connect, redact, BrokerOptions};
+pub use broker::{connect, deduplicates, redact, BrokerOptions};
 pub use memory::MemoryQueue;
 pub use nats::{NatsOptions, NatsQueue};
 pub use rabbit::{RabbitOptions, RabbitQueue};

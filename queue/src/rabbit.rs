@@ -714,6 +714,22 @@ impl Drop for RabbitSettle {
     }
 }
 
+/// The messages ready in queue `name` (a passive declare: the queue is not created).
+async fn message_count(ch: &lapin::Channel, name: &str) -> Result<u64, QueueError> {
+    let q = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
+    Ok(u64::from(q.message_count()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,20 +754,4 @@ mod tests {
         assert!(!own.contains_key("x-delivery-count"));
         assert_eq!(header_u64(&props, "x-delivery-count"), Some(3));
     }
-}
-
-/// The messages ready in queue `name` (a passive declare: the queue is not created).
-async fn message_count(ch: &lapin::Channel, name: &str) -> Result<u64, QueueError> {
-    let q = ch
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| err(format_args!("inspecting queue {name}"), e))?;
-    Ok(u64::from(q.message_count()))
 }
