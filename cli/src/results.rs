@@ -9,8 +9,7 @@ use schemas::{ResultRow, ResultStatus, RunId};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
-use store::RunReader;
-use store::{dedup, encode_parquet};
+use store::encode_parquet;
 
 /// Output formats of `offpeak results`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,15 +46,7 @@ pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
     {
         return Err(output::no_such_run(&*sink, args.run_id.as_str()));
     }
-    let ids = store::read_job_ids(&*sink, args.run_id.as_str()).await?;
-    let (mut rows, foreign) = store::own_rows(
-        dedup(
-            RunReader::default()
-                .rows(&*sink, args.run_id.as_str())
-                .await?,
-        ),
-        ids.as_ref(),
-    );
+    let (mut rows, foreign) = store::read_own_rows(&*sink, args.run_id.as_str()).await?;
     if foreign > 0 {
         tracing::warn!(run_id = %args.run_id, foreign, "rows of job ids not in the run's job list left out");
         eprintln!("warning: {foreign} foreign rows ignored (job ids not in the run's job list)");

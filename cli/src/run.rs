@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use store::{dedup, read_run, LocalDirSink, ResultSink};
+use store::{LocalDirSink, ResultSink};
 use tokio_util::sync::CancellationToken;
 use worker::lifecycle::{self, Signal};
 use worker::Worker;
@@ -157,11 +157,7 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         )
         .into());
     }
-    let ids = store::read_job_ids(&*sink, run_id.as_str()).await?;
-    let (rows, foreign) = store::own_rows(
-        dedup(read_run(&*sink, run_id.as_str()).await?),
-        ids.as_ref(),
-    );
+    let (rows, foreign) = store::read_own_rows(&*sink, run_id.as_str()).await?;
     let job_count = submission.manifest.job_count;
     let mut summary = Summary::from_rows(&run_id, &rows, job_count, &sink.location());
     summary.foreign_rows = foreign;

@@ -21,18 +21,6 @@ const MAX_RABBIT_DUPLICATES: u64 = 400;
 /// re-submission that publishes them all again fails the RabbitMQ test.
 const MIN_BEFORE_KILL: u64 = 1_000;
 
-const SCENARIO: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-models = ["m-cheap"]
-latency_ms = 1
-"#;
-
-fn job(i: usize) -> String {
-    format!(r#"{{"id":"job-{i:06}","model":"m","prompt":"question {i}"}}"#)
-}
-
 /// What a crashed and repeated submission left on the queue.
 struct Outcome {
     /// Messages on the queue when the first `submit` had been killed.
@@ -51,9 +39,9 @@ fn crash_and_resubmit(broker: &str) -> Outcome {
     // One at a time: the duplicates measured depend on how fast the producer publishes.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let fleet = Fleet::start(broker, SCENARIO, ONE_PROVIDER_CATALOG);
+    let fleet = Fleet::start(broker, ONE_FAST_PROVIDER, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
-    job_file(&jobs, N, job);
+    job_file(&jobs, N, short_job);
     let run = "crashed";
     let rt = rt();
     let q = rt.block_on(async {

@@ -6,27 +6,15 @@ mod support;
 
 use support::*;
 
-const SCENARIO: &str = r#"
-[[providers]]
-name = "cheap"
-kind = "openai"
-models = ["m-cheap"]
-latency_ms = 1
-"#;
-
-fn job(i: usize) -> String {
-    format!(r#"{{"id":"job-{i:06}","model":"m","prompt":"question {i}"}}"#)
-}
-
 fn refuses_a_file_whose_last_line_is_invalid(broker: &str) {
-    let fleet = Fleet::start(broker, SCENARIO, ONE_PROVIDER_CATALOG);
+    let fleet = Fleet::start(broker, ONE_FAST_PROVIDER, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
     const N: usize = 30_000;
     job_file(&jobs, N + 1, |i| {
         if i == N {
             r#"{"id":"last","model":"no-such-model","prompt":"x"}"#.to_string()
         } else {
-            job(i)
+            short_job(i)
         }
     });
     let o = fleet.run(&[
@@ -53,11 +41,11 @@ fn submit_refuses_a_file_whose_last_line_is_invalid_and_enqueues_nothing_on_nats
 
 #[test]
 fn submit_with_a_duplicate_id_far_apart_enqueues_nothing_and_skip_invalid_enqueues_the_rest() {
-    let fleet = Fleet::start(&nats_url(), SCENARIO, ONE_PROVIDER_CATALOG);
+    let fleet = Fleet::start(&nats_url(), ONE_FAST_PROVIDER, ONE_PROVIDER_CATALOG);
     let jobs = fleet.path("jobs.jsonl");
     const N: usize = 30_000;
     // The last line repeats the id of the second.
-    job_file(&jobs, N + 1, |i| job(if i == N { 1 } else { i }));
+    job_file(&jobs, N + 1, |i| short_job(if i == N { 1 } else { i }));
     let o = fleet.run(&[
         "submit",
         jobs.to_str().unwrap(),

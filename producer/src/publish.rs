@@ -86,11 +86,7 @@ pub async fn publish_numbered(
     .try_for_each_concurrent(in_flight.max(1), |(seq, env)| {
         let done = &done;
         async move {
-            let body = env.to_bytes();
-            let payload = Bytes::from(match key {
-                Some(k) => k.sign(body),
-                None => body,
-            });
+            let payload = Bytes::from(SigningKey::sign_with(key, env.to_bytes()));
             queue
                 .publish(run_id.as_str(), &env.dedup_id(), payload)
                 .await?;

@@ -137,6 +137,13 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
+/// A channel of `conn`, for declaring or inspecting queues.
+async fn open_channel(conn: &Connection) -> Result<Channel, QueueError> {
+    conn.create_channel()
+        .await
+        .map_err(|e| err("opening a channel", e))
+}
+
 async fn open_publisher(conn: &Connection) -> Result<Channel, QueueError> {
     let ch = conn
         .create_channel()
@@ -169,10 +176,7 @@ impl RabbitQueue {
         let conn = Connection::connect(&opts.url, props)
             .await
             .map_err(|e| err(format_args!("connecting to {}", redact(&opts.url)), e))?;
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening a channel", e))?;
+        let ch = open_channel(&conn).await?;
         let quorum = || ("x-queue-type", text("quorum"));
         let declare = |name: String, args: FieldTable| {
             let ch = &ch;
@@ -235,12 +239,7 @@ impl RabbitQueue {
     /// a delivery of the quorum queue).
     pub async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let dlq = &self.shared.opts.dlq_queue;
-        let ch = self
-            .shared
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening a channel", e))?;
+        let ch = open_channel(&self.shared.conn).await?;
         let mut out = Vec::new();
         while out.len() < max {
             let got = ch
@@ -265,12 +264,7 @@ impl RabbitQueue {
 
     /// Deletes the jobs, dead-letter and delay queues with everything in them (tests, teardown).
     pub async fn delete_topology(&self) -> Result<(), QueueError> {
-        let ch = self
-            .shared
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening a channel", e))?;
+        let ch = open_channel(&self.shared.conn).await?;
         let o = &self.shared.opts;
         let names = [&o.jobs_queue, &o.dlq_queue]
             .into_iter()
@@ -353,12 +347,7 @@ impl Queue for RabbitQueue {
     /// Counts ready messages in the jobs queue and the delay queues: waiting and deferred.
     /// Deliveries held unacknowledged by consumers are not included (AMQP does not report them).
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
-        let ch = self
-            .shared
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening a channel", e))?;
+        let ch = open_channel(&self.shared.conn).await?;
         let names = std::iter::once(&self.shared.opts.jobs_queue)
             .chain(self.shared.tiers.iter().map(|(_, n)| n));
         let mut total = 0u64;
@@ -375,12 +364,7 @@ impl Queue for RabbitQueue {
         _run_id: &str,
         _max: usize,
     ) -> Result<Option<RunDeadLetters>, QueueError> {
-        let ch = self
-            .shared
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening a channel", e))?;
+        let ch = open_channel(&self.shared.conn).await?;
         let depth = message_count(&ch, &self.shared.opts.dlq_queue).await;
         let _ = ch.close(200, "OK".into()).await;
         Ok(Some(RunDeadLetters::AllRuns { depth: depth? }))

@@ -64,6 +64,15 @@ impl SigningKey {
         Ok(SigningKey(secret.as_bytes().to_vec()))
     }
 
+    /// `body` signed with `key` when there is one, unchanged otherwise: what producers and
+    /// workers put on the broker.
+    pub fn sign_with(key: Option<&SigningKey>, body: Vec<u8>) -> Vec<u8> {
+        match key {
+            Some(k) => k.sign(body),
+            None => body,
+        }
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length: this cannot fail.
         <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())

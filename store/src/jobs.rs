@@ -79,6 +79,17 @@ pub fn own_rows(rows: Vec<ResultRow>, ids: Option<&HashSet<String>>) -> (Vec<Res
     (own, foreign)
 }
 
+/// Every stored row of `run_id`'s own jobs, de-duplicated, and how many foreign rows were left
+/// out: what `results` exports and the local run summarises.
+pub async fn read_own_rows(
+    sink: &dyn ResultSink,
+    run_id: &str,
+) -> Result<(Vec<ResultRow>, u64), StoreError> {
+    let ids = read_job_ids(sink, run_id).await?;
+    let rows = crate::dedup(crate::read_run(sink, run_id).await?);
+    Ok(own_rows(rows, ids.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

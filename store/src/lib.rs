@@ -18,7 +18,7 @@ pub mod s3_config;
 pub mod sink;
 
 pub use codec::{decode_parquet, encode_parquet};
-pub use jobs::{own_rows, read_job_ids, write_job_ids, JOBS_FILE};
+pub use jobs::{own_rows, read_job_ids, read_own_rows, write_job_ids, JOBS_FILE};
 pub use manifest::{Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
 pub use run::{dedup, read_manifest, read_run, write_manifest, RunReader};
 pub use s3::S3Sink;

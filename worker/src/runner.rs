@@ -699,11 +699,7 @@ impl Worker {
         job.env.deferred_at = Some(Utc::now());
         tracing::debug!(run_id = %job.env.run_id, job_id = %job.env.job.id, wait_ms = wait.as_millis() as u64, %reason, "deferring");
         job.env.defer_reason = Some(reason);
-        let body = job.env.to_bytes();
-        let payload = match &self.signing_key {
-            Some(k) => k.sign(body),
-            None => body,
-        };
+        let payload = SigningKey::sign_with(self.signing_key.as_ref(), job.env.to_bytes());
         if let Err(e) = job.delivery.defer(wait, payload.into()).await {
             tracing::warn!(error = %e, "deferring failed; the broker will redeliver the job");
         }

@@ -40,33 +40,42 @@ pub fn start_sim(scenario: &Path, port: u16, log: &Path) -> Proc {
     testkit::start_sim(offpeak_bin(), scenario, port, log)
 }
 
-/// Every row stored for `run` under `output` in a test's own store, duplicates included.
-pub fn rows_in(s3: &PrivateS3, output: &str, run: &str) -> Vec<ResultRow> {
+/// The sink for `output` (`s3://bucket/prefix`) in a test's own store, with the keys it
+/// accepts now.
+pub fn private_sink(s3: &PrivateS3, output: &str) -> store::S3Sink {
     rt().block_on(async {
         let (key, secret) = s3.keys();
         let client = store::S3Config::local(&s3.endpoint(), key, secret)
             .client()
             .await;
-        let url = store::S3Url::parse(output).unwrap();
-        store::read_run(&store::S3Sink::new(client, &url), run)
-            .await
-            .unwrap()
+        store::S3Sink::new(client, &store::S3Url::parse(output).unwrap())
     })
+}
+
+/// Every row stored for `run` under `output` in a test's own store, duplicates included.
+pub fn rows_in(s3: &PrivateS3, output: &str, run: &str) -> Vec<ResultRow> {
+    let sink = private_sink(s3, output);
+    rt().block_on(store::read_run(&sink, run)).unwrap()
 }
 
 /// Creates the bucket of `output` (`s3://bucket/prefix`) in a test's own store.
 pub fn create_bucket_in(s3: &PrivateS3, output: &str) {
-    rt().block_on(async {
-        let (key, secret) = s3.keys();
-        let client = store::S3Config::local(&s3.endpoint(), key, secret)
-            .client()
-            .await;
-        let url = store::S3Url::parse(output).unwrap();
-        store::S3Sink::new(client, &url)
-            .ensure_bucket()
-            .await
-            .unwrap();
-    });
+    let sink = private_sink(s3, output);
+    rt().block_on(sink.ensure_bucket()).unwrap();
+}
+
+/// A simulator scenario with one fast provider, `cheap`, serving `m-cheap`.
+pub const ONE_FAST_PROVIDER: &str = r#"
+[[providers]]
+name = "cheap"
+kind = "openai"
+models = ["m-cheap"]
+latency_ms = 1
+"#;
+
+/// Job `i` of a generated file: model `m`, a short prompt, id `job-<i>` (six digits).
+pub fn short_job(i: usize) -> String {
+    format!(r#"{{"id":"job-{i:06}","model":"m","prompt":"question {i}"}}"#)
 }
 
 /// One test's world: a simulator process, a catalog pointing at it, a broker namespace and a
