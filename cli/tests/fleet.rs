@@ -735,3 +735,31 @@ fn a_worker_started_before_its_broker_waits_for_it() {
         .is_some_and(|s| s.success()));
     assert_eq!(store::dedup(fleet.rows("early")).len(), N);
 }
+
+/// A worker the broker refuses at start — a wrong RabbitMQ password — exits 1 at once, naming
+/// the refusal, instead of waiting for a broker that will never let it in.
+#[test]
+fn a_worker_the_broker_refuses_exits_1_at_once() {
+    let fleet = Fleet::start(&amqp_url(), &scenario(0.0), &catalog());
+    let wrong = amqp_url().replacen("guest:guest@", "guest:not-the-password@", 1);
+    assert_ne!(
+        wrong,
+        amqp_url(),
+        "the test broker URL has no guest:guest credentials"
+    );
+    let started = Instant::now();
+    let o = fleet
+        .cmd(&["worker", "--metrics-addr", "127.0.0.1:0"])
+        .env("OFFPEAK_BROKER", &wrong)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    assert!(err.contains("ACCESS_REFUSED"), "{err}");
+    assert!(
+        !err.contains("not-the-password"),
+        "the password leaked: {err}"
+    );
+    assert_eq!(fleet.provider_requests(), 0);
+}

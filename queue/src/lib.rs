@@ -36,9 +36,32 @@ pub enum QueueError {
         /// What was being done and what the broker or client said.
         message: String,
     },
+    /// The broker was reached and refused this client for good: wrong credentials, no
+    /// permission, a certificate not trusted. Trying again does not help.
+    #[error("{backend}: {message}")]
+    Refused {
+        backend: &'static str,
+        message: String,
+    },
 }
 
 impl QueueError {
+    /// Whether the broker refused this client for good (see [`QueueError::Refused`]), as
+    /// opposed to a failure that may pass (not reachable yet, restarting).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, QueueError::Refused { .. })
+    }
+
+    /// This error as a refusal for good when `refused` (same text).
+    pub fn refused_if(self, refused: bool) -> QueueError {
+        match self {
+            QueueError::Backend { backend, message } if refused => {
+                QueueError::Refused { backend, message }
+            }
+            other => other,
+        }
+    }
+
     /// A [`QueueError::Backend`] with `message` as its context.
     pub fn backend(backend: &'static str, message: impl Into<String>) -> Self {
         QueueError::Backend {

@@ -137,7 +137,14 @@ impl NatsQueue {
             .name("offpeak")
             .connect(opts.url.as_str())
             .await
-            .map_err(|e| err(format_args!("connecting to {}", redact(&opts.url)), e))?;
+            .map_err(|e| {
+                use async_nats::ConnectErrorKind as Kind;
+                let refused = matches!(
+                    e.kind(),
+                    Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls
+                );
+                err(format_args!("connecting to {}", redact(&opts.url)), e).refused_if(refused)
+            })?;
         let js = jetstream::new(client);
         let jobs = js
             .get_or_create_stream(stream::Config {

@@ -173,9 +173,12 @@ impl RabbitQueue {
             ));
         }
         let props = ConnectionProperties::default().with_connection_name("offpeak".into());
-        let conn = Connection::connect(&opts.url, props)
-            .await
-            .map_err(|e| err(format_args!("connecting to {}", redact(&opts.url)), e))?;
+        let conn = Connection::connect(&opts.url, props).await.map_err(|e| {
+            // The broker answered the handshake with a refusal (ACCESS_REFUSED for wrong
+            // credentials, NOT_ALLOWED for a vhost without permission).
+            let refused = matches!(e.kind(), lapin::ErrorKind::ProtocolError(_));
+            err(format_args!("connecting to {}", redact(&opts.url)), e).refused_if(refused)
+        })?;
         let ch = open_channel(&conn).await?;
         let quorum = || ("x-queue-type", text("quorum"));
         let declare = |name: String, args: FieldTable| {

@@ -115,7 +115,7 @@ pub async fn run_connected(
     let mut first = true;
     while !shutdown.is_cancelled() {
         // The connection behind a consumer stays open while its queue is held.
-        let Some((connection, consumer)) = with_backoff(&shutdown, first, &w.id, connect).await
+        let Some((connection, consumer)) = with_backoff(&shutdown, first, &w.id, connect).await?
         else {
             break;
         };
@@ -174,13 +174,15 @@ async fn wait_for_store(w: &Worker, sink: &dyn ResultSink, shutdown: &Cancellati
 }
 
 /// Calls `connect` until it succeeds, backing off from 0.5 s to 10 s; `None` once `shutdown`
-/// fires. A worker started before its broker waits for it (saying so) rather than exiting.
+/// fires. A worker started before its broker waits for it (saying so) rather than exiting; one
+/// the broker refuses at start (credentials, permissions, an untrusted certificate) gets the
+/// error at once, having pulled nothing.
 async fn with_backoff<T, F, Fut>(
     shutdown: &CancellationToken,
     first: bool,
     worker: &str,
     connect: F,
-) -> Option<T>
+) -> Result<Option<T>, queue::QueueError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, queue::QueueError>>,
@@ -190,10 +192,11 @@ where
     loop {
         let attempt = tokio::select! {
             r = connect() => r,
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Ok(None),
         };
         match attempt {
-            Ok(t) => return Some(t),
+            Ok(t) => return Ok(Some(t)),
+            Err(e) if first && e.is_refused() => return Err(e),
             Err(e) => {
                 if first && !said {
                     eprintln!("worker {worker}: cannot reach the broker yet ({e}); waiting for it, not ready");
@@ -202,7 +205,7 @@ where
                 tracing::warn!(%worker, error = %e, "connecting to the broker failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Ok(None),
                 }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
