@@ -37,7 +37,7 @@ pub enum QueueError {
         message: String,
     },
     /// The broker was reached and refused this client for good: wrong credentials, no
-    /// permission, a certificate not trusted. Trying again does not help.
+    /// permission. Trying again does not help.
     #[error("{backend}: {message}")]
     Refused {
         backend: &'static str,

@@ -139,6 +139,8 @@ impl NatsQueue {
             .await
             .map_err(|e| {
                 use async_nats::ConnectErrorKind as Kind;
+                // An untrusted server certificate surfaces as an I/O error here, not as
+                // `Tls` (which is about the client's own TLS setup): it is not told apart.
                 let refused = matches!(
                     e.kind(),
                     Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls

@@ -175,8 +175,8 @@ async fn wait_for_store(w: &Worker, sink: &dyn ResultSink, shutdown: &Cancellati
 
 /// Calls `connect` until it succeeds, backing off from 0.5 s to 10 s; `None` once `shutdown`
 /// fires. A worker started before its broker waits for it (saying so) rather than exiting; one
-/// the broker refuses at start (credentials, permissions, an untrusted certificate) gets the
-/// error at once, having pulled nothing.
+/// the broker refuses at start (credentials, permissions) gets the error at once, having pulled
+/// nothing.
 async fn with_backoff<T, F, Fut>(
     shutdown: &CancellationToken,
     first: bool,
