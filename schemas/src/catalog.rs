@@ -96,6 +96,161 @@ pub struct ModelOffer {
     /// Time-of-day price windows (UTC).
     #[serde(default)]
     pub schedule: Vec<PriceWindow>,
+    /// The provider's batch API for this model, if it has one: a cheaper route for work that
+    /// can wait (DESIGN §5, Routes).
+    #[serde(default)]
+    pub batch: Option<BatchOffer>,
+    /// A cheaper, best-effort synchronous tier (OpenAI `service_tier: "flex"`), if offered.
+    #[serde(default)]
+    pub flex: Option<FlexOffer>,
+}
+
+/// How a provider sells this model through its batch API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOffer {
+    /// Fraction off the list price (0.5: half price), on input and output alike.
+    pub discount: f64,
+    /// Completion window the provider promises (`"24h"`); a batch not done by then expires.
+    #[serde(with = "duration_text")]
+    pub window: std::time::Duration,
+    /// Typical turnaround the provider publishes (Anthropic: most batches within an hour): the
+    /// prior before any batch was observed. Absent: the window, the pessimistic prior.
+    #[serde(default, with = "opt_duration_text")]
+    pub turnaround: Option<std::time::Duration>,
+    /// Most requests one batch may carry.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    /// Largest batch input the provider takes (`"200MB"`, `"256MB"`).
+    #[serde(default, with = "opt_bytes_text")]
+    pub max_bytes: Option<u64>,
+    /// How long the provider keeps results (`"29d"`); informational.
+    #[serde(default, with = "opt_duration_text")]
+    pub results_kept: Option<std::time::Duration>,
+}
+
+impl BatchOffer {
+    /// The turnaround assumed before any batch of this pair was seen.
+    pub fn prior_turnaround(&self) -> std::time::Duration {
+        self.turnaround.unwrap_or(self.window).min(self.window)
+    }
+}
+
+/// The flex tier: the ordinary synchronous API at `multiplier` × the list price, answering
+/// `429 Resource Unavailable` (not billed) when it has no capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlexOffer {
+    pub multiplier: f64,
+}
+
+/// How a (provider, model) pair is served (DESIGN §5, Routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Realtime,
+    Flex,
+    Batch,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Realtime => "realtime",
+            Route::Flex => "flex",
+            Route::Batch => "batch",
+        }
+    }
+
+    /// Parses the text [`as_str`](Self::as_str) gives.
+    pub fn parse(s: &str) -> Option<Route> {
+        match s {
+            "realtime" => Some(Route::Realtime),
+            "flex" => Some(Route::Flex),
+            "batch" => Some(Route::Batch),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration such as \"24h\", got {s:?}: {e}"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+mod opt_duration_text {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::duration_text::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+mod opt_bytes_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_bytes(&s).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("expected a size such as \"200MB\", got {s:?}"))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&format!("{v}B")),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Bytes in a size such as `"200MB"`, `"256 MiB"` or `"1024"` (KB/MB/GB decimal, KiB/MiB/GiB
+/// binary).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let k: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    (n.is_finite() && n >= 0.0).then_some((n * k) as u64)
 }
 
 /// A daily UTC window in which prices are multiplied by `multiplier`. `to` before `from` wraps
@@ -175,6 +330,32 @@ impl ModelOffer {
             .iter()
             .find(|w| w.contains(m))
             .map_or(1.0, |w| w.multiplier)
+    }
+
+    /// Prices in force at `now` on `route`: the realtime price times the flex multiplier or
+    /// less the batch discount (`None` when the pair has no such route).
+    pub fn route_price_at(&self, route: Route, now: DateTime<Utc>) -> Option<Price> {
+        let p = self.price_at(now);
+        let k = match route {
+            Route::Realtime => 1.0,
+            Route::Flex => self.flex?.multiplier,
+            Route::Batch => 1.0 - self.batch.as_ref()?.discount,
+        };
+        Some(Price {
+            input_per_mtok: p.input_per_mtok * k,
+            output_per_mtok: p.output_per_mtok * k,
+        })
+    }
+
+    /// The routes this pair offers, realtime first.
+    pub fn routes(&self) -> impl Iterator<Item = Route> + '_ {
+        [Route::Realtime, Route::Flex, Route::Batch]
+            .into_iter()
+            .filter(|r| match r {
+                Route::Realtime => true,
+                Route::Flex => self.flex.is_some(),
+                Route::Batch => self.batch.is_some(),
+            })
     }
 
     /// Prices in force at `now`.
@@ -281,6 +462,26 @@ impl Catalog {
                         return Err(at(&field, "a finite number above 0", w.multiplier));
                     }
                 }
+                if let Some(b) = &m.batch {
+                    if !(b.discount.is_finite() && (0.0..1.0).contains(&b.discount)) {
+                        return Err(at("batch.discount", "a fraction in [0, 1)", b.discount));
+                    }
+                    if b.window.is_zero() {
+                        return Err(at("batch.window", "longer than zero", 0.0));
+                    }
+                    if b.max_requests == Some(0) {
+                        return Err(at("batch.max_requests", "at least 1", 0.0));
+                    }
+                }
+                if let Some(f) = &m.flex {
+                    if !(f.multiplier.is_finite() && f.multiplier > 0.0) {
+                        return Err(at(
+                            "flex.multiplier",
+                            "a finite number above 0",
+                            f.multiplier,
+                        ));
+                    }
+                }
                 let priced = m.input_per_mtok.is_some() && m.output_per_mtok.is_some()
                     || m.gpu_per_hour.is_some() && m.tokens_per_second.is_some();
                 if !priced {
@@ -339,6 +540,8 @@ mod tests {
             tokens_per_second: None,
             context: None,
             schedule,
+            batch: None,
+            flex: None,
         }
     }
 

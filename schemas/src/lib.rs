@@ -11,7 +11,8 @@ pub mod signing;
 pub mod wire;
 
 pub use catalog::{
-    Catalog, CatalogError, Limits, ModelOffer, PriceWindow, ProviderKind, ProviderSpec,
+    BatchOffer, Catalog, CatalogError, FlexOffer, Limits, ModelOffer, PriceWindow, ProviderKind,
+    ProviderSpec, Route,
 };
 pub use ids::{JobId, RunId};
 pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};

@@ -51,6 +51,8 @@ fn spec(
             tokens_per_second: None,
             context: None,
             schedule: vec![],
+            batch: None,
+            flex: None,
         }],
     }
 }

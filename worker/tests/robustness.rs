@@ -147,6 +147,8 @@ fn spec(base_url: String, kind: ProviderKind) -> ProviderSpec {
             tokens_per_second: None,
             context: None,
             schedule: vec![],
+            batch: None,
+            flex: None,
         }],
     }
 }
