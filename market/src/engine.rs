@@ -527,9 +527,21 @@ impl SimPolicy for Offpeak {
             history: History {
                 waited: st.waited,
                 failures: st.attempt,
+                batches: 0,
             },
         };
         match self.router.decide(&ticket, now) {
+            // The simulated market has no batch route yet: realtime at the batch price would
+            // flatter offpeak, so such a decision is sent realtime at the realtime price.
+            Decision::Batch { to, reason } => {
+                st.escalated = reason.is_escalation();
+                let price = to.offer.price_at(now);
+                Step::Send {
+                    provider: self.index[to.provider.name.as_str()],
+                    price,
+                    escalated: st.escalated,
+                }
+            }
             Decision::Dispatch { to, reason } => {
                 st.escalated = reason.is_escalation();
                 Step::Send {

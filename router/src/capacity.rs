@@ -3,20 +3,26 @@
 //! wake, see their turn moved, and defer again. Rate limits and circuits are per planner
 //! (DESIGN §5).
 
-use crate::policy::{Availability, Busy, CapacityView};
+use crate::policy::{capacity_key, Availability, Busy, CapacityView};
 use crate::provider_state::ProviderState;
 use crate::timeline::minutes;
 use chrono::{DateTime, Duration, Utc};
-use schemas::Catalog;
-use std::collections::HashMap;
+use schemas::{Catalog, Route};
+use std::collections::{HashMap, VecDeque};
 
 /// Every provider's state in one worker, and the capacity reserved for deferred jobs.
 #[derive(Debug, Clone)]
 pub struct Capacity {
+    /// Keyed by capacity key: the provider's name, and `<name>/flex` for its flex tier.
     pub providers: HashMap<String, ProviderState>,
     reservations: HashMap<String, Reservation>,
     pruned_at: DateTime<Utc>,
+    /// Batch turnarounds observed, per (provider, model): the latest few.
+    turnarounds: HashMap<(String, String), VecDeque<Duration>>,
 }
+
+/// Batch turnarounds remembered per (provider, model); the expectation is their maximum.
+const TURNAROUNDS_KEPT: usize = 16;
 
 /// Capacity set aside for one deferred job (keyed by job id in [`Capacity`]).
 #[derive(Debug, Clone)]
@@ -32,22 +38,47 @@ struct Reservation {
 
 impl Capacity {
     pub fn new(catalog: &Catalog, now: DateTime<Utc>) -> Self {
-        Capacity {
-            providers: catalog
-                .providers
+        let mut providers = HashMap::new();
+        for p in &catalog.providers {
+            let edges: Vec<u32> = p
+                .models
                 .iter()
-                .map(|p| {
-                    let edges = p
-                        .models
-                        .iter()
-                        .flat_map(|m| m.schedule.iter().flat_map(|w| [w.from, w.to]));
-                    let state = ProviderState::new(&p.limits, now).with_price_edges(edges);
-                    (p.name.clone(), state)
-                })
-                .collect(),
+                .flat_map(|m| m.schedule.iter().flat_map(|w| [w.from, w.to]))
+                .collect();
+            let state = ProviderState::new(&p.limits, now).with_price_edges(edges.iter().copied());
+            if p.models.iter().any(|m| m.flex.is_some()) {
+                // The flex tier's capacity is its own: its 429s say nothing of realtime's.
+                let key = capacity_key(&p.name, Route::Flex).into_owned();
+                providers.insert(key, state.clone());
+            }
+            providers.insert(p.name.clone(), state);
+        }
+        Capacity {
+            providers,
             reservations: HashMap::new(),
             pruned_at: now,
+            turnarounds: HashMap::new(),
         }
+    }
+
+    /// Learns that a batch of `model` at `provider` took `took` from creation to its end.
+    pub fn observe_turnaround(&mut self, provider: &str, model: &str, took: Duration) {
+        let seen = self
+            .turnarounds
+            .entry((provider.to_string(), model.to_string()))
+            .or_default();
+        if seen.len() == TURNAROUNDS_KEPT {
+            seen.pop_front();
+        }
+        seen.push_back(took);
+    }
+
+    /// The turnaround expected of a batch of `model` at `provider`: the longest of the latest
+    /// seen, `None` before any was.
+    pub fn turnaround(&self, provider: &str, model: &str) -> Option<Duration> {
+        self.turnarounds
+            .get(&(provider.to_string(), model.to_string()))
+            .and_then(|seen| seen.iter().max().copied())
     }
 
     pub fn availability(&self, provider: &str, tokens: u64, now: DateTime<Utc>) -> Availability {
@@ -165,6 +196,10 @@ impl CapacityView for JobView<'_> {
             .providers
             .get(provider)
             .is_none_or(|s| s.excluded(self.now))
+    }
+
+    fn turnaround(&self, provider: &str, model: &str) -> Option<Duration> {
+        self.cap.turnaround(provider, model)
     }
 
     fn earliest(

@@ -22,8 +22,8 @@ mod timeline;
 pub use breaker::BreakerConfig;
 pub use capacity::{Capacity, JobView};
 pub use policy::{
-    Availability, Busy, Candidate, Decision, DeferReason, Escalation, History, PolicyConfig,
-    RouteReason,
+    capacity_key, Availability, Busy, Candidate, Decision, DeferReason, Escalation, History,
+    PolicyConfig, RouteReason,
 };
 pub use provider_state::{ProviderState, MAX_RETRY_AFTER};
 pub use retry::{after_error, backoff, ErrorClass, GiveUp, Retry};
@@ -134,20 +134,20 @@ impl Router {
         // its place up.
         match (&p.decision, p.hold) {
             (Decision::Defer { .. }, Some(h)) => {
-                cap.reserve(t.key, h.provider, tokens, h.at, h.by, now)
+                cap.reserve(t.key, &h.provider, tokens, h.at, h.by, now)
             }
             _ => cap.cancel_reservation(t.key),
         }
         if let Decision::Dispatch { to, .. } = &p.decision {
-            let name = &to.provider.name;
+            let key = to.key();
             let acquired = cap
-                .get_mut(name)
+                .get_mut(&key)
                 .is_some_and(|s| s.try_acquire(tokens, now));
             if !acquired {
                 return Decision::Defer {
                     until: now + Duration::milliseconds(CONTENDED_WAIT_MS),
                     reason: DeferReason::Contended {
-                        provider: name.clone(),
+                        provider: key.into_owned(),
                     },
                 };
             }
@@ -155,7 +155,29 @@ impl Router {
         p.decision
     }
 
-    /// Frees the capacity a dispatched call held and feeds its outcome to the provider's state:
+    /// Learns that a batch of `model` at `provider` took `took` from creation to its end: the
+    /// batch route's expected turnaround for the jobs routed next.
+    pub fn observe_turnaround(&self, provider: &str, model: &str, took: Duration) {
+        self.capacity().observe_turnaround(provider, model, took);
+    }
+
+    /// The turnaround expected of a batch of `model` at `provider`: learned, else the
+    /// catalog's prior (`None` when the pair has no batch route).
+    pub fn expected_turnaround(&self, provider: &str, model: &str) -> Option<Duration> {
+        let offer = self
+            .catalog
+            .provider(provider)?
+            .models
+            .iter()
+            .find(|m| m.model == model)?
+            .batch
+            .as_ref()?;
+        let prior = Duration::from_std(offer.prior_turnaround()).unwrap_or(Duration::days(1));
+        Some(self.capacity().turnaround(provider, model).unwrap_or(prior))
+    }
+
+    /// Frees the capacity a dispatched call held (`provider` is the dispatch's capacity key,
+    /// [`Candidate::key`]) and feeds its outcome to the provider's state:
     /// a success closes the circuit and teaches the latency; a 429 blocks the provider for its
     /// `Retry-After` (or a growing backoff); transient errors count towards opening the circuit;
     /// a provider fault leaves the provider out for minutes.

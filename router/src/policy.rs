@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use schemas::catalog::Price;
-use schemas::{Catalog, Job, ModelOffer, Priority, ProviderSpec, Usd};
+use schemas::{Catalog, Job, ModelOffer, Priority, ProviderSpec, Route, Usd};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Tunables of the policy. Defaults suit production; tests shrink the margins.
@@ -27,6 +28,9 @@ pub struct PolicyConfig {
     /// After this many failed attempts a job stops waiting for a provider that is down (its
     /// circuit open): it would be the one probing it again and again.
     pub avoid_down_after_failures: u32,
+    /// Time kept to finish a job realtime should its provider batch fail, expire or be
+    /// cancelled (seconds): a batch route needs slack for the turnaround plus this.
+    pub batch_fallback_s: f64,
 }
 
 impl Default for PolicyConfig {
@@ -39,6 +43,7 @@ impl Default for PolicyConfig {
             max_defer_s: 3600.0,
             min_window_saving: 0.05,
             avoid_down_after_failures: 3,
+            batch_fallback_s: 1800.0,
         }
     }
 }
@@ -72,13 +77,31 @@ impl Busy {
     }
 }
 
-/// One (provider, model) pair able to serve a job, with its expected cost now.
+/// One (provider, model, route) able to serve a job, with its expected cost now.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub provider: &'a ProviderSpec,
     pub offer: &'a ModelOffer,
+    pub route: Route,
     pub expected_cost: Usd,
     pub price: Price,
+}
+
+impl<'a> Candidate<'a> {
+    /// The name its capacity is planned under (see [`capacity_key`]).
+    pub fn key(&self) -> Cow<'a, str> {
+        capacity_key(&self.provider.name, self.route)
+    }
+}
+
+/// The name a provider's capacity on `route` is planned under: the provider's name for
+/// realtime (and batch, which uses no request capacity), `<provider>/flex` for its flex tier,
+/// whose capacity is its own.
+pub fn capacity_key(provider: &str, route: Route) -> Cow<'_, str> {
+    match route {
+        Route::Flex => Cow::Owned(format!("{provider}/flex")),
+        Route::Realtime | Route::Batch => Cow::Borrowed(provider),
+    }
 }
 
 /// What to do with a job now.
@@ -94,6 +117,11 @@ pub enum Decision<'a> {
         until: DateTime<Utc>,
         reason: DeferReason,
     },
+    /// Hand it to this pair's batch API: gather it with others into a provider batch.
+    Batch {
+        to: Candidate<'a>,
+        reason: RouteReason,
+    },
     /// No pair can ever serve it (model, context, budget, deadline): fail it.
     Fail { kind: &'static str, reason: String },
 }
@@ -101,7 +129,7 @@ pub enum Decision<'a> {
 impl Decision<'_> {
     /// Whether the job is sent to a dearer pair than the cheapest.
     pub fn escalated(&self) -> bool {
-        matches!(self, Decision::Dispatch { reason, .. } if reason.is_escalation())
+        matches!(self, Decision::Dispatch { reason, .. } | Decision::Batch { reason, .. } if reason.is_escalation())
     }
 }
 
@@ -242,6 +270,18 @@ pub fn candidates<'a>(
     candidates_where(job, catalog, &|p| avail(p) == Availability::Excluded, now)
 }
 
+/// The realtime pairs among [`candidates`]: what a router without batch or flex routes sees.
+pub fn realtime_candidates<'a>(
+    job: &Job,
+    catalog: &'a Catalog,
+    avail: &dyn Fn(&str) -> Availability,
+    now: DateTime<Utc>,
+) -> Vec<Candidate<'a>> {
+    let mut c = candidates(job, catalog, avail, now);
+    c.retain(|c| c.route == Route::Realtime);
+    c
+}
+
 fn candidates_where<'a>(
     job: &Job,
     catalog: &'a Catalog,
@@ -256,14 +296,17 @@ fn candidates_where<'a>(
         .flat_map(|p| p.models.iter().map(move |m| (p, m)))
         .filter(|(_, m)| job.models.contains(&m.model))
         .filter(|(_, m)| m.context.is_none_or(|c| tin + tout <= u64::from(c)))
-        .map(|(provider, offer)| {
-            let price = offer.price_at(now);
-            Candidate {
+        .flat_map(|(provider, offer)| offer.routes().map(move |route| (provider, offer, route)))
+        .filter(|(p, _, route)| *route != Route::Flex || !excluded(&capacity_key(&p.name, *route)))
+        .filter_map(|(provider, offer, route)| {
+            let price = offer.route_price_at(route, now)?;
+            Some(Candidate {
                 provider,
                 offer,
+                route,
                 expected_cost: price.cost(tin, tout),
                 price,
-            }
+            })
         })
         .collect();
     out.sort_by(|a, b| a.expected_cost.0.total_cmp(&b.expected_cost.0));
@@ -273,7 +316,7 @@ fn candidates_where<'a>(
 /// The expected cost of the dearest pair that could serve the job, ignoring capacity: the
 /// "no routing" baseline each result is compared against.
 pub fn dearest_price(job: &Job, catalog: &Catalog, now: DateTime<Utc>) -> Option<Price> {
-    candidates(job, catalog, &|_| Availability::Now, now)
+    realtime_candidates(job, catalog, &|_| Availability::Now, now)
         .last()
         .map(|c| c.price)
 }
@@ -295,6 +338,12 @@ impl PolicyConfig {
     pub fn slack(&self, job: &Job, now: DateTime<Utc>) -> Duration {
         self.latest_start(job) - now
     }
+
+    /// The latest instant a provider batch carrying `job` may still be running: after it, what
+    /// the batch has not finished must go realtime (the batch is cancelled).
+    pub fn batch_safe_time(&self, job: &Job) -> DateTime<Utc> {
+        self.latest_start(job) - secs(self.batch_fallback_s)
+    }
 }
 
 fn secs(s: f64) -> Duration {
@@ -315,6 +364,11 @@ pub trait CapacityView {
         from: DateTime<Utc>,
         by: DateTime<Utc>,
     ) -> Option<(DateTime<Utc>, Option<Busy>)>;
+    /// The turnaround expected of a batch of `model` at `provider`, learned from batches seen;
+    /// `None` before any was: the catalog's prior holds.
+    fn turnaround(&self, _provider: &str, _model: &str) -> Option<Duration> {
+        None
+    }
 }
 
 /// A [`CapacityView`] from one availability per provider: free from its time on, for good.
@@ -348,6 +402,8 @@ pub struct History {
     pub waited: Duration,
     /// Failed provider attempts so far (`attempt`).
     pub failures: u32,
+    /// Provider batches that carried the job and gave it back (`batches`): it goes realtime.
+    pub batches: u32,
 }
 
 impl Default for History {
@@ -355,6 +411,7 @@ impl Default for History {
         History {
             waited: Duration::zero(),
             failures: 0,
+            batches: 0,
         }
     }
 }
@@ -368,10 +425,11 @@ pub struct RoutePlan<'a> {
     pub hold: Option<Hold<'a>>,
 }
 
-/// Capacity a deferred job counts on: `provider`, from `at`, starting no later than `by`.
-#[derive(Debug, Clone, Copy)]
+/// Capacity a deferred job counts on: `provider` (its capacity key), from `at`, starting no
+/// later than `by`.
+#[derive(Debug, Clone)]
 pub struct Hold<'a> {
-    pub provider: &'a str,
+    pub provider: Cow<'a, str>,
     pub at: DateTime<Utc>,
     pub by: DateTime<Utc>,
 }
@@ -447,6 +505,8 @@ pub fn plan<'a>(
             ),
         });
     }
+    let slack = cfg.slack(job, now);
+    ranked.retain(|c| c.route != Route::Batch || batch_fits(job, history, c, view, slack, cfg));
     if let Some(budget) = job.max_cost_usd {
         ranked.retain(|c| c.expected_cost <= budget);
         if ranked.is_empty() {
@@ -456,7 +516,6 @@ pub fn plan<'a>(
             });
         }
     }
-    let slack = cfg.slack(job, now);
     let horizon = match job.priority {
         Priority::Critical => now,
         Priority::Standard => {
@@ -475,7 +534,7 @@ pub fn plan<'a>(
         // Nothing can start in time: wait for whichever pair frees up first.
         let first = ranked
             .iter()
-            .filter_map(|c| view.earliest(&c.provider.name, now, now + Duration::days(1)))
+            .filter_map(|c| view.earliest(&c.key(), now, now + Duration::days(1)))
             .map(|(t, _)| t)
             .min()
             .unwrap_or(now + secs(cfg.max_defer_s));
@@ -489,27 +548,50 @@ pub fn plan<'a>(
     let chosen = &ranked[best.rank];
     let cheapest = &ranked[0];
     if best.at <= now {
-        if best.rank == 0 {
-            return decide(Decision::Dispatch {
-                to: chosen.clone(),
-                reason: RouteReason::Cheapest,
-            });
-        }
-        let reason = escalation(job, cheapest, view, slack, now, cfg);
-        return decide(Decision::Dispatch {
-            to: chosen.clone(),
-            reason,
+        let reason = if best.rank == 0 {
+            RouteReason::Cheapest
+        } else {
+            escalation(job, cheapest, view, slack, now, cfg)
+        };
+        let to = chosen.clone();
+        return decide(match to.route {
+            Route::Batch => Decision::Batch { to, reason },
+            Route::Realtime | Route::Flex => Decision::Dispatch { to, reason },
         });
     }
     let reason = wait_reason(&best, chosen, cheapest, now);
     RoutePlan {
         decision: defer(now, best.at, cfg, reason),
         hold: Some(Hold {
-            provider: &chosen.provider.name,
+            provider: chosen.key(),
             at: best.at,
             by: best.by,
         }),
     }
+}
+
+/// Whether a batch route may carry `job`: a `deferrable` job no batch has given back yet, whose
+/// slack covers the batch's expected turnaround (learned, else the catalog's prior) plus the
+/// time to finish realtime should the batch fail.
+fn batch_fits(
+    job: &Job,
+    history: &History,
+    c: &Candidate<'_>,
+    view: &dyn CapacityView,
+    slack: Duration,
+    cfg: &PolicyConfig,
+) -> bool {
+    let Some(offer) = &c.offer.batch else {
+        return false;
+    };
+    if job.priority != Priority::Deferrable || history.batches > 0 {
+        return false;
+    }
+    let prior = Duration::from_std(offer.prior_turnaround()).unwrap_or(Duration::days(1));
+    let turnaround = view
+        .turnaround(&c.provider.name, &c.offer.model)
+        .unwrap_or(prior);
+    slack >= turnaround + secs(cfg.batch_fallback_s)
 }
 
 /// What a deferred job waits for: a cheaper price window, or its turn at a busy pair.
@@ -527,7 +609,7 @@ fn wait_reason(
         }
     } else {
         DeferReason::Waiting {
-            provider: chosen.provider.name.clone(),
+            provider: chosen.key().into_owned(),
             next_cheapest: best.rank != 0,
             busy: best.busy.unwrap_or(Busy::RateLimited),
             until: best.at,
@@ -544,7 +626,7 @@ fn escalation(
     now: DateTime<Utc>,
     cfg: &PolicyConfig,
 ) -> RouteReason {
-    let (wait, busy) = match view.earliest(&cheapest.provider.name, now, now + Duration::days(1)) {
+    let (wait, busy) = match view.earliest(&cheapest.key(), now, now + Duration::days(1)) {
         Some((t, b)) => (Some(t - now), b.unwrap_or(Busy::RateLimited)),
         None => (None, Busy::RateLimited),
     };
@@ -583,13 +665,27 @@ fn options(
     let (tin, tout) = (job.estimated_input_tokens(), job.expected_output_tokens());
     let mut out = Vec::new();
     for (rank, c) in ranked.iter().enumerate() {
+        if c.route == Route::Batch {
+            // Gathered now, whatever the request capacity (batch_fits checked the time).
+            out.push(Opt {
+                rank,
+                at: now,
+                cost: c.expected_cost,
+                window_from: now,
+                by: now,
+                busy: None,
+            });
+            continue;
+        }
+        let key = c.key();
         let mut from = now;
         // A day holds few window edges; 8 windows cover any sensible schedule and deadline.
         for _ in 0..8 {
             let next = c.offer.next_price_change(from);
             let by = next.map_or(horizon, |n| (n - Duration::milliseconds(1)).min(horizon));
-            let cost = c.offer.price_at(from).cost(tin, tout);
-            if let Some((at, busy)) = view.earliest(&c.provider.name, from, by) {
+            let price = c.offer.route_price_at(c.route, from).unwrap_or(c.price);
+            let cost = price.cost(tin, tout);
+            if let Some((at, busy)) = view.earliest(&key, from, by) {
                 out.push(Opt {
                     rank,
                     at,

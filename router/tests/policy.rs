@@ -359,7 +359,7 @@ fn standard_job_waits_at_most_its_allowance_in_all() {
     // Already deferred 100 s of its 120: a 60 s wait is too long now.
     let waited = History {
         waited: Duration::seconds(100),
-        failures: 0,
+        ..History::default()
     };
     let d = plan(&j, &waited, &c, &view, now(), &cfg()).decision;
     assert_eq!(provider_of(&d), Some(("mid".into(), true)));
@@ -380,8 +380,8 @@ fn job_that_failed_repeatedly_stops_waiting_for_a_provider_that_is_down() {
     let d = plan(&j, &History::default(), &c, &view, now(), &cfg()).decision;
     assert!(deferred_until(&d).is_some(), "{d:?}");
     let worn = History {
-        waited: Duration::zero(),
         failures: cfg().avoid_down_after_failures,
+        ..History::default()
     };
     let d = plan(&j, &worn, &c, &view, now(), &cfg()).decision;
     assert_eq!(provider_of(&d), Some(("mid".into(), true)));

@@ -29,6 +29,9 @@ pub struct Envelope {
     pub deferred_at: Option<DateTime<Utc>>,
     /// The cheapest expected cost of the job at submission, for the result row.
     pub cheapest_at_submit_usd: Option<f64>,
+    /// Provider batches that carried the job and gave it back (failed, expired or cancelled
+    /// lines): such a job finishes realtime.
+    pub batches: u32,
     pub job: Job,
 }
 
@@ -44,6 +47,7 @@ impl Envelope {
             defer_reason: None,
             deferred_at: None,
             cheapest_at_submit_usd: None,
+            batches: 0,
             job,
         }
     }
@@ -83,6 +87,8 @@ struct WireIn {
     deferred_at: Option<DateTime<Utc>>,
     #[serde(default)]
     cheapest_at_submit_usd: Option<f64>,
+    #[serde(default)]
+    batches: u32,
     id: JobId,
     models: Vec<String>,
     messages: Vec<ChatMessage>,
@@ -117,6 +123,8 @@ struct WireOut<'a> {
     deferred_at: &'a Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cheapest_at_submit_usd: Option<f64>,
+    #[serde(skip_serializing_if = "is_zero")]
+    batches: u32,
     id: &'a JobId,
     models: &'a [String],
     messages: &'a [ChatMessage],
@@ -136,6 +144,10 @@ struct WireOut<'a> {
     metadata: &'a Map<String, Value>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Serialize for Envelope {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let j = &self.job;
@@ -149,6 +161,7 @@ impl Serialize for Envelope {
             defer_reason: &self.defer_reason,
             deferred_at: &self.deferred_at,
             cheapest_at_submit_usd: self.cheapest_at_submit_usd,
+            batches: self.batches,
             id: &j.id,
             models: &j.models,
             messages: &j.messages,
@@ -178,6 +191,7 @@ impl<'de> Deserialize<'de> for Envelope {
             defer_reason: w.defer_reason,
             deferred_at: w.deferred_at,
             cheapest_at_submit_usd: w.cheapest_at_submit_usd,
+            batches: w.batches,
             job: Job {
                 id: w.id,
                 models: w.models,
@@ -212,6 +226,7 @@ mod tests {
             "defer_reason": "groq rate-limited",
             "deferred_at": "2026-01-05T00:10:00Z",
             "cheapest_at_submit_usd": 0.0125,
+            "batches": 1,
             "id": "job-1",
             "models": ["m1", "m2"],
             "messages": [
@@ -237,6 +252,7 @@ mod tests {
         assert_eq!(env.deferrals, 3);
         assert_eq!(env.defer_reason.as_deref(), Some("groq rate-limited"));
         assert_eq!(env.cheapest_at_submit_usd, Some(0.0125));
+        assert_eq!(env.batches, 1);
         assert_eq!(env.job.id.0, "job-1");
         assert_eq!(env.job.models, ["m1", "m2"]);
         assert_eq!(env.job.messages[1].extra["name"], "ann");
@@ -263,6 +279,7 @@ mod tests {
             "defer_reason",
             "deferred_at",
             "cheapest_at_submit_usd",
+            "batches",
             "max_tokens",
             "max_cost_usd",
             "providers_allow",

@@ -519,6 +519,7 @@ impl Worker {
                 history: History {
                     waited: chrono::Duration::milliseconds(job.env.deferred_ms as i64),
                     failures: job.env.attempt,
+                    batches: job.env.batches,
                 },
             };
             let call = match self.router.decide(&ticket, now) {
@@ -537,7 +538,8 @@ impl Worker {
                     }
                     return self.defer(job, wait, reason.to_string()).await;
                 }
-                Decision::Dispatch { to, reason } => Call {
+                // Until the batch route lands in the worker (next change), realtime.
+                Decision::Dispatch { to, reason } | Decision::Batch { to, reason } => Call {
                     provider: to.provider.name.clone(),
                     model: to.offer.model.clone(),
                     model_id: to.offer.id.clone(),
