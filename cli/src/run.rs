@@ -129,7 +129,8 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
         let consumer = queue.consume(w.consume_options()).await?;
         workers.push(w.clone());
         let sink: Arc<dyn ResultSink> = sink.clone();
-        tasks.spawn(w.run(consumer, sink, shutdown.clone()));
+        let requeue: Arc<dyn queue::Queue> = Arc::new(queue.clone());
+        tasks.spawn(w.run_with_queue(consumer, sink, shutdown.clone(), Some(requeue)));
     }
 
     let bar = progress_bar(total, args.quiet);

@@ -69,6 +69,11 @@ pub struct ResultRow {
     pub provider_finish_reason: Option<String>,
     /// Whether the job went to a dearer pair than the cheapest (the route reason says why).
     pub escalated: bool,
+    /// How the provider served it: `realtime`, `flex` or `batch` (none for a job that reached
+    /// no provider).
+    pub route: Option<String>,
+    /// The provider's batch id, for a job served through its batch API.
+    pub batch_id: Option<String>,
 }
 
 /// One vocabulary for why generation stopped, whichever API answered: `stop` (a natural end or
@@ -120,6 +125,8 @@ impl ResultRow {
             response_json: None,
             provider_finish_reason: None,
             escalated: false,
+            route: None,
+            batch_id: None,
         }
     }
 
@@ -169,6 +176,8 @@ pub fn arrow_schema() -> SchemaRef {
                 s("response_json", true),
                 s("provider_finish_reason", true),
                 Field::new("escalated", DataType::Boolean, false),
+                s("route", true),
+                s("batch_id", true),
             ]))
         })
         .clone()
@@ -236,6 +245,8 @@ pub fn to_record_batch(rows: &[ResultRow]) -> Result<RecordBatch, ArrowError> {
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.escalated)),
         )),
+        strs(rows, |r| r.route.as_deref()),
+        strs(rows, |r| r.batch_id.as_deref()),
     ];
     RecordBatch::try_new(arrow_schema(), cols)
 }
@@ -289,6 +300,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
     // Files written before these columns existed read as "not known" and "not escalated".
     let provider_finish_reason = s("provider_finish_reason").ok();
     let escalated = col::<BooleanArray>(batch, "escalated").ok();
+    let (route, batch_id) = (s("route").ok(), s("batch_id").ok());
     let opt = |a: &StringArray, i| (!a.is_null(i)).then(|| a.value(i).to_string());
     let time = |a: &TimestampMillisecondArray, i| {
         DateTime::from_timestamp_millis(a.value(i)).unwrap_or_default()
@@ -329,6 +341,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
                 response_json: opt(response_json, i),
                 provider_finish_reason: provider_finish_reason.and_then(|a| opt(a, i)),
                 escalated: escalated.is_some_and(|a| a.value(i)),
+                route: route.and_then(|a| opt(a, i)),
+                batch_id: batch_id.and_then(|a| opt(a, i)),
             })
         })
         .collect()
@@ -370,6 +384,8 @@ mod tests {
             response_json: None,
             provider_finish_reason: Some("max_tokens".into()),
             escalated: true,
+            route: Some("batch".into()),
+            batch_id: Some("batch_1".into()),
         };
         let b = to_record_batch(std::slice::from_ref(&row)).unwrap();
         assert_eq!(b.num_columns(), arrow_schema().fields().len());

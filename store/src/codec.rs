@@ -103,6 +103,8 @@ mod tests {
                 response_json: Some("{}".into()),
                 provider_finish_reason: None,
                 escalated: false,
+                route: None,
+                batch_id: None,
             })
             .collect();
         let bytes = encode_parquet(&rows).unwrap();

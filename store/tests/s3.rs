@@ -56,6 +56,8 @@ fn row(run_id: &str, n: usize) -> ResultRow {
         response_json: None,
         provider_finish_reason: None,
         escalated: false,
+        route: None,
+        batch_id: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! the flusher that writes result files through a [`store::ResultSink`] and settles their
 //! messages only after (ack-after-durable-write).
 
+pub mod batch;
 pub mod flush;
 pub mod lifecycle;
 pub mod provider;

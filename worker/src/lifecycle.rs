@@ -126,7 +126,12 @@ pub async fn run_connected(
         first = false;
         ready.set(true);
         w.clone()
-            .run(consumer, sink.clone(), shutdown.clone())
+            .run_with_queue(
+                consumer,
+                sink.clone(),
+                shutdown.clone(),
+                Some(connection.clone()),
+            )
             .await;
         ready.set(false);
         drop(connection);

@@ -3,19 +3,20 @@
 //! row is durable. Deferral puts the message back on the broker with a delay; nothing waits in
 //! memory longer than a short inline pause.
 
+use crate::batch::{BatchConfig, Batcher, Poll};
 use crate::flush::{spawn_flusher, Finished, FlushConfig, FlushControl, Settlement, StoreFault};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
 use crate::recent::RecentlyStored;
 use crate::stats::Stats;
 use crate::throttle::Throttle;
 use chrono::{DateTime, Utc};
-use queue::{ConsumeOptions, Consumer, Delivery};
+use queue::{ConsumeOptions, Consumer, Delivery, Queue};
 use router::{
     BreakerConfig, CallOutcome, Decision, DeferReason, GiveUp, History, PolicyConfig, Retry,
     RouteReason, Router, RouterConfig, Ticket,
 };
 use schemas::catalog::Price;
-use schemas::{Catalog, Envelope, ResultRow, ResultStatus, SigningKey, SCHEMA_VERSION};
+use schemas::{Catalog, Envelope, ResultRow, ResultStatus, Route, SigningKey, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct WorkerConfig {
     pub policy: PolicyConfig,
     pub breaker: BreakerConfig,
     pub flush: FlushConfig,
+    /// How jobs routed to a provider's batch API are gathered and watched.
+    pub batch: BatchConfig,
 }
 
 impl Default for WorkerConfig {
@@ -70,6 +73,7 @@ impl Default for WorkerConfig {
             policy: PolicyConfig::default(),
             breaker: BreakerConfig::default(),
             flush: FlushConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -197,11 +201,11 @@ impl WorkerConfig {
 
 /// One worker: its router (catalog, policy, capacity plan), provider clients and counters.
 pub struct Worker {
-    router: Router,
-    providers: HashMap<String, Arc<dyn Provider>>,
-    cfg: WorkerConfig,
+    pub(crate) router: Router,
+    pub(crate) providers: HashMap<String, Arc<dyn Provider>>,
+    pub(crate) cfg: WorkerConfig,
     /// The fleet's signing key: with one, only messages signed with it are processed.
-    signing_key: Option<SigningKey>,
+    pub(crate) signing_key: Option<SigningKey>,
     pub stats: Arc<Stats>,
     pub id: String,
     /// Set while the results store refuses writes for good: the worker is not ready then.
@@ -219,19 +223,31 @@ impl std::fmt::Debug for Worker {
 }
 
 /// A job taken from the queue: its delivery, decoded.
-struct Taken {
-    env: Envelope,
-    delivery: Delivery,
+pub(crate) struct Taken {
+    pub env: Envelope,
+    pub delivery: Delivery,
 }
 
-/// Where a dispatched job goes: the pair the router chose, owned (the call outlives the
-/// router's lock), and why.
+/// Where a dispatched job goes: the pair and route the router chose, owned (the call outlives
+/// the router's lock), and why.
 struct Call {
-    provider: String,
-    model: String,
-    model_id: String,
-    price: Price,
+    served: Served,
+    /// The capacity key the call holds (`<provider>/flex` on the flex tier).
+    key: String,
     reason: RouteReason,
+}
+
+/// Who served a job, how, at what price and why: what its row records.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub provider: String,
+    pub model: String,
+    pub model_id: String,
+    pub price: Price,
+    pub reason: String,
+    pub escalated: bool,
+    pub route: Route,
+    pub batch_id: Option<String>,
 }
 
 /// How one provider call left the job: finished (its row handed over, or deferred), or to be
@@ -301,11 +317,17 @@ impl Worker {
     /// the previous one uploads.
     pub fn consume_options(&self) -> ConsumeOptions {
         ConsumeOptions {
-            max_in_flight: self.cfg.concurrency + 2 * self.cfg.flush.max_rows,
+            // Jobs gathered for a provider batch stay unacked until the batch is recorded.
+            max_in_flight: self.cfg.concurrency
+                + 2 * self.cfg.flush.max_rows
+                + self.cfg.batch.max_jobs,
             // A message waits for its request (bounded by the timeout), then at most a flush
             // age in the buffer, then the upload (which sends in-progress acks while it retries).
             ack_wait: Duration::from_secs_f64(
-                (self.cfg.flush.max_age_s * 3.0).max(5.0) + self.cfg.request_timeout_s,
+                (self.cfg.flush.max_age_s * 3.0).max(5.0)
+                    + self.cfg.request_timeout_s
+                    + self.cfg.batch.max_age_s
+                    + 2.0 * self.cfg.request_timeout_s,
             ),
         }
     }
@@ -317,10 +339,23 @@ impl Worker {
     /// left to the broker to redeliver.
     pub async fn run(
         self: Arc<Self>,
-        mut consumer: Box<dyn Consumer>,
+        consumer: Box<dyn Consumer>,
         sink: Arc<dyn ResultSink>,
         shutdown: CancellationToken,
     ) {
+        self.run_with_queue(consumer, sink, shutdown, None).await
+    }
+
+    /// [`run`](Self::run), with the queue to send jobs back on: a worker without one never
+    /// routes to a provider's batch API (a batch's failed lines must go back to the queue).
+    pub async fn run_with_queue(
+        self: Arc<Self>,
+        mut consumer: Box<dyn Consumer>,
+        sink: Arc<dyn ResultSink>,
+        shutdown: CancellationToken,
+        queue: Option<Arc<dyn Queue>>,
+    ) {
+        let batcher = Batcher::new(self.clone(), sink.clone(), queue);
         let control = FlushControl {
             stopping: CancellationToken::new(),
             halt: CancellationToken::new(),
@@ -336,23 +371,28 @@ impl Worker {
         );
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut tasks = JoinSet::new();
+        let mut gather_tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = control.halt.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = control.halt.cancelled() => break,
-                n = consumer.next() => n,
+            let next = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    _ = control.halt.cancelled() => break None,
+                    _ = gather_tick.tick() => batcher.send_due(false),
+                    n = consumer.next() => break Some(n),
+                }
             };
+            let Some(next) = next else { break };
             match next {
                 Ok(Some(delivery)) => {
-                    let (me, tx) = (self.clone(), tx.clone());
+                    let (me, tx, b) = (self.clone(), tx.clone(), batcher.clone());
                     tasks.spawn(async move {
                         let _gauge = me.stats.in_flight.track();
-                        me.handle(delivery, &tx).await;
+                        me.handle(delivery, &tx, &b).await;
                         drop(permit);
                     });
                 }
@@ -367,6 +407,9 @@ impl Worker {
             }
         }
         control.stopping.cancel();
+        // What is gathered goes out as batches: the records and polls need no more than the
+        // store and the broker, and the alternative (giving the jobs back) repeats the wait.
+        batcher.send_due(true);
         drop(consumer);
         let grace = Duration::from_secs_f64(self.cfg.shutdown_grace_s);
         let deadline = tokio::time::Instant::now() + grace;
@@ -403,7 +446,7 @@ impl Worker {
         }
     }
 
-    async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Finished>) {
+    async fn handle(&self, delivery: Delivery, tx: &mpsc::Sender<Finished>, b: &Arc<Batcher>) {
         if let Some(key) = &self.signing_key {
             if let Err(e) = key.verify(&delivery.payload) {
                 // Not the fleet's message: nothing in it is trusted, not even its job id, so it
@@ -421,6 +464,12 @@ impl Worker {
             Ok(env) => {
                 let reason = unknown_version(env.schema_version);
                 return self.poison(delivery, reason, tx).await;
+            }
+            Err(_) if Poll::parse(&delivery.payload).is_some() => {
+                if let Some(poll) = Poll::parse(&delivery.payload) {
+                    b.poll(delivery, poll).await;
+                }
+                return;
             }
             Err(e) => {
                 // A message of another version may not fit this version's shape at all: say
@@ -460,8 +509,18 @@ impl Worker {
             let job = Taken { env, delivery };
             return self.fail(job, "limit", reason, tx).await;
         }
-        let job = Taken { env, delivery };
-        self.process(job, tx).await;
+        let mut job = Taken { env, delivery };
+        if unsettled > 1
+            && job.env.batches == 0
+            && job.env.job.priority == schemas::Priority::Deferrable
+        {
+            // Back after a crash or timeout: a provider batch may carry it already.
+            match b.carried(job).await {
+                Some(j) => job = j,
+                None => return,
+            }
+        }
+        self.process(job, tx, b).await;
     }
 
     /// A message no worker can process: a `failed` row where the job id is known, and the
@@ -499,7 +558,7 @@ impl Worker {
     }
 
     /// Routes the job until it is settled: sent and answered, deferred, or failed.
-    async fn process(&self, mut job: Taken, tx: &mpsc::Sender<Finished>) {
+    async fn process(&self, mut job: Taken, tx: &mpsc::Sender<Finished>, b: &Arc<Batcher>) {
         if let Some(at) = job.env.deferred_at.take() {
             job.env.deferred_ms += (Utc::now() - at).num_milliseconds().max(0) as u64;
         }
@@ -519,7 +578,12 @@ impl Worker {
                 history: History {
                     waited: chrono::Duration::milliseconds(job.env.deferred_ms as i64),
                     failures: job.env.attempt,
-                    batches: job.env.batches,
+                    // Without a queue to send failed lines back on, no batch route.
+                    batches: if b.enabled() {
+                        job.env.batches
+                    } else {
+                        u32::MAX
+                    },
                 },
             };
             let call = match self.router.decide(&ticket, now) {
@@ -538,12 +602,22 @@ impl Worker {
                     }
                     return self.defer(job, wait, reason.to_string()).await;
                 }
-                // Until the batch route lands in the worker (next change), realtime.
-                Decision::Dispatch { to, reason } | Decision::Batch { to, reason } => Call {
-                    provider: to.provider.name.clone(),
-                    model: to.offer.model.clone(),
-                    model_id: to.offer.id.clone(),
-                    price: to.price,
+                Decision::Batch { to, reason } => {
+                    b.add(job, &to, &reason);
+                    return;
+                }
+                Decision::Dispatch { to, reason } => Call {
+                    served: Served {
+                        provider: to.provider.name.clone(),
+                        model: to.offer.model.clone(),
+                        model_id: to.offer.id.clone(),
+                        price: to.price,
+                        reason: String::new(),
+                        escalated: reason.is_escalation(),
+                        route: to.route,
+                        batch_id: None,
+                    },
+                    key: to.key().into_owned(),
                     reason,
                 },
             };
@@ -563,22 +637,27 @@ impl Worker {
     async fn call(&self, mut job: Taken, call: Call, tx: &mpsc::Sender<Finished>) -> CallEnd {
         let slot = Slot {
             router: &self.router,
-            provider: &call.provider,
+            provider: &call.key,
             recorded: false,
         };
-        let Some(client) = self.providers.get(&call.provider).cloned() else {
-            let reason = format!("no client for provider {}", call.provider);
+        let provider = call.served.provider.clone();
+        let Some(client) = self.providers.get(&provider).cloned() else {
+            let reason = format!("no client for provider {provider}");
             self.fail(job, "config", reason, tx).await;
             return CallEnd::Settled;
         };
-        let req = ChatRequest {
-            model_id: call.model_id.clone(),
+        let mut req = ChatRequest {
+            model_id: call.served.model_id.clone(),
             messages: job.env.job.messages.clone(),
             max_tokens: job.env.job.max_tokens,
             params: job.env.job.params.clone(),
         };
+        if call.served.route == Route::Flex {
+            req.params
+                .insert("service_tier".into(), serde_json::Value::from("flex"));
+        }
         let started = std::time::Instant::now();
-        let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %call.provider);
+        let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %provider);
         let result = tracing::Instrument::instrument(client.complete(&req), span).await;
         let latency = started.elapsed();
         slot.record(match &result {
@@ -588,7 +667,7 @@ impl Worker {
                 retry_after: e.retry_after,
             },
         });
-        let pstats = self.stats.provider(&call.provider);
+        let pstats = self.stats.provider(&provider);
         pstats.latency.observe(latency.as_secs_f64());
         let e = match result {
             Ok(c) => {
@@ -646,26 +725,46 @@ impl Worker {
         latency: Duration,
         tx: &mpsc::Sender<Finished>,
     ) {
-        let now = Utc::now();
         if call.reason.is_escalation() {
             self.stats.escalations.inc();
         }
-        let cost = call.price.cost(c.input_tokens, c.output_tokens);
-        let baseline = self
-            .router
-            .baseline_price(&job.env.job, now)
-            .map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
-        let route_reason = match &job.env.defer_reason {
+        let mut served = call.served;
+        served.reason = match &job.env.defer_reason {
             Some(d) => format!(
                 "{}; deferred {}x, last: {d}",
                 call.reason, job.env.deferrals
             ),
             None => call.reason.to_string(),
         };
-        let mut row = self.row(&job.env, ResultStatus::Succeeded, now);
-        row.model = call.model;
-        row.provider = Some(call.provider.clone());
-        row.provider_model = Some(call.model_id);
+        let row = self.answered_row(&job.env, &served, c, latency);
+        self.count_success(&served.provider, row.cost_usd);
+        let finished = Finished {
+            row,
+            delivery: job.delivery,
+            settlement: Settlement::Ack,
+        };
+        hand_over(tx, finished).await;
+    }
+
+    /// The row of a job `served` answered with `c`, `latency` after it was sent: priced at the
+    /// price it was served at, against the dearest pair's.
+    pub(crate) fn answered_row(
+        &self,
+        env: &Envelope,
+        served: &Served,
+        c: Completion,
+        latency: Duration,
+    ) -> ResultRow {
+        let now = Utc::now();
+        let cost = served.price.cost(c.input_tokens, c.output_tokens);
+        let baseline = self
+            .router
+            .baseline_price(&env.job, now)
+            .map_or(cost, |p| p.cost(c.input_tokens, c.output_tokens));
+        let mut row = self.row(env, ResultStatus::Succeeded, now);
+        row.model = served.model.clone();
+        row.provider = Some(served.provider.clone());
+        row.provider_model = Some(served.model_id.clone());
         row.output_text = Some(c.text);
         row.finish_reason = c
             .finish_reason
@@ -677,25 +776,26 @@ impl Worker {
         row.cost_usd = cost.0;
         row.baseline_cost_usd = baseline.0;
         row.latency_ms = latency.as_millis() as u64;
-        row.attempts = job.env.attempt + 1;
-        row.route_reason = Some(route_reason);
-        row.escalated = call.reason.is_escalation();
+        row.attempts = env.attempt + 1;
+        row.route_reason = Some(served.reason.clone());
+        row.escalated = served.escalated;
         row.response_json = Some(c.response_json);
-        let micro_usd = (cost.0 * 1e6).round() as u64;
-        self.stats.succeeded.inc();
-        self.stats.cost_micro_usd.add(micro_usd);
-        let pstats = self.stats.provider(&call.provider);
-        pstats.succeeded.inc();
-        pstats.cost_micro_usd.add(micro_usd);
-        let finished = Finished {
-            row,
-            delivery: job.delivery,
-            settlement: Settlement::Ack,
-        };
-        hand_over(tx, finished).await;
+        row.route = Some(served.route.as_str().to_string());
+        row.batch_id = served.batch_id.clone();
+        row
     }
 
-    async fn defer(&self, mut job: Taken, wait: Duration, reason: String) {
+    /// Counts a succeeded job of `cost_usd` at `provider`.
+    pub(crate) fn count_success(&self, provider: &str, cost_usd: f64) {
+        let micro_usd = (cost_usd * 1e6).round() as u64;
+        self.stats.succeeded.inc();
+        self.stats.cost_micro_usd.add(micro_usd);
+        let pstats = self.stats.provider(provider);
+        pstats.succeeded.inc();
+        pstats.cost_micro_usd.add(micro_usd);
+    }
+
+    pub(crate) async fn defer(&self, mut job: Taken, wait: Duration, reason: String) {
         self.stats.deferrals.inc();
         job.env.deferrals += 1;
         job.env.deferred_at = Some(Utc::now());

@@ -106,6 +106,12 @@ pub struct Stats {
     pub flush_seconds: Histogram,
     /// Cost of succeeded jobs, micro-dollars.
     pub cost_micro_usd: Counter,
+    /// Provider batches this worker created.
+    pub batches_created: Counter,
+    /// Batch lines stored as succeeded rows, and lines sent back to the queue (failed, expired,
+    /// cancelled), by the batches this worker settled.
+    pub batch_lines_done: Counter,
+    pub batch_lines_returned: Counter,
     providers: Mutex<BTreeMap<String, Arc<ProviderStats>>>,
 }
 
@@ -176,6 +182,27 @@ impl Stats {
             "Messages dead-lettered.",
             "counter",
             self.dead_letters.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_batches_created_total",
+            "Provider batches created.",
+            "counter",
+            self.batches_created.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_batch_lines_done_total",
+            "Provider batch lines stored as succeeded results.",
+            "counter",
+            self.batch_lines_done.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_batch_lines_returned_total",
+            "Provider batch lines sent back to the queue (failed, expired, cancelled).",
+            "counter",
+            self.batch_lines_returned.get().to_string(),
         );
         counter(
             &mut o,

@@ -42,6 +42,7 @@ pub struct AnthropicProvider {
     http: reqwest::Client,
     timeout: Duration,
     max_response_bytes: usize,
+    batches: super::BatchApi,
 }
 
 impl AnthropicProvider {
@@ -57,6 +58,14 @@ impl AnthropicProvider {
         AnthropicProvider {
             name: name.to_string(),
             url: format!("{}/messages", base_url.trim_end_matches('/')),
+            batches: super::BatchApi::new(
+                name,
+                base_url,
+                api_key.clone(),
+                http.clone(),
+                timeout,
+                true,
+            ),
             api_key,
             http,
             timeout,
@@ -237,6 +246,10 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn batches(&self) -> Option<&super::BatchApi> {
+        Some(&self.batches)
     }
 
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {

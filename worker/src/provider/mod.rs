@@ -3,11 +3,13 @@
 //! [`ProviderError`]. Nothing outside this module matches on provider kinds.
 
 pub mod anthropic;
+pub mod batch;
 mod errors;
 mod http;
 pub mod openai;
 
 pub use anthropic::AnthropicProvider;
+pub use batch::{BatchApi, BatchState, LineOutcome};
 pub use errors::{classify, error_message, parse_retry_after};
 pub use http::DEFAULT_MAX_RESPONSE_BYTES;
 pub use openai::OpenAiProvider;
@@ -92,6 +94,10 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// Sends one request and waits for the whole answer.
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError>;
+    /// The account's batch API, if the client speaks one.
+    fn batches(&self) -> Option<&BatchApi> {
+        None
+    }
 }
 
 /// How a provider client talks HTTP.

@@ -20,6 +20,7 @@ pub struct OpenAiProvider {
     http: reqwest::Client,
     timeout: Duration,
     max_response_bytes: usize,
+    batches: super::BatchApi,
 }
 
 impl OpenAiProvider {
@@ -35,6 +36,14 @@ impl OpenAiProvider {
         OpenAiProvider {
             name: name.to_string(),
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            batches: super::BatchApi::new(
+                name,
+                base_url,
+                api_key.clone(),
+                http.clone(),
+                timeout,
+                false,
+            ),
             api_key,
             http,
             timeout,
@@ -174,6 +183,10 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn batches(&self) -> Option<&super::BatchApi> {
+        Some(&self.batches)
     }
 
     async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
