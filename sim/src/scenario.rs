@@ -145,6 +145,8 @@ pub struct SimFlex {
     pub rpm: Option<u32>,
     /// Models served on flex; empty: all the provider's models. Others get a 400.
     pub models: Vec<String>,
+    /// Base latency of a flex answer in milliseconds (flex is slower); none: `latency_ms`.
+    pub latency_ms: Option<f64>,
     /// Informational price multiplier of flex answers (0.5: half the list price).
     pub multiplier: f64,
 }
@@ -155,6 +157,7 @@ impl Default for SimFlex {
             concurrency: 4,
             rpm: None,
             models: Vec::new(),
+            latency_ms: None,
             multiplier: 0.5,
         }
     }
@@ -294,7 +297,6 @@ impl Scenario {
     }
 
     /// Checks what serde cannot: unique URL-safe names, sane numbers, known error statuses.
-
     pub fn check(&self) -> Result<(), String> {
         let mut names = HashSet::new();
         for p in &self.providers {
@@ -456,6 +458,9 @@ fn check_batch_and_flex(p: &SimProvider) -> Result<(), String> {
         if let Some(m) = f.models.iter().find(|m| !p.models.contains(m)) {
             return Err(format!("provider {n:?}: flex model {m:?} is not in models"));
         }
+        if f.latency_ms.is_some_and(|l| !(l.is_finite() && l >= 0.0)) {
+            return Err(format!("provider {n:?}: flex.latency_ms must be >= 0"));
+        }
         if !(f.multiplier.is_finite() && f.multiplier > 0.0) {
             return Err(format!("provider {n:?}: flex.multiplier must be > 0"));
         }
@@ -502,6 +507,7 @@ discount = 0.5
 concurrency = 8
 rpm = 600
 models = ["deepseek-chat"]
+latency_ms = 500
 multiplier = 0.5
 "#;
         let s = Scenario::from_toml("s.toml", text).unwrap();
@@ -523,6 +529,26 @@ multiplier = 0.5
                 to_s: 60.0
             }
         );
+    }
+
+    #[test]
+    fn catalog_scenario_serves_batch_and_flex_where_the_example_catalog_offers_them() {
+        let text = include_str!("../../examples/catalog.toml");
+        let catalog = schemas::Catalog::from_toml("catalog.toml", text).unwrap();
+        let s = Scenario::from_catalog(&catalog);
+        s.check().unwrap();
+        let get = |n: &str| s.providers.iter().find(|p| p.name == n).unwrap();
+        let openai = get("openai");
+        let b = openai.batch.as_ref().unwrap();
+        assert_eq!(
+            (b.turnaround_s, b.window_s, b.discount),
+            (2.0, 86_400.0, 0.5)
+        );
+        let f = openai.flex.as_ref().unwrap();
+        assert!(!f.models.is_empty() && f.models.len() < openai.models.len());
+        assert!(get("anthropic").batch.is_some());
+        assert!(get("anthropic").flex.is_none());
+        assert!(get("vllm-local").batch.is_none());
     }
 
     #[test]

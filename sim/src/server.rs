@@ -408,7 +408,8 @@ async fn serve(
         p.flex_ok.fetch_add(1, Ordering::SeqCst);
     }
     let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
-    let first_ms = p.spec.latency_ms * (1.0 + jitter);
+    let base_ms = flex.and_then(|f| f.latency_ms).unwrap_or(p.spec.latency_ms);
+    let first_ms = base_ms * (1.0 + jitter);
     let per_token_ms = p.spec.per_output_token_ms;
     if req.stream {
         // The base latency is the time to the first event; the tokens then arrive paced.
