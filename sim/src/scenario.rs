@@ -92,7 +92,7 @@ pub struct SimProvider {
 }
 
 /// How a provider's batch API behaves. Times are seconds; a batch's lines finish spread over its
-/// turnaround and its status follows from the time alone (`docs/simulator.md`).
+/// turnaround and its status follows from the time alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimBatch {
