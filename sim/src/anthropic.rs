@@ -74,6 +74,7 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal>
         n: 1,
         stream: obj.get("stream").and_then(Value::as_bool) == Some(true),
         include_usage: false,
+        flex: false,
     })
 }
 
@@ -111,8 +112,13 @@ fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, 
         .map_err(|name| bad(format!("tool_choice: tool {name:?} is not in tools")))
 }
 
-/// A `message` object (the simulator gives Anthropic requests exactly one answer).
+/// A `message` answer (the simulator gives Anthropic requests exactly one answer).
 pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
+    json(200, message(id, req, answers, prompt_tokens))
+}
+
+/// A `message` object (the simulator gives Anthropic requests exactly one answer).
+pub(crate) fn message(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Value {
     let a = first(answers);
     let content = match &a.body {
         Body::Text(t) | Body::Json(t) => json!([{ "type": "text", "text": t }]),
@@ -120,24 +126,21 @@ pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens:
             "type": "tool_use", "id": tool_use_id(id), "name": name, "input": input
         }]),
     };
-    json(
-        200,
-        json!({
-            "id": format!("msg_{id}"),
-            "type": "message",
-            "role": "assistant",
-            "model": req.model,
-            "content": content,
-            "stop_reason": stop_reason(&a),
-            "stop_sequence": null,
-            "usage": {
-                "input_tokens": prompt_tokens,
-                "output_tokens": a.output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0
-            }
-        }),
-    )
+    json!({
+        "id": format!("msg_{id}"),
+        "type": "message",
+        "role": "assistant",
+        "model": req.model,
+        "content": content,
+        "stop_reason": stop_reason(&a),
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": prompt_tokens,
+            "output_tokens": a.output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0
+        }
+    })
 }
 
 /// The events of a streamed message: `message_start`, one content block (start, a `ping`, a
@@ -236,6 +239,12 @@ pub(crate) fn models(spec: &SimProvider) -> Response {
 
 /// An error in Anthropic's `{"type": "error", "error": {type, message}}` shape.
 pub(crate) fn failure(f: &Refusal) -> Response {
+    let (status, body) = error_body(f);
+    json(status, body)
+}
+
+/// The status and body of an error in Anthropic's shape.
+pub(crate) fn error_body(f: &Refusal) -> (u16, Value) {
     let (status, kind, message): (u16, &str, String) = match f {
         Refusal::Unauthorized => (401, "authentication_error", "invalid x-api-key".into()),
         Refusal::BadRequest(m) => (400, "invalid_request_error", m.clone()),
@@ -246,6 +255,8 @@ pub(crate) fn failure(f: &Refusal) -> Response {
             format!("This request would exceed the rate limit for your organization on {what}."),
         ),
         Refusal::NotFound(m) => (404, "not_found_error", m.clone()),
+        // Flex is an OpenAI tier; never reached.
+        Refusal::FlexUnavailable => (429, "rate_limit_error", "Resource Unavailable".into()),
         // Written raw by the server; never reaches the dialect.
         Refusal::Malformed | Refusal::Huge(_) => (500, "api_error", "malformed answer".into()),
         Refusal::Status(s) => {
@@ -275,7 +286,7 @@ pub(crate) fn failure(f: &Refusal) -> Response {
             (*s, kind, message.into())
         }
     };
-    json(
+    (
         status,
         json!({ "type": "error", "error": { "type": kind, "message": message } }),
     )

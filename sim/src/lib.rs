@@ -8,10 +8,17 @@
 //! tool-call and `n`-choice answers are built from that same text (`docs/simulator.md`).
 //! `GET /_sim/stats` answers every provider's counters as JSON (for tests that drive the
 //! simulator as a separate process).
+//!
+//! A provider with a `batch` section also serves its batch API (OpenAI `files` and `batches`,
+//! Anthropic `messages/batches`), whose batches finish on a simulated clock; one with `flex`
+//! serves OpenAI's `service_tier: "flex"` from a capacity of its own.
 
 mod anthropic;
+mod anthropic_batch;
+mod batch;
 mod limiter;
 mod openai;
+mod openai_batch;
 mod reply;
 mod scenario;
 mod schema;
@@ -19,7 +26,7 @@ mod server;
 mod sse;
 mod text;
 
-pub use scenario::{Chaos, Scenario, SimKind, SimProvider, Window};
+pub use scenario::{Chaos, Scenario, SimBatch, SimFlex, SimKind, SimProvider, Window};
 
 use server::SimState;
 use std::net::SocketAddr;
@@ -58,7 +65,8 @@ pub enum SimError {
     },
 }
 
-/// Counters of one simulated provider's completion requests (model lists are not counted).
+/// Counters of one simulated provider's completion requests (model lists are not counted) and
+/// of its batches and flex tier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderStats {
     /// Completion requests received.
@@ -72,6 +80,22 @@ pub struct ProviderStats {
     pub errors: u64,
     /// Left hanging (`chaos.hang`); the client usually gives up before any answer.
     pub hung: u64,
+    /// Batches created (a batch whose input failed validation counts too).
+    pub batches_created: u64,
+    /// Batches whose cancel took effect (asked before they ended).
+    pub batches_cancelled: u64,
+    /// Batch lines billed: the lines that succeeded, counted once when their batch ended
+    /// (completed, cancelled or expired).
+    pub batch_lines_billed: u64,
+    /// Input tokens of the billed batch lines.
+    pub batch_input_tokens: u64,
+    /// Output tokens of the billed batch lines.
+    pub batch_output_tokens: u64,
+    /// Flex requests answered with a completion (also counted in `ok`).
+    pub flex_requests: u64,
+    /// Flex requests refused with 429 "Resource Unavailable" for want of capacity (also counted
+    /// in `rate_limited`; not billed).
+    pub flex_rejected: u64,
 }
 
 /// A running simulator. Dropping it leaves the server running until the runtime stops; call

@@ -80,6 +80,14 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
+    let flex = match obj.get("service_tier") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(t)) if t == "flex" => true,
+        Some(Value::String(t)) if ["auto", "default", "priority", "scale"].contains(&t.as_str()) => {
+            false
+        }
+        Some(_) => return Err(bad("Invalid value for 'service_tier': expected one of 'auto', 'default', 'flex', 'scale' or 'priority'.")),
+    };
     Ok(Parsed {
         model: model.to_string(),
         texts,
@@ -88,6 +96,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
         n,
         stream,
         include_usage,
+        flex,
     })
 }
 
@@ -167,8 +176,22 @@ fn reply_of(
     })
 }
 
-/// A `chat.completion` object with one choice per answer.
+/// A `chat.completion` answer with one choice per answer.
 pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
+    json(200, completion(id, req, answers, prompt_tokens))
+}
+
+/// The tier an answer says it was served on.
+fn tier(req: &Parsed) -> &'static str {
+    if req.flex {
+        "flex"
+    } else {
+        "default"
+    }
+}
+
+/// A `chat.completion` object with one choice per answer.
+pub(crate) fn completion(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Value {
     let choices: Vec<Value> = answers
         .iter()
         .enumerate()
@@ -200,19 +223,16 @@ pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens:
             })
         })
         .collect();
-    json(
-        200,
-        json!({
-            "id": format!("chatcmpl-{id}"),
-            "object": "chat.completion",
-            "created": chrono::Utc::now().timestamp(),
-            "model": req.model,
-            "choices": choices,
-            "usage": usage(prompt_tokens, answers),
-            "service_tier": "default",
-            "system_fingerprint": "fp_offpeak_sim"
-        }),
-    )
+    json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": chrono::Utc::now().timestamp(),
+        "model": req.model,
+        "choices": choices,
+        "usage": usage(prompt_tokens, answers),
+        "service_tier": tier(req),
+        "system_fingerprint": "fp_offpeak_sim"
+    })
 }
 
 /// The `chat.completion.chunk` frames of a streamed answer: per choice, a first chunk with the
@@ -227,7 +247,7 @@ pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: 
             "object": "chat.completion.chunk",
             "created": created,
             "model": req.model,
-            "service_tier": "default",
+            "service_tier": tier(req),
             "system_fingerprint": "fp_offpeak_sim",
             "choices": choices
         });
@@ -310,6 +330,12 @@ pub(crate) fn models(spec: &SimProvider) -> Response {
 
 /// An error in OpenAI's `{"error": {message, type, param, code}}` shape.
 pub(crate) fn failure(f: &Refusal) -> Response {
+    let (status, body) = error_body(f);
+    json(status, body)
+}
+
+/// The status and body of an error in OpenAI's shape.
+pub(crate) fn error_body(f: &Refusal) -> (u16, Value) {
     let (status, message, kind, code): (u16, String, &str, Value) = match f {
         Refusal::Unauthorized => (
             401,
@@ -338,12 +364,19 @@ pub(crate) fn failure(f: &Refusal) -> Response {
             "server_error",
             Value::Null,
         ),
+        // The wording of OpenAI's flex guide: "429 Resource Unavailable", not billed.
+        Refusal::FlexUnavailable => (
+            429,
+            "Resource Unavailable: flex processing has no capacity for this request right now. Retry later, or send it at the default service tier.".into(),
+            "resource_unavailable",
+            json!("resource_unavailable"),
+        ),
         Refusal::Status(s) => {
             let (message, kind, code) = status_text(*s);
             (*s, message.into(), kind, code)
         }
     };
-    json(
+    (
         status,
         json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }),
     )

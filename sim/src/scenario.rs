@@ -82,6 +82,85 @@ pub struct SimProvider {
     /// Informational price in dollars per million output tokens.
     #[serde(default)]
     pub output_per_mtok: Option<f64>,
+    /// The provider's batch API (OpenAI files + batches, Anthropic message batches). Absent: the
+    /// batch and file endpoints answer 404, like a provider without them.
+    #[serde(default)]
+    pub batch: Option<SimBatch>,
+    /// OpenAI's flex tier (`service_tier: "flex"`). Absent: such a request gets a 400.
+    #[serde(default)]
+    pub flex: Option<SimFlex>,
+}
+
+/// How a provider's batch API behaves. Times are seconds; a batch's lines finish spread over its
+/// turnaround and its status follows from the time alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimBatch {
+    /// Time from creation to `completed` / `ended`.
+    pub turnaround_s: f64,
+    /// Probability that a batch takes `tail_s` instead (a turnaround spike).
+    pub tail: f64,
+    /// The turnaround of a tail batch.
+    pub tail_s: f64,
+    /// Probability that a line fails (a 500 in OpenAI's error file, `errored` in Anthropic's
+    /// results).
+    pub line_errors: f64,
+    /// Completion window: a batch not done this long after creation expires, its finished
+    /// lines kept.
+    pub window_s: f64,
+    /// 1-based creation numbers of batches that expire at their turnaround with only
+    /// `expire_done` of their lines done.
+    pub expire: Vec<u64>,
+    /// Fraction of the lines done in a batch listed in `expire`.
+    pub expire_done: f64,
+    /// Windows (seconds since server start) in which the batch and file endpoints answer 503.
+    pub outages: Vec<Window>,
+    /// Informational: fraction off the list price for batch lines (0.5: half price).
+    pub discount: f64,
+}
+
+impl Default for SimBatch {
+    fn default() -> Self {
+        SimBatch {
+            turnaround_s: 2.0,
+            tail: 0.0,
+            tail_s: 60.0,
+            line_errors: 0.0,
+            window_s: 86_400.0,
+            expire: Vec::new(),
+            expire_done: 0.5,
+            outages: Vec::new(),
+            discount: 0.5,
+        }
+    }
+}
+
+/// OpenAI's flex tier: its own small capacity, apart from the realtime limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimFlex {
+    /// Flex requests in flight at once; one more gets a 429 "Resource Unavailable" (not billed).
+    pub concurrency: u32,
+    /// Flex requests per minute (a token bucket like `rpm`); none: unlimited.
+    pub rpm: Option<u32>,
+    /// Models served on flex; empty: all the provider's models. Others get a 400.
+    pub models: Vec<String>,
+    /// Base latency of a flex answer in milliseconds (flex is slower); none: `latency_ms`.
+    pub latency_ms: Option<f64>,
+    /// Informational price multiplier of flex answers (0.5: half the list price).
+    pub multiplier: f64,
+}
+
+impl Default for SimFlex {
+    fn default() -> Self {
+        SimFlex {
+            concurrency: 4,
+            rpm: None,
+            models: Vec::new(),
+            latency_ms: None,
+            multiplier: 0.5,
+        }
+    }
 }
 
 fn default_latency_ms() -> f64 {
@@ -157,6 +236,8 @@ impl SimProvider {
             chaos: Chaos::default(),
             input_per_mtok: None,
             output_per_mtok: None,
+            batch: None,
+            flex: None,
         }
     }
 
@@ -204,6 +285,8 @@ impl Scenario {
                 let price = p.models.first().map(|m| m.base_price());
                 sp.input_per_mtok = price.map(|p| p.input_per_mtok);
                 sp.output_per_mtok = price.map(|p| p.output_per_mtok);
+                sp.batch = catalog_batch(p);
+                sp.flex = catalog_flex(p);
                 sp
             })
             .collect();
@@ -288,9 +371,101 @@ impl Scenario {
                     ));
                 }
             }
+            check_batch_and_flex(p)?;
         }
         Ok(())
     }
+}
+
+/// The simulated turnaround of a catalog batch route: short, so a local run sees its batches
+/// finish (the catalog's real turnarounds are hours).
+const CATALOG_BATCH_TURNAROUND_S: f64 = 2.0;
+
+/// The batch API of catalog provider `p`, when one of its models has a batch offer: a 2 s
+/// turnaround, the catalog's window capped at 24 h, its discount.
+fn catalog_batch(p: &schemas::ProviderSpec) -> Option<SimBatch> {
+    let offer = p.models.iter().find_map(|m| m.batch.as_ref())?;
+    Some(SimBatch {
+        turnaround_s: CATALOG_BATCH_TURNAROUND_S,
+        window_s: offer
+            .window
+            .as_secs_f64()
+            .clamp(CATALOG_BATCH_TURNAROUND_S * 2.0, 86_400.0),
+        discount: offer.discount,
+        ..SimBatch::default()
+    })
+}
+
+/// The flex tier of catalog provider `p`, for its models with a flex offer.
+fn catalog_flex(p: &schemas::ProviderSpec) -> Option<SimFlex> {
+    let models: Vec<String> = p
+        .models
+        .iter()
+        .filter(|m| m.flex.is_some())
+        .map(|m| m.id.clone())
+        .collect();
+    let multiplier = p.models.iter().find_map(|m| m.flex)?.multiplier;
+    Some(SimFlex {
+        models,
+        multiplier,
+        ..SimFlex::default()
+    })
+}
+
+/// Checks a provider's `batch` and `flex` sections.
+fn check_batch_and_flex(p: &SimProvider) -> Result<(), String> {
+    let n = &p.name;
+    let pos = |v: f64| v.is_finite() && v > 0.0;
+    let prob = |v: f64| (0.0..=1.0).contains(&v);
+    if let Some(b) = &p.batch {
+        if !pos(b.turnaround_s) || !pos(b.tail_s) || !pos(b.window_s) {
+            return Err(format!(
+                "provider {n:?}: batch turnaround_s, tail_s and window_s must be > 0"
+            ));
+        }
+        for (what, v) in [
+            ("tail", b.tail),
+            ("line_errors", b.line_errors),
+            ("expire_done", b.expire_done),
+            ("discount", b.discount),
+        ] {
+            if !prob(v) {
+                return Err(format!("provider {n:?}: batch.{what} must be within 0..=1"));
+            }
+        }
+        if b.expire.contains(&0) {
+            return Err(format!(
+                "provider {n:?}: batch.expire numbers batches from 1"
+            ));
+        }
+        for w in &b.outages {
+            if !(w.from_s.is_finite() && w.to_s.is_finite() && w.from_s <= w.to_s) {
+                return Err(format!(
+                    "provider {n:?}: batch window {w:?} must have from_s <= to_s"
+                ));
+            }
+        }
+    }
+    if let Some(f) = &p.flex {
+        if p.kind != SimKind::Openai {
+            return Err(format!("provider {n:?}: flex is an OpenAI tier"));
+        }
+        if f.concurrency == 0 || f.rpm == Some(0) {
+            return Err(format!(
+                "provider {n:?}: flex concurrency and rpm must be > 0"
+            ));
+        }
+        if let Some(m) = f.models.iter().find(|m| !p.models.contains(m)) {
+            return Err(format!("provider {n:?}: flex model {m:?} is not in models"));
+        }
+        if f.latency_ms.is_some_and(|l| !(l.is_finite() && l >= 0.0)) {
+            return Err(format!("provider {n:?}: flex.latency_ms must be >= 0"));
+        }
+        if !(f.multiplier.is_finite() && f.multiplier > 0.0) {
+            return Err(format!("provider {n:?}: flex.multiplier must be > 0"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -318,6 +493,22 @@ outages = [{ from_s = 30, to_s = 60 }]
 chaos = { hang = 0.1, hang_s = 30, malformed = 0.05, huge = 0.01, huge_bytes = 1000 }
 input_per_mtok = 0.27
 output_per_mtok = 1.10
+[providers.batch]
+turnaround_s = 3.0
+tail = 0.1
+tail_s = 90.0
+line_errors = 0.02
+window_s = 600.0
+expire = [2, 5]
+expire_done = 0.25
+outages = [{ from_s = 10, to_s = 20 }]
+discount = 0.5
+[providers.flex]
+concurrency = 8
+rpm = 600
+models = ["deepseek-chat"]
+latency_ms = 500
+multiplier = 0.5
 "#;
         let s = Scenario::from_toml("s.toml", text).unwrap();
         assert_eq!(s.seed, Some(42));
@@ -325,6 +516,12 @@ output_per_mtok = 1.10
         assert_eq!(s.providers[0].error_table().len(), 3);
         assert_eq!(s.providers[0].chaos.hang, 0.1);
         assert_eq!(s.providers[0].chaos.huge_bytes, 1000);
+        let b = s.providers[0].batch.as_ref().unwrap();
+        assert_eq!((b.turnaround_s, b.tail_s, b.window_s), (3.0, 90.0, 600.0));
+        assert_eq!((b.expire.clone(), b.expire_done), (vec![2, 5], 0.25));
+        assert_eq!(b.outages.len(), 1);
+        let f = s.providers[0].flex.as_ref().unwrap();
+        assert_eq!((f.concurrency, f.rpm, f.multiplier), (8, Some(600), 0.5));
         assert_eq!(
             s.providers[0].outages[0],
             Window {
@@ -332,6 +529,26 @@ output_per_mtok = 1.10
                 to_s: 60.0
             }
         );
+    }
+
+    #[test]
+    fn catalog_scenario_serves_batch_and_flex_where_the_example_catalog_offers_them() {
+        let text = include_str!("../../examples/catalog.toml");
+        let catalog = schemas::Catalog::from_toml("catalog.toml", text).unwrap();
+        let s = Scenario::from_catalog(&catalog);
+        s.check().unwrap();
+        let get = |n: &str| s.providers.iter().find(|p| p.name == n).unwrap();
+        let openai = get("openai");
+        let b = openai.batch.as_ref().unwrap();
+        assert_eq!(
+            (b.turnaround_s, b.window_s, b.discount),
+            (2.0, 86_400.0, 0.5)
+        );
+        let f = openai.flex.as_ref().unwrap();
+        assert!(!f.models.is_empty() && f.models.len() < openai.models.len());
+        assert!(get("anthropic").batch.is_some());
+        assert!(get("anthropic").flex.is_none());
+        assert!(get("vllm-local").batch.is_none());
     }
 
     #[test]

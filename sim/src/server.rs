@@ -3,11 +3,12 @@
 //! outage and rate-limited windows, concurrency, token buckets, injected errors, latency — before
 //! the dialect module (OpenAI or Anthropic) writes the answer in its API's shape.
 
+use crate::batch::{LineResult, Store};
 use crate::limiter::{retry_after_secs, InFlight, Limits};
 use crate::reply::{self, Answer, Reply};
 use crate::scenario::{Scenario, SimKind, SimProvider};
 use crate::text::{self, fnv1a, SplitMix};
-use crate::{anthropic, openai, sse, ProviderStats};
+use crate::{anthropic, anthropic_batch, openai, openai_batch, sse, ProviderStats};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,6 +38,8 @@ pub(crate) struct Parsed {
     pub stream: bool,
     /// OpenAI's `stream_options.include_usage`: a last chunk carries the usage.
     pub include_usage: bool,
+    /// OpenAI's `service_tier: "flex"`.
+    pub flex: bool,
 }
 
 /// Why a request is not answered with a completion.
@@ -57,6 +61,8 @@ pub(crate) enum Refusal {
     Malformed,
     /// A 200 with a body of this many bytes (scenario `chaos.huge`).
     Huge(u64),
+    /// The flex tier has no capacity now (OpenAI's 429 "Resource Unavailable", not billed).
+    FlexUnavailable,
 }
 
 /// What the server knows about one provider while running.
@@ -66,23 +72,65 @@ pub(crate) struct ProviderState {
     limits: Mutex<Limits>,
     in_flight: Arc<InFlight>,
     rng: Mutex<SplitMix>,
+    /// The flex tier's own limits, apart from the realtime ones.
+    flex_limits: Mutex<Limits>,
+    flex_in_flight: Arc<InFlight>,
+    /// Batches and files (batch API).
+    batches: Mutex<Store>,
+    /// The server's start, for batch times.
+    start: Instant,
+    seed: u64,
     requests: AtomicU64,
     ok: AtomicU64,
     rate_limited: AtomicU64,
     failed: AtomicU64,
     hung: AtomicU64,
+    flex_ok: AtomicU64,
+    flex_rejected: AtomicU64,
 }
 
 impl ProviderState {
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (batches that ended by now are settled first, so their
+    /// lines are billed).
     pub(crate) fn stats(&self) -> ProviderStats {
+        let (created, cancelled, billed) =
+            self.with_batches(|s| (s.created, s.cancelled, s.billed));
         ProviderStats {
             requests: self.requests.load(Ordering::SeqCst),
             ok: self.ok.load(Ordering::SeqCst),
             rate_limited: self.rate_limited.load(Ordering::SeqCst),
             errors: self.failed.load(Ordering::SeqCst),
             hung: self.hung.load(Ordering::SeqCst),
+            batches_created: created,
+            batches_cancelled: cancelled,
+            batch_lines_billed: billed.lines,
+            batch_input_tokens: billed.input_tokens,
+            batch_output_tokens: billed.output_tokens,
+            flex_requests: self.flex_ok.load(Ordering::SeqCst),
+            flex_rejected: self.flex_rejected.load(Ordering::SeqCst),
         }
+    }
+
+    /// Seconds since the server started.
+    pub(crate) fn now_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// The scenario's seed.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Runs `f` on this provider's batch store after settling the batches that have ended.
+    pub(crate) fn with_batches<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        let kind = self.spec.kind;
+        store.settle(self.now_s(), |b, files, age| {
+            if kind == SimKind::Openai {
+                openai_batch::write_files(b, files, age);
+            }
+        });
+        f(&mut store)
     }
 
     /// A uniform number in [0, 1) from this provider's seeded generator.
@@ -113,11 +161,22 @@ impl SimState {
                     limits: Mutex::new(Limits::new(spec.rpm, spec.tpm, now)),
                     in_flight: Arc::new(InFlight::default()),
                     rng: Mutex::new(SplitMix::new(seed ^ fnv1a(&[spec.name.as_bytes()]))),
+                    flex_limits: Mutex::new(Limits::new(
+                        spec.flex.as_ref().and_then(|f| f.rpm),
+                        None,
+                        now,
+                    )),
+                    flex_in_flight: Arc::new(InFlight::default()),
+                    batches: Mutex::new(Store::default()),
+                    start: now,
+                    seed,
                     requests: AtomicU64::new(0),
                     ok: AtomicU64::new(0),
                     rate_limited: AtomicU64::new(0),
                     failed: AtomicU64::new(0),
                     hung: AtomicU64::new(0),
+                    flex_ok: AtomicU64::new(0),
+                    flex_rejected: AtomicU64::new(0),
                     spec,
                 };
                 (state.spec.name.clone(), Arc::new(state))
@@ -147,6 +206,8 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/{provider}/v1/messages", post(anthropic_messages))
         .route("/{provider}/v1/models", get(models))
         .route("/_sim/stats", get(all_stats))
+        .merge(openai_batch::routes())
+        .merge(anthropic_batch::routes())
         .fallback(|| async { openai::failure(&Refusal::NotFound("Invalid URL".into())) })
         .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(state)
@@ -218,8 +279,12 @@ async fn complete(
     };
     p.requests.fetch_add(1, Ordering::SeqCst);
     let result = serve(st, p, kind, headers, body).await;
+    if let Err(Refusal::FlexUnavailable) = &result {
+        p.flex_rejected.fetch_add(1, Ordering::SeqCst);
+    }
     match &result {
         Ok(_) => &p.ok,
+        Err(Refusal::FlexUnavailable) => &p.rate_limited,
         Err(Refusal::RateLimited { .. }) => &p.rate_limited,
         Err(_) => &p.failed,
     }
@@ -227,7 +292,7 @@ async fn complete(
     finish(st, kind, result)
 }
 
-fn authorized(kind: SimKind, spec: &SimProvider, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(kind: SimKind, spec: &SimProvider, headers: &HeaderMap) -> bool {
     let Some(key) = &spec.api_key else {
         return true;
     };
@@ -263,6 +328,21 @@ async fn serve(
     if !p.spec.models.contains(&req.model) {
         return Err(Refusal::ModelNotFound(req.model));
     }
+    let flex = if req.flex {
+        let f = p
+            .spec
+            .flex
+            .as_ref()
+            .filter(|f| f.models.is_empty() || f.models.contains(&req.model));
+        Some(f.ok_or_else(|| {
+            Refusal::BadRequest(format!(
+                "Invalid value for 'service_tier': flex is not available for model '{}'.",
+                req.model
+            ))
+        })?)
+    } else {
+        None
+    };
     let t = st.start.elapsed().as_secs_f64();
     if p.spec.outages.iter().any(|w| w.contains(t)) {
         return Err(Refusal::Status(503));
@@ -274,14 +354,23 @@ async fn serve(
             what: "requests per min (RPM)".into(),
         });
     }
-    let slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
-        Refusal::RateLimited {
-            retry_after_s: 1,
-            what: "concurrent requests".into(),
-        }
-    })?;
     let prompt_tokens = text::prompt_tokens(&req.texts);
-    {
+    // Flex has its own capacity: the realtime limits neither admit nor count it.
+    let slot = if let Some(f) = flex {
+        let slot = InFlight::acquire(&p.flex_in_flight, Some(f.concurrency))
+            .ok_or(Refusal::FlexUnavailable)?;
+        let mut limits = p.flex_limits.lock().unwrap_or_else(PoisonError::into_inner);
+        limits
+            .admit(0, Instant::now())
+            .map_err(|_| Refusal::FlexUnavailable)?;
+        slot
+    } else {
+        let slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
+            Refusal::RateLimited {
+                retry_after_s: 1,
+                what: "concurrent requests".into(),
+            }
+        })?;
         let mut limits = p.limits.lock().unwrap_or_else(PoisonError::into_inner);
         limits
             .admit(prompt_tokens + req.max_tokens * req.n, Instant::now())
@@ -289,7 +378,8 @@ async fn serve(
                 retry_after_s: retry_after_secs(wait),
                 what: what.into(),
             })?;
-    }
+        slot
+    };
     let mut roll = p.uniform();
     for (status, prob) in &p.errors {
         if roll < *prob {
@@ -314,8 +404,12 @@ async fn serve(
     let answers: Vec<Answer> = (0..req.n)
         .map(|i| reply::answer(&req, st.seed, i))
         .collect();
+    if req.flex {
+        p.flex_ok.fetch_add(1, Ordering::SeqCst);
+    }
     let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
-    let first_ms = p.spec.latency_ms * (1.0 + jitter);
+    let base_ms = flex.and_then(|f| f.latency_ms).unwrap_or(p.spec.latency_ms);
+    let first_ms = base_ms * (1.0 + jitter);
     let per_token_ms = p.spec.per_output_token_ms;
     if req.stream {
         // The base latency is the time to the first event; the tokens then arrive paced.
@@ -337,6 +431,77 @@ async fn serve(
     })
 }
 
+/// What the realtime endpoint would answer `body` (one batch line's request), without its
+/// latency, rate limits or injected errors: a completion with its usage, or the error status
+/// and body (a malformed request, a model not served).
+pub(crate) fn line_result(st: &SimState, p: &ProviderState, body: &Value) -> LineResult {
+    let kind = p.spec.kind;
+    let bytes = body.to_string().into_bytes();
+    let parsed = match kind {
+        SimKind::Openai => openai::parse(&bytes),
+        SimKind::Anthropic => {
+            let mut h = HeaderMap::new();
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            anthropic::parse(&h, &bytes)
+        }
+    };
+    let req = match parsed.and_then(|r| {
+        if p.spec.models.contains(&r.model) {
+            Ok(r)
+        } else {
+            Err(Refusal::ModelNotFound(r.model))
+        }
+    }) {
+        Ok(r) => r,
+        Err(f) => {
+            let (status, body) = match kind {
+                SimKind::Openai => openai::error_body(&f),
+                SimKind::Anthropic => anthropic::error_body(&f),
+            };
+            return LineResult::Err { status, body };
+        }
+    };
+    let answers: Vec<Answer> = (0..req.n)
+        .map(|i| reply::answer(&req, st.seed, i))
+        .collect();
+    let prompt_tokens = text::prompt_tokens(&req.texts);
+    let id = st.new_id();
+    let body = match kind {
+        SimKind::Openai => openai::completion(&id, &req, &answers, prompt_tokens),
+        SimKind::Anthropic => anthropic::message(&id, &req, &answers, prompt_tokens),
+    };
+    LineResult::Ok {
+        body,
+        input_tokens: prompt_tokens,
+        output_tokens: answers.iter().map(|a| a.output_tokens).sum(),
+    }
+}
+
+/// The provider `provider` of `kind` if it offers a batch API, the caller holds its key and
+/// no batch outage is on; else the refusal to answer.
+pub(crate) fn batch_provider(
+    st: &SimState,
+    provider: &str,
+    kind: SimKind,
+    headers: &HeaderMap,
+) -> Result<Arc<ProviderState>, Refusal> {
+    let p = match st.providers.get(provider) {
+        Some(p) if p.spec.kind == kind => p,
+        _ => return Err(Refusal::NotFound("Invalid URL".into())),
+    };
+    if !authorized(kind, &p.spec, headers) {
+        return Err(Refusal::Unauthorized);
+    }
+    let Some(b) = &p.spec.batch else {
+        return Err(Refusal::NotFound("Invalid URL".into()));
+    };
+    let t = st.start.elapsed().as_secs_f64();
+    if b.outages.iter().any(|w| w.contains(t)) {
+        return Err(Refusal::Status(503));
+    }
+    Ok(Arc::clone(p))
+}
+
 async fn sleep_ms(ms: f64) {
     if ms > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
@@ -344,13 +509,13 @@ async fn sleep_ms(ms: f64) {
 }
 
 /// Adds the headers every answer carries: the request id and, on 429, `Retry-After`.
-fn finish(st: &SimState, kind: SimKind, result: Result<Response, Refusal>) -> Response {
+pub(crate) fn finish(st: &SimState, kind: SimKind, result: Result<Response, Refusal>) -> Response {
     let (mut resp, retry) = match result {
         Ok(r) => (r, None),
         Err(f) => {
             let retry = match &f {
                 Refusal::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
-                Refusal::Status(429) => Some(1),
+                Refusal::Status(429) | Refusal::FlexUnavailable => Some(1),
                 _ => None,
             };
             let r = match (&f, kind) {

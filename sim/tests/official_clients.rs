@@ -6,14 +6,27 @@
 mod common;
 
 use common::{anthropic, openai, start};
+use sim::{SimBatch, SimFlex};
 
 /// Runs the script's `checks` (none: its default plain-completion checks) and fails the test
 /// with the script's output unless every check passes.
 async fn run_checks(checks: &[&str]) {
+    // Batches that finish in a second, and one slow flex slot, for the batch and flex checks.
+    let batch = SimBatch {
+        turnaround_s: 1.0,
+        ..SimBatch::default()
+    };
     let mut o = openai("openai", "gpt-sim");
     o.api_key = Some("sk-test".into());
+    o.batch = Some(batch.clone());
+    o.flex = Some(SimFlex {
+        concurrency: 1,
+        latency_ms: Some(600.0),
+        ..SimFlex::default()
+    });
     let mut a = anthropic("anthropic", "claude-sim");
     a.api_key = Some("sk-test".into());
+    a.batch = Some(batch);
     let h = start(3, vec![o, a]).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -65,4 +78,19 @@ async fn official_openai_client_gets_n_choices() {
 #[tokio::test]
 async fn official_openai_client_json_mode_content_parses_as_json() {
     run_checks(&["openai_json"]).await;
+}
+
+#[tokio::test]
+async fn official_openai_client_uploads_creates_polls_lists_and_cancels_batches() {
+    run_checks(&["openai_batch"]).await;
+}
+
+#[tokio::test]
+async fn official_anthropic_client_creates_polls_lists_cancels_and_reads_message_batch_results() {
+    run_checks(&["anthropic_batch"]).await;
+}
+
+#[tokio::test]
+async fn official_openai_client_gets_flex_answers_and_resource_unavailable_beyond_capacity() {
+    run_checks(&["openai_flex"]).await;
 }
