@@ -316,6 +316,7 @@ impl Batcher {
             }
         };
         w.stats.batches_created.inc();
+        failpoint("batch-created");
         tracing::info!(worker = %w.id, provider = %record.provider, batch = %id, jobs = g.jobs.len(), "provider batch created");
         record.batch_id = Some(id);
         record.state = RecordState::Submitted;
@@ -324,6 +325,7 @@ impl Batcher {
             tracing::warn!(worker = %w.id, error = %e, "recording a provider batch failed; its jobs will find it when they come back");
             return release(g.jobs).await;
         }
+        failpoint("batch-recorded");
         self.carry(g.jobs, &record).await;
     }
 
@@ -494,6 +496,7 @@ impl Batcher {
                 return later(delivery, retry, payload).await;
             }
         }
+        failpoint("batch-rows-stored");
         let Some(queue) = &self.queue else {
             return later(delivery, retry, payload).await;
         };
@@ -649,6 +652,16 @@ impl Batcher {
             }
             idx.records.insert(g.to_string(), rec);
         }
+    }
+}
+
+/// Crash-test hook: the process dies on the spot (as if SIGKILLed) when the environment
+/// variable `OFFPEAK_FAILPOINT` names this point. The fleet tests kill a worker between the
+/// steps of the module docs this way; unset, it costs one lookup per batch step.
+fn failpoint(name: &str) {
+    if std::env::var("OFFPEAK_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
     }
 }
 
