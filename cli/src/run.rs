@@ -91,6 +91,12 @@ pub async fn run(args: RunArgs, mut cfg: Config) -> Result<u8, Failure> {
             submission.to_publish(&checked)
         );
     }
+    if args.simulate {
+        // The simulator's batches take seconds, not hours: gather and poll at that pace.
+        let b = &mut cfg.worker.batch;
+        b.max_age_s = b.max_age_s.min(1.0);
+        b.poll_s = b.poll_s.min(1.0);
+    }
     let sim = if args.simulate {
         let scenario = match &args.scenario {
             Some(p) => load_scenario(p)?,

@@ -80,6 +80,7 @@ pub async fn status(args: StatusArgs, cfg: Config) -> Result<u8, Failure> {
         let mut summary =
             Summary::from_rows(&args.run_id, &rows, manifest.job_count, &sink.location());
         summary.foreign_rows = foreign;
+        summary.in_provider_batches = Some(in_provider_batches(&*sink, run, &rows).await);
         let complete = manifest.published_at.is_some()
             && summary.succeeded + summary.failed >= manifest.job_count;
         if let Some(bar) = &bar {
@@ -122,6 +123,39 @@ pub async fn status(args: StatusArgs, cfg: Config) -> Result<u8, Failure> {
         }
         tokio::time::sleep(args.interval).await;
     }
+}
+
+/// Jobs carried by the run's provider batches that are still running: the jobs of every
+/// `submitted` batch record without a row yet.
+async fn in_provider_batches(
+    sink: &dyn store::ResultSink,
+    run: &str,
+    rows: &[schemas::ResultRow],
+) -> u64 {
+    let Ok(names) = sink.list(run).await else {
+        return 0;
+    };
+    let done: HashSet<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
+    let mut waiting = HashSet::new();
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with(worker::batch::RECORD_PREFIX))
+    {
+        let Ok(bytes) = sink.get(run, name).await else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<worker::batch::BatchRecord>(&bytes) else {
+            continue;
+        };
+        if rec.state == worker::batch::RecordState::Submitted {
+            for env in &rec.jobs {
+                if !done.contains(env.job.id.0.as_str()) {
+                    waiting.insert(env.job.id.0.clone());
+                }
+            }
+        }
+    }
+    waiting.len() as u64
 }
 
 /// What the broker holds in dead letters for `run`; a broker that cannot be reached is said

@@ -33,6 +33,11 @@ pub struct Summary {
     pub latency_p50_ms: u64,
     pub latency_p95_ms: u64,
     pub providers: BTreeMap<String, ProviderSplit>,
+    /// Succeeded jobs, cost and savings by route (`realtime`, `flex`, `batch`).
+    pub routes: BTreeMap<String, RouteSplit>,
+    /// Jobs carried by provider batches still running (`status` reads the batch records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_provider_batches: Option<u64>,
     pub failures: BTreeMap<String, u64>,
     /// Rows whose `job_id` is not in the run's job list (`_jobs`): someone else published
     /// under the run's id. Left out of every figure above.
@@ -65,6 +70,15 @@ pub enum DeadLetterSummary {
 pub struct ReasonCount {
     pub reason: String,
     pub count: u64,
+}
+
+/// One route's share of a run.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteSplit {
+    pub jobs: u64,
+    pub cost_usd: f64,
+    pub baseline_cost_usd: f64,
+    pub savings_pct: f64,
 }
 
 /// Most reasons listed by [`Summary::render`]; the rest are summed on one line.
@@ -122,6 +136,8 @@ impl Summary {
             latency_p50_ms: 0,
             latency_p95_ms: 0,
             providers: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            in_provider_batches: None,
             failures: BTreeMap::new(),
             foreign_rows: 0,
             dead_letters: None,
@@ -145,6 +161,11 @@ impl Summary {
                     p.cost_usd += r.cost_usd;
                     p.input_tokens += r.input_tokens;
                     p.output_tokens += r.output_tokens;
+                    let route = r.route.clone().unwrap_or_else(|| "realtime".into());
+                    let rs = s.routes.entry(route).or_default();
+                    rs.jobs += 1;
+                    rs.cost_usd += r.cost_usd;
+                    rs.baseline_cost_usd += r.baseline_cost_usd;
                 }
                 ResultStatus::Failed => {
                     s.failed += 1;
@@ -159,6 +180,11 @@ impl Summary {
         s.latency_p95_ms = percentile(&lat, 0.95);
         if s.baseline_cost_usd > 0.0 {
             s.savings_pct = (1.0 - s.cost_usd / s.baseline_cost_usd) * 100.0;
+        }
+        for r in s.routes.values_mut() {
+            if r.baseline_cost_usd > 0.0 {
+                r.savings_pct = (1.0 - r.cost_usd / r.baseline_cost_usd) * 100.0;
+            }
         }
         s
     }
@@ -213,6 +239,29 @@ impl Summary {
                     p.output_tokens
                 );
             }
+        }
+        if self.routes.len() > 1 || self.routes.keys().any(|r| r != "realtime") {
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>8} {:>14} {:>8}",
+                "route", "jobs", "cost", "savings"
+            );
+            for (name, r) in &self.routes {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} {:>8} {:>14} {:>7.1}%",
+                    name,
+                    r.jobs,
+                    format!("${:.6}", r.cost_usd),
+                    r.savings_pct
+                );
+            }
+        }
+        if let Some(n) = self.in_provider_batches.filter(|n| *n > 0) {
+            let _ = writeln!(
+                o,
+                "  waiting     {n} jobs in provider batches still running"
+            );
         }
         for (kind, n) in &self.failures {
             let _ = writeln!(o, "  failed: {n} × {kind}");

@@ -373,3 +373,152 @@ fn stuck_batch_is_cancelled_at_the_safe_time_and_jobs_finish_realtime() {
     assert_eq!(bat["batches_cancelled"], 1, "{bat}");
     assert!(w.log_text().contains("cancelled"), "{}", w.log_text());
 }
+
+/// `bat` with no published turnaround: the 24 h window is the prior, too long for a job due in
+/// 24 h. A first run whose jobs are due in 48 h goes through batches; a new worker, started
+/// afterwards, reads the turnarounds the fleet stored and sends jobs due in 24 h to a batch too.
+#[test]
+fn a_new_worker_learns_the_batch_turnaround_the_fleet_has_seen() {
+    let catalog = CATALOG.replace(", turnaround = \"10m\"", "");
+    let mut fleet = Fleet::start(&nats_url(), &scenario("turnaround_s = 1.0"), &catalog);
+    batch_env(&mut fleet, 100);
+    let first = jobs(&fleet, 50, "48h");
+    fleet.submit(&first, "first");
+    let mut w = fleet.worker("w1");
+    wait_done(&fleet, "first", &[&w], "120s");
+    assert!(one_success_each(&fleet.rows("first"), 50)
+        .iter()
+        .all(|r| r.route.as_deref() == Some("batch")));
+    assert!(w.terminate(Duration::from_secs(30)).is_some());
+    let second = fleet.path("second.jsonl");
+    job_file(&second, 50, |i| {
+        format!(
+            r#"{{"id":"job-{i:06}","model":"m","prompt":"again {i}","max_tokens":40,"priority":"deferrable","deadline_in":"24h"}}"#
+        )
+    });
+    fleet.submit(&second, "second");
+    let w2 = fleet.worker("w2");
+    wait_done(&fleet, "second", &[&w2], "120s");
+    let routes: Vec<Option<String>> = one_success_each(&fleet.rows("second"), 50)
+        .into_iter()
+        .map(|r| r.route)
+        .collect();
+    assert!(
+        routes.iter().all(|r| r.as_deref() == Some("batch")),
+        "{routes:?}\n{}",
+        w2.log_text()
+    );
+}
+
+/// A model with a flex tier at half price and a flex capacity of 2 requests at a time: deferrable
+/// jobs all go flex (the flex 429s defer them instead of paying realtime), at half the list price.
+#[test]
+fn deferrable_jobs_take_the_flex_tier_and_wait_out_its_429s() {
+    const N: usize = 200;
+    let catalog = r#"
+[[providers]]
+name = "fx"
+kind = "openai"
+base_url = "{SIM}/fx/v1"
+[[providers.models]]
+model = "m"
+id = "m-fx"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+flex = { multiplier = 0.5 }
+"#;
+    let scenario = r#"
+[[providers]]
+name = "fx"
+kind = "openai"
+models = ["m-fx"]
+latency_ms = 1
+[providers.flex]
+concurrency = 2
+latency_ms = 30
+"#;
+    let fleet = Fleet::start(&nats_url(), scenario, catalog);
+    let file = jobs(&fleet, N, "1h");
+    fleet.submit(&file, "flex");
+    let w = fleet.worker("w");
+    wait_done(&fleet, "flex", &[&w], "180s");
+    let each = one_success_each(&fleet.rows("flex"), N);
+    assert!(each.iter().all(|r| r.route.as_deref() == Some("flex")));
+    let list: f64 = each
+        .iter()
+        .map(|r| (r.input_tokens as f64 + 2.0 * r.output_tokens as f64) / 1e6)
+        .sum();
+    let cost: f64 = each.iter().map(|r| r.cost_usd).sum();
+    assert!((cost / (list / 2.0) - 1.0).abs() < 1e-6, "{cost} vs {list}");
+    let fx = sim_stats(&fleet, "fx");
+    assert_eq!(fx["flex_requests"], N as u64, "{fx}");
+    assert!(
+        fx["flex_rejected"].as_u64().unwrap() > 0,
+        "flex never ran out of capacity: {fx}"
+    );
+}
+
+/// Anthropic's Message Batches keep no metadata: a batch created but not recorded is found by
+/// its creation time and request count, and adopted (never created twice).
+#[test]
+fn anthropic_batch_created_but_not_recorded_is_found_again() {
+    const N: usize = 120;
+    let catalog = r#"
+[[providers]]
+name = "anth"
+kind = "anthropic"
+base_url = "{SIM}/anth/v1"
+[[providers.models]]
+model = "m"
+id = "m-anth"
+input_per_mtok = 1.0
+output_per_mtok = 5.0
+batch = { discount = 0.5, window = "24h", turnaround = "1h", max_requests = 100000 }
+"#;
+    let scenario = r#"
+[[providers]]
+name = "anth"
+kind = "anthropic"
+models = ["m-anth"]
+latency_ms = 1
+[providers.batch]
+turnaround_s = 1.0
+"#;
+    let mut fleet = Fleet::start(&amqp_url(), scenario, catalog);
+    batch_env(&mut fleet, 60);
+    let file = jobs(&fleet, N, "24h");
+    fleet.submit(&file, "anth");
+    fleet
+        .extra_env
+        .push(("OFFPEAK_FAILPOINT".into(), "batch-created".into()));
+    let mut victim = fleet.worker("victim");
+    fleet.extra_env.pop();
+    let start = Instant::now();
+    while victim.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            victim.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rescuer = fleet.worker("rescuer");
+    wait_done(&fleet, "anth", &[&victim, &rescuer], "180s");
+    let rows = fleet.rows("anth");
+    let each = one_success_each(&rows, N);
+    assert!(each.iter().all(|r| r.route.as_deref() == Some("batch")));
+    let batches: HashSet<&str> = rows.iter().filter_map(|r| r.batch_id.as_deref()).collect();
+    let st = sim_stats(&fleet, "anth");
+    assert_eq!(
+        st["batches_created"],
+        batches.len() as u64,
+        "{st}\n{}",
+        rescuer.log_text()
+    );
+    assert_eq!(st["batch_lines_billed"], N as u64, "{st}");
+    assert!(
+        rescuer.log_text().contains("adopted"),
+        "{}",
+        rescuer.log_text()
+    );
+}

@@ -100,6 +100,15 @@ pub fn record_name(gather_id: &str) -> String {
 /// Names of batch records start with this.
 pub const RECORD_PREFIX: &str = "_batch-";
 
+/// Where the fleet keeps what outlives a run: `run=_offpeak/` under the results location.
+pub const FLEET_RUN: &str = "_offpeak";
+
+/// The batch turnarounds seen lately, per (provider, model): `{"<provider>\t<model>": [s, …]}`.
+const TURNAROUNDS: &str = "batch-turnarounds.json";
+
+/// Turnarounds kept per pair in the store.
+const TURNAROUNDS_KEPT: usize = 16;
+
 /// The message that lets any worker look at a batch later.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Poll {
@@ -384,6 +393,42 @@ impl Batcher {
         }
     }
 
+    /// Seeds the router with the batch turnarounds the fleet has seen (kept in the store, so a
+    /// new worker does not start from the pessimistic prior).
+    pub(crate) async fn learn_from_store(&self) {
+        let Ok(bytes) = self.sink.get(FLEET_RUN, TURNAROUNDS).await else {
+            return;
+        };
+        let seen: HashMap<String, Vec<f64>> = serde_json::from_slice(&bytes).unwrap_or_default();
+        for (pair, secs) in seen {
+            let Some((provider, model)) = pair.split_once('\t') else {
+                continue;
+            };
+            for s in secs {
+                let took = chrono::Duration::milliseconds((s * 1000.0) as i64);
+                self.worker.router.observe_turnaround(provider, model, took);
+            }
+        }
+    }
+
+    /// Adds a turnaround to the fleet's store of them (best effort: a lost update only costs an
+    /// observation).
+    async fn remember_turnaround(&self, provider: &str, model: &str, took: Duration) {
+        let mut seen: HashMap<String, Vec<f64>> = match self.sink.get(FLEET_RUN, TURNAROUNDS).await
+        {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        };
+        let list = seen.entry(format!("{provider}\t{model}")).or_default();
+        list.push(took.as_secs_f64());
+        let keep = list.len().saturating_sub(TURNAROUNDS_KEPT);
+        list.drain(..keep);
+        let bytes = serde_json::to_vec(&seen).unwrap_or_default();
+        if let Err(e) = self.sink.put(FLEET_RUN, TURNAROUNDS, bytes).await {
+            tracing::debug!(error = %e, "storing a batch turnaround failed");
+        }
+    }
+
     async fn put_record(&self, r: &BatchRecord) -> Result<(), store::SinkError> {
         let bytes = serde_json::to_vec(r).unwrap_or_default();
         self.sink
@@ -521,6 +566,8 @@ impl Batcher {
             &record.model,
             chrono::Duration::from_std(took).unwrap_or_default(),
         );
+        self.remember_turnaround(&record.provider, &record.model, took)
+            .await;
         w.stats.batch_lines_done.add(rows.len() as u64);
         w.stats.batch_lines_returned.add(back.len() as u64);
         for r in &rows {

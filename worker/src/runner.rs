@@ -169,6 +169,10 @@ impl WorkerConfig {
             false,
         )?;
         seconds("worker.policy.max_defer_s", p.max_defer_s, true)?;
+        seconds("worker.policy.batch_fallback_s", p.batch_fallback_s, false)?;
+        at_least_one("worker.batch.max_jobs", self.batch.max_jobs as u64)?;
+        seconds("worker.batch.max_age_s", self.batch.max_age_s, true)?;
+        seconds("worker.batch.poll_s", self.batch.poll_s, true)?;
         if !(0.0..=1.0).contains(&p.min_window_saving) {
             return Err(InvalidConfig::new(
                 "worker.policy.min_window_saving",
@@ -356,6 +360,10 @@ impl Worker {
         queue: Option<Arc<dyn Queue>>,
     ) {
         let batcher = Batcher::new(self.clone(), sink.clone(), queue);
+        if batcher.enabled() {
+            let learn = batcher.learn_from_store();
+            let _ = tokio::time::timeout(Duration::from_secs(10), learn).await;
+        }
         let control = FlushControl {
             stopping: CancellationToken::new(),
             halt: CancellationToken::new(),
