@@ -288,6 +288,12 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
                         .max(s.latency_ms(tj.output_tokens) * (1.0 + s.jitter) / 6e4);
                     (server, factor, fast)
                 }
+                // Under the priority contract only a deferrable job may wait for a batch.
+                Route::Batch
+                    if o.standard_wait_s.is_some() && tj.priority != Priority::Deferrable =>
+                {
+                    continue
+                }
                 Route::Batch => {
                     let (Some(server), Some(spec), Some(offer)) =
                         (batch_of[p], &sc.servers[p].batch, &c.offer.batch)
