@@ -14,8 +14,12 @@
 //! requests started in `W` hold their slots inside `W` plus the longest latency): for every
 //! dyadic run, and for every stretch the ascent finds overloaded ([`Span`]). A 16-minute
 //! placement counts against the runs of 16 minutes and longer that hold it, and against the
-//! stretches that wholly contain it. Every real schedule that meets the contract satisfies all
-//! of this, so the relaxation's optimum is a lower bound on its cost.
+//! stretches that wholly contain it. A provider's flex tier is one more provider with its own
+//! limits, at the flex price; its batch API one with no limits and no outage, at the batch
+//! price, for batches created no later than the deadline − the fastest turnaround the market
+//! allows. Every real schedule that meets the contract satisfies all of this (for batches:
+//! every schedule that lets a batch run its course or cancels it no earlier than that), so the
+//! relaxation's optimum is a lower bound on its cost.
 //!
 //! It is solved through its Lagrangian dual: capacity constraints priced by multipliers λ ≥ 0,
 //! each job then takes its cheapest priced option, and `L(λ) = Σ_j min_option − Σ λ·capacity`
@@ -26,10 +30,10 @@
 //! A "miss" option at ten times the job's dearest price keeps the dual bounded when capacity
 //! cannot carry everything (adding an option only lowers the optimum — still a bound).
 
-use crate::scenario::MarketScenario;
+use crate::scenario::{MarketScenario, ServerSpec};
 use chrono::{DateTime, Duration, Utc};
 use router::policy::{candidates, Availability};
-use schemas::{Priority, Usd};
+use schemas::{Priority, Route, Usd};
 
 /// Tunables of the bound.
 #[derive(Debug, Clone)]
@@ -207,8 +211,32 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
             mult[1].push(coarse);
         }
     }
+    // Every provider's realtime server, then the flex tiers (capacity of their own), then each
+    // provider's batch API (no capacity limit, no outage: the batch route uses no request
+    // capacity).
+    let n = sc.servers.len();
+    let mut servers: Vec<ServerSpec> = sc.servers.clone();
+    let mut flex_of = vec![None; n];
+    let mut batch_of = vec![None; n];
+    for (p, f) in sc.flex.iter().enumerate() {
+        if let Some(f) = f {
+            flex_of[p] = Some(servers.len());
+            servers.push(f.clone());
+        }
+    }
+    for (p, s) in sc.servers.iter().enumerate() {
+        if s.batch.is_some() {
+            batch_of[p] = Some(servers.len());
+            servers.push(ServerSpec {
+                limits: Default::default(),
+                outages: vec![],
+                rate_limited: vec![],
+                ..s.clone()
+            });
+        }
+    }
     let mut unusable: Grains<bool> = [Vec::new(), Vec::new()];
-    for s in &sc.servers {
+    for s in &servers {
         let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
             s.outages.iter().chain(&s.rate_limited).copied().collect();
         spans.sort();
@@ -217,7 +245,7 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
         unusable[0].push(fine);
         unusable[1].push(coarse);
     }
-    let mut longest = vec![0.0f64; sc.servers.len()];
+    let mut longest = vec![0.0f64; servers.len()];
     let mut jobs = Vec::with_capacity(sc.jobs.len());
     let mut unserved = 0;
     for tj in &sc.jobs {
@@ -241,9 +269,43 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
             let Some(oi) = offer_ids.iter().position(|x| *x == (p, mi)) else {
                 continue;
             };
-            let s = &sc.servers[p];
-            let fastest_ms = s.latency_ms(tj.output_tokens) * (1.0 - s.jitter);
-            longest[p] = longest[p].max(s.latency_ms(tj.output_tokens) * (1.0 + s.jitter) / 6e4);
+            // The route's server, its price factor, and the shortest time from start to answer:
+            // a request's fastest latency, or a batch's fastest turnaround (a batch line is
+            // credited only when its batch may run its course before the deadline).
+            let (server, factor, fastest_ms) = match c.route {
+                Route::Realtime | Route::Flex => {
+                    let server = match c.route {
+                        Route::Flex => flex_of[p].unwrap_or(p),
+                        _ => p,
+                    };
+                    let factor = match (c.route, c.offer.flex) {
+                        (Route::Flex, Some(f)) => f.multiplier,
+                        _ => 1.0,
+                    };
+                    let s = &servers[server];
+                    let fast = s.latency_ms(tj.output_tokens) * (1.0 - s.jitter);
+                    longest[server] = longest[server]
+                        .max(s.latency_ms(tj.output_tokens) * (1.0 + s.jitter) / 6e4);
+                    (server, factor, fast)
+                }
+                // Under the priority contract only a deferrable job may wait for a batch.
+                Route::Batch
+                    if o.standard_wait_s.is_some() && tj.priority != Priority::Deferrable =>
+                {
+                    continue
+                }
+                Route::Batch => {
+                    let (Some(server), Some(spec), Some(offer)) =
+                        (batch_of[p], &sc.servers[p].batch, &c.offer.batch)
+                    else {
+                        continue;
+                    };
+                    let fast = spec.fastest().num_milliseconds() as f64;
+                    (server, 1.0 - offer.discount, fast)
+                }
+            };
+            let p = server;
+            let s = &servers[p];
             let mut latest = tj.deadline - Duration::milliseconds(fastest_ms as i64);
             if let Some(w) = o.standard_wait_s {
                 let wait = match tj.priority {
@@ -268,7 +330,8 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
                 .offer
                 .base_price()
                 .cost(tj.input_tokens, tj.output_tokens)
-                .0;
+                .0
+                * factor;
             let (m0, m1) = (minute_of(tj.arrival), minute_of(latest));
             let max_mult = (m0..=m1).map(|m| mult[0][oi][m]).fold(0.0, f64::max);
             dearest = dearest.max(c0 * max_mult);
@@ -322,8 +385,8 @@ fn build(sc: &MarketScenario, o: &BoundOptions) -> Model {
     let levels = (usize::BITS - (nm - 1).leading_zeros()) as usize + 1;
     let mut res = Vec::new();
     let mut bucket = Vec::new();
-    let mut res_of = vec![[None; 3]; sc.servers.len()];
-    for (p, s) in sc.servers.iter().enumerate() {
+    let mut res_of = vec![[None; 3]; servers.len()];
+    for (p, s) in servers.iter().enumerate() {
         let limits = [
             s.limits.rpm.map(|n| (f64::from(n), f64::from(n))),
             s.limits.tpm.map(|n| (n as f64, n as f64)),

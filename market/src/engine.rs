@@ -4,21 +4,27 @@
 //! defer back to the broker) and keeps the books.
 //!
 //! `offpeak` is the production code: the worker's [`Router`] (`decide`, `record`, the retry
-//! rule), fed with outcomes exactly as the worker feeds it. `gateway` and `dearest` are the
-//! baselines.
+//! rule), fed with outcomes exactly as the worker feeds it. `gateway`, `diy-batch` and
+//! `dearest` are the baselines.
+//!
+//! Routes: a flex dispatch goes to the provider's flex tier (a server of its own); a batch
+//! decision frees the job's slot and hands the job to the fleet's gatherer for its (provider,
+//! model) ([`crate::batch`]); when the batch ends, its done lines are served at the batch price
+//! and the rest go back to the queue to finish realtime.
 
+use crate::batch::{self, Fate, Gather, SimBatch};
 use crate::scenario::MarketScenario;
 use crate::server::{Answer, Reply, Server};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use router::policy::candidates;
+use router::policy::{candidates, capacity_key, realtime_candidates};
 use router::{
-    Availability, CallOutcome, Decision, ErrorClass, GiveUp, History, Retry, Router, RouterConfig,
-    Ticket,
+    Availability, CallOutcome, Decision, ErrorClass, GiveUp, History, PolicyConfig, Retry, Router,
+    RouterConfig, Ticket,
 };
 use schemas::catalog::Price;
-use schemas::Usd;
+use schemas::{Priority, Route, Usd};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +56,9 @@ pub enum PolicyKind {
     Gateway,
     /// offpeak's cost-first deferral (the production policy and capacity plan).
     Offpeak,
+    /// Do-it-yourself batching: every deferrable job through the cheapest batch API that
+    /// promises its turnaround in time, what comes back resubmitted as the gateway does.
+    DiyBatch,
 }
 
 impl PolicyKind {
@@ -58,8 +67,30 @@ impl PolicyKind {
             PolicyKind::Dearest => "dearest",
             PolicyKind::Gateway => "gateway",
             PolicyKind::Offpeak => "offpeak",
+            PolicyKind::DiyBatch => "diy-batch",
         }
     }
+}
+
+/// Jobs served and their cost on one route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTally {
+    pub route: Route,
+    pub jobs: usize,
+    pub cost: Usd,
+}
+
+/// The provider batches of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchTally {
+    /// Batches submitted.
+    pub submitted: u64,
+    /// Batches that ended expired (part-done).
+    pub expired: u64,
+    /// Batches cancelled because their jobs' safe time came.
+    pub cancelled: u64,
+    /// Lines given back to the queue (errors, expired, cancelled): they went realtime.
+    pub lines_back: u64,
 }
 
 /// One provider's share of a run.
@@ -94,6 +125,9 @@ pub struct RunReport {
     pub deferrals: u64,
     pub events: u64,
     pub providers: Vec<ProviderTally>,
+    /// Served jobs and cost per route: realtime, flex, batch.
+    pub routes: [RouteTally; 3],
+    pub batches: BatchTally,
     /// The first few misses: job id and why.
     pub missed: Vec<(String, String)>,
 }
@@ -102,6 +136,19 @@ impl RunReport {
     /// Deadline misses: served late or never.
     pub fn misses(&self) -> usize {
         self.failed + self.late
+    }
+
+    /// Jobs served and their cost on `route`.
+    pub fn route(&self, route: Route) -> RouteTally {
+        self.routes[route_index(route)]
+    }
+}
+
+fn route_index(route: Route) -> usize {
+    match route {
+        Route::Realtime => 0,
+        Route::Flex => 1,
+        Route::Batch => 2,
     }
 }
 
@@ -118,9 +165,12 @@ pub(crate) struct JobState {
     count: usize,
     /// Dearest: the fixed pair (provider index, model index).
     pair: Option<(usize, usize)>,
-    /// The request in flight: price and whether it escalated.
+    /// The request in flight: price, route (realtime when `None`) and whether it escalated.
     price: Option<Price>,
+    route: Option<Route>,
     escalated: bool,
+    /// Provider batches that carried the job and gave it back.
+    batches: u32,
     done: bool,
 }
 
@@ -130,6 +180,12 @@ pub(crate) enum Step {
         provider: usize,
         price: Price,
         escalated: bool,
+        route: Route,
+    },
+    /// Gather into a batch of the provider's offer (index into its `models`).
+    Batch {
+        provider: usize,
+        offer: usize,
     },
     Wait(DateTime<Utc>),
     Fail(String),
@@ -158,6 +214,12 @@ pub(crate) trait SimPolicy {
     /// The production router this policy paces by, if any.
     fn router(&self) -> Option<&Router>;
 
+    /// Whether a batch still running at its jobs' earliest safe time is cancelled (offpeak's
+    /// poller does; someone batching by hand waits for the batch to end).
+    fn cancels_late_batches(&self) -> bool {
+        self.router().is_some()
+    }
+
     /// What follows an answer. By default, as the worker does: the answer is recorded with the
     /// router and the worker's retry rule says what comes next.
     fn outcome(
@@ -173,7 +235,8 @@ pub(crate) trait SimPolicy {
             return After::Done;
         };
         let name = &sc.catalog.providers[provider].name;
-        router.record(name, call_outcome(answer), now);
+        let key = capacity_key(name, st.route.unwrap_or(Route::Realtime));
+        router.record(&key, call_outcome(answer), now);
         after(router, answer, st.attempt)
     }
 }
@@ -185,6 +248,7 @@ pub fn run(sc: &MarketScenario, kind: PolicyKind, cfg: &PlannerConfig) -> RunRep
         PolicyKind::Offpeak => Sim::new(sc, kind, cfg, Offpeak::new(sc, cfg)).run(),
         PolicyKind::Gateway => Sim::new(sc, kind, cfg, Gateway).run(),
         PolicyKind::Dearest => Sim::new(sc, kind, cfg, Dearest::new(sc, cfg)).run(),
+        PolicyKind::DiyBatch => Sim::new(sc, kind, cfg, DiyBatch(Gateway)).run(),
     }
 }
 
@@ -195,13 +259,32 @@ enum Ev {
     Wake(usize),
     /// An inline wait is over; the job still holds its slot.
     Resume(usize),
+    /// A request is back: job, server, whether the server accepted it.
     Done(usize, usize, bool),
+    /// A gathering is old enough to submit: gather key, generation.
+    Gathered(usize, u64),
+    /// A batch ends by itself.
+    BatchEnd(usize),
+    /// Its jobs' earliest safe time: cancel the batch if it still runs.
+    BatchSafe(usize),
 }
 
 struct Sim<'s, P> {
     sc: &'s MarketScenario,
     policy: P,
+    policy_cfg: PolicyConfig,
+    /// Realtime servers (one per provider) then flex tiers; `flex_of[p]` indexes provider
+    /// `p`'s flex server, `provider_of[s]` the provider of server `s`.
     servers: Vec<Server>,
+    flex_of: Vec<Option<usize>>,
+    provider_of: Vec<usize>,
+    gathers: Vec<Gather>,
+    gather_of: HashMap<(usize, usize), usize>,
+    gather_keys: Vec<(usize, usize)>,
+    batches: Vec<SimBatch>,
+    /// Batches created so far per provider.
+    batch_numbers: Vec<u32>,
+    batch_rng: StdRng,
     answers: HashMap<usize, Answer>,
     rng: StdRng,
     events: BinaryHeap<Reverse<(i64, u64, Ev)>>,
@@ -218,16 +301,35 @@ struct Sim<'s, P> {
 
 impl<'s, P: SimPolicy> Sim<'s, P> {
     fn new(sc: &'s MarketScenario, kind: PolicyKind, cfg: &PlannerConfig, policy: P) -> Self {
-        let servers = sc
+        let mut servers: Vec<Server> = sc
             .servers
             .iter()
             .enumerate()
             .map(|(i, s)| Server::new(s.clone(), sc.start, sc.seed ^ (0x9e37 * (i as u64 + 1))))
             .collect();
+        let mut provider_of: Vec<usize> = (0..servers.len()).collect();
+        let mut flex_of = vec![None; sc.servers.len()];
+        for (p, f) in sc.flex.iter().enumerate() {
+            if let Some(f) = f {
+                flex_of[p] = Some(servers.len());
+                provider_of.push(p);
+                let seed = sc.seed ^ (0x7f4a_7c15 * (p as u64 + 1));
+                servers.push(Server::new(f.clone(), sc.start, seed));
+            }
+        }
         Sim {
             sc,
             policy,
+            policy_cfg: cfg.router.policy.clone(),
             servers,
+            flex_of,
+            provider_of,
+            gathers: Vec::new(),
+            gather_of: HashMap::new(),
+            gather_keys: Vec::new(),
+            batches: Vec::new(),
+            batch_numbers: vec![0; sc.servers.len()],
+            batch_rng: StdRng::seed_from_u64(sc.seed.wrapping_add(0xba7c)),
             answers: HashMap::new(),
             rng: StdRng::seed_from_u64(sc.seed.wrapping_add(17)),
             events: BinaryHeap::new(),
@@ -252,6 +354,12 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 deferrals: 0,
                 events: 0,
                 missed: vec![],
+                routes: [Route::Realtime, Route::Flex, Route::Batch].map(|route| RouteTally {
+                    route,
+                    jobs: 0,
+                    cost: Usd::ZERO,
+                }),
+                batches: BatchTally::default(),
                 providers: sc
                     .servers
                     .iter()
@@ -291,7 +399,14 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             match ev {
                 Ev::Arrive(j) | Ev::Wake(j) => self.ready.push_back(j),
                 Ev::Resume(j) => self.task(j, now),
-                Ev::Done(j, p, accepted) => self.done(j, p, accepted, now),
+                Ev::Done(j, s, accepted) => self.done(j, s, accepted, now),
+                Ev::Gathered(g, generation) => {
+                    if self.gathers[g].generation == generation {
+                        self.submit(g, now);
+                    }
+                }
+                Ev::BatchEnd(b) => self.batch_over(b, now, false),
+                Ev::BatchSafe(b) => self.batch_over(b, now, true),
             }
             while self.free > 0 {
                 let Some(j) = self.ready.pop_front() else {
@@ -318,17 +433,27 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 provider,
                 price,
                 escalated,
+                route,
             } => {
                 let tj = &self.sc.jobs[j];
-                let answer =
-                    self.servers[provider].request(now, tj.limit_tokens(), tj.output_tokens);
+                let server = match route {
+                    Route::Flex => self.flex_of[provider].unwrap_or(provider),
+                    _ => provider,
+                };
+                let answer = self.servers[server].request(now, tj.limit_tokens(), tj.output_tokens);
                 let st = &mut self.states[j];
                 st.price = Some(price);
+                st.route = Some(route);
                 st.escalated = escalated;
                 self.r.requests += 1;
                 self.r.providers[provider].requests += 1;
                 self.answers.insert(j, answer);
-                self.push(now + answer.latency, Ev::Done(j, provider, answer.accepted));
+                self.push(now + answer.latency, Ev::Done(j, server, answer.accepted));
+            }
+            Step::Batch { provider, offer } => {
+                // The job is recorded with the gathering and acknowledged: its slot frees.
+                self.free += 1;
+                self.gather(j, provider, offer, now);
             }
             Step::Wait(until) => {
                 let wait = (until - now).num_milliseconds();
@@ -339,14 +464,18 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                     self.defer(j, until, now);
                 }
             }
-            Step::Fail(why) => self.end(j, now, false, why),
+            Step::Fail(why) => {
+                self.free += 1;
+                self.end(j, now, false, why);
+            }
         }
     }
 
-    fn done(&mut self, j: usize, p: usize, accepted: bool, now: DateTime<Utc>) {
+    fn done(&mut self, j: usize, server: usize, accepted: bool, now: DateTime<Utc>) {
         if accepted {
-            self.servers[p].finish();
+            self.servers[server].finish();
         }
+        let p = self.provider_of[server];
         let Some(answer) = self.answers.remove(&j) else {
             return;
         };
@@ -373,12 +502,12 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                     output_per_mtok: 0.0,
                 });
                 let cost = price.cost(tj.input_tokens, tj.output_tokens);
-                self.r.cost += cost;
-                self.r.providers[p].cost += cost;
-                self.r.providers[p].jobs += 1;
+                let route = st.route.unwrap_or(Route::Realtime);
                 if st.escalated {
                     self.r.escalated += 1;
                 }
+                self.bill(p, route, cost);
+                self.free += 1;
                 self.end(j, now, true, String::new());
             }
             After::Retry => self.task(j, now),
@@ -405,6 +534,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                                 "gave up after {} attempts: {:?}",
                                 st.attempt, answer.reply
                             );
+                            self.free += 1;
                             self.end(j, now, false, why);
                             return;
                         }
@@ -427,8 +557,143 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
         self.push(until, Ev::Wake(j));
     }
 
+    fn bill(&mut self, p: usize, route: Route, cost: Usd) {
+        self.r.cost += cost;
+        self.r.providers[p].cost += cost;
+        self.r.providers[p].jobs += 1;
+        let t = &mut self.r.routes[route_index(route)];
+        t.cost += cost;
+        t.jobs += 1;
+    }
+
+    /// Adds the job to its (provider, offer)'s gathering; a full gathering is submitted at
+    /// once, a new one is submitted when it is `fleet.batch_gather` old.
+    fn gather(&mut self, j: usize, provider: usize, offer: usize, now: DateTime<Utc>) {
+        let g = match self.gather_of.get(&(provider, offer)) {
+            Some(g) => *g,
+            None => {
+                self.gathers.push(Gather::default());
+                self.gather_keys.push((provider, offer));
+                self.gather_of
+                    .insert((provider, offer), self.gathers.len() - 1);
+                self.gathers.len() - 1
+            }
+        };
+        if self.gathers[g].jobs.is_empty() {
+            let generation = self.gathers[g].generation;
+            self.push(now + self.sc.fleet.gather(), Ev::Gathered(g, generation));
+        }
+        self.gathers[g].jobs.push(j);
+        let spec = &self.sc.catalog.providers[provider].models[offer];
+        let cap = self
+            .sc
+            .fleet
+            .batch_max_requests
+            .or(spec
+                .batch
+                .as_ref()
+                .and_then(|b| b.max_requests.map(|n| n as usize)))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if self.gathers[g].jobs.len() >= cap {
+            self.submit(g, now);
+        }
+    }
+
+    /// Submits gathering `g` as one provider batch and draws its fate.
+    fn submit(&mut self, g: usize, now: DateTime<Utc>) {
+        let gather = &mut self.gathers[g];
+        gather.generation += 1;
+        let jobs = std::mem::take(&mut gather.jobs);
+        if jobs.is_empty() {
+            return;
+        }
+        let (provider, offer) = self.gather_keys[g];
+        let spec = &self.sc.catalog.providers[provider].models[offer];
+        let window = spec.batch.as_ref().map_or(Duration::days(1), |b| {
+            Duration::from_std(b.window).unwrap_or(Duration::days(1))
+        });
+        let price = spec
+            .route_price_at(Route::Batch, now)
+            .unwrap_or_else(|| spec.price_at(now));
+        self.batch_numbers[provider] += 1;
+        let number = self.batch_numbers[provider];
+        let market = self.sc.servers[provider]
+            .batch
+            .clone()
+            .unwrap_or_else(|| crate::scenario::BatchSpec::fixed(window));
+        let (turnaround, ends, fate) =
+            batch::draw(&market, window, number, now, &mut self.batch_rng);
+        let safe = jobs
+            .iter()
+            .map(|&j| self.policy_cfg.batch_safe_time(&self.sc.jobs[j].job()))
+            .min()
+            .unwrap_or(ends);
+        let b = self.batches.len();
+        self.batches.push(SimBatch {
+            provider,
+            offer,
+            jobs,
+            created: now,
+            price,
+            turnaround,
+            fate,
+            ended: false,
+        });
+        self.r.batches.submitted += 1;
+        self.push(ends, Ev::BatchEnd(b));
+        if self.policy.cancels_late_batches() && safe < ends {
+            self.push(safe.max(now), Ev::BatchSafe(b));
+        }
+    }
+
+    /// Batch `b` ends (by itself, or cancelled at its jobs' safe time): its done lines are
+    /// served at the batch price, the rest go back to the queue, flagged so they go realtime.
+    fn batch_over(&mut self, b: usize, now: DateTime<Utc>, cancel: bool) {
+        let batch = &mut self.batches[b];
+        if batch.ended {
+            return;
+        }
+        batch.ended = true;
+        let batch = batch.clone();
+        let done = if cancel {
+            self.r.batches.cancelled += 1;
+            batch.done_by(now)
+        } else {
+            match batch.fate {
+                Fate::Completed => 1.0,
+                Fate::Expired(done) => {
+                    self.r.batches.expired += 1;
+                    done
+                }
+            }
+        };
+        let spec = &self.sc.catalog.providers[batch.provider];
+        if let Some(router) = self.policy.router() {
+            let model = &spec.models[batch.offer].model;
+            router.observe_turnaround(&spec.name, model, now - batch.created);
+        }
+        let line_errors = self.sc.servers[batch.provider]
+            .batch
+            .as_ref()
+            .map_or(0.0, |s| s.line_errors);
+        let finished = (done * batch.jobs.len() as f64).floor() as usize;
+        for (i, &j) in batch.jobs.iter().enumerate() {
+            let failed = line_errors > 0.0 && self.batch_rng.random::<f64>() < line_errors;
+            if i < finished && !failed {
+                let tj = &self.sc.jobs[j];
+                let cost = batch.price.cost(tj.input_tokens, tj.output_tokens);
+                self.bill(batch.provider, Route::Batch, cost);
+                self.end(j, now, true, String::new());
+            } else {
+                self.r.batches.lines_back += 1;
+                self.states[j].batches += 1;
+                self.push(now, Ev::Wake(j));
+            }
+        }
+    }
+
     fn end(&mut self, j: usize, now: DateTime<Utc>, served: bool, why: String) {
-        self.free += 1;
         let st = &mut self.states[j];
         if st.done {
             return;
@@ -527,19 +792,16 @@ impl SimPolicy for Offpeak {
             history: History {
                 waited: st.waited,
                 failures: st.attempt,
-                batches: 0,
+                batches: st.batches,
             },
         };
         match self.router.decide(&ticket, now) {
-            // The simulated market has no batch route yet: realtime at the batch price would
-            // flatter offpeak, so such a decision is sent realtime at the realtime price.
             Decision::Batch { to, reason } => {
                 st.escalated = reason.is_escalation();
-                let price = to.offer.price_at(now);
-                Step::Send {
-                    provider: self.index[to.provider.name.as_str()],
-                    price,
-                    escalated: st.escalated,
+                let provider = self.index[to.provider.name.as_str()];
+                Step::Batch {
+                    provider,
+                    offer: offer_index(sc, provider, to.offer),
                 }
             }
             Decision::Dispatch { to, reason } => {
@@ -548,6 +810,7 @@ impl SimPolicy for Offpeak {
                     provider: self.index[to.provider.name.as_str()],
                     price: to.price,
                     escalated: st.escalated,
+                    route: to.route,
                 }
             }
             Decision::Defer { until, .. } => Step::Wait(until),
@@ -580,7 +843,8 @@ impl SimPolicy for Gateway {
             return Step::Fail("deadline passed".into());
         }
         let job = tj.job();
-        let ranked = candidates(&job, &sc.catalog, &|_| Availability::Now, now);
+        // Gateways route realtime only: they know neither batch APIs nor flex tiers.
+        let ranked = realtime_candidates(&job, &sc.catalog, &|_| Availability::Now, now);
         if ranked.is_empty() {
             return Step::Fail("no provider".into());
         }
@@ -599,6 +863,7 @@ impl SimPolicy for Gateway {
             provider,
             price: c.price,
             escalated: st.next > 0,
+            route: c.route,
         }
     }
 
@@ -654,7 +919,7 @@ impl SimPolicy for Dearest {
         }
         let job = tj.job();
         if st.pair.is_none() {
-            let ranked = candidates(&job, &sc.catalog, &|_| Availability::Now, now);
+            let ranked = realtime_candidates(&job, &sc.catalog, &|_| Availability::Now, now);
             let Some(c) = ranked.last() else {
                 return Step::Fail("no provider".into());
             };
@@ -679,6 +944,7 @@ impl SimPolicy for Dearest {
                 provider: p,
                 price: spec.models[m].price_at(now),
                 escalated: false,
+                route: Route::Realtime,
             },
             Availability::At(t, _) => Step::Wait(t),
             Availability::Excluded => Step::Wait(now + Duration::seconds(60)),
@@ -687,5 +953,75 @@ impl SimPolicy for Dearest {
 
     fn router(&self) -> Option<&Router> {
         Some(&self.router)
+    }
+}
+
+fn offer_index(sc: &MarketScenario, provider: usize, offer: &schemas::ModelOffer) -> usize {
+    sc.catalog.providers[provider]
+        .models
+        .iter()
+        .position(|m| m.id == offer.id && m.model == offer.model)
+        .unwrap_or(0)
+}
+
+/// Batching by hand: each deferrable job to the cheapest batch offer whose published
+/// turnaround (the catalog's prior) fits before its deadline, gathered as the fleet gathers;
+/// everything else, and every line a batch gives back, through the gateway. Nobody watches the
+/// batches: a slow one is waited for, not cancelled.
+struct DiyBatch(Gateway);
+
+impl SimPolicy for DiyBatch {
+    fn router(&self) -> Option<&Router> {
+        None
+    }
+
+    fn cancels_late_batches(&self) -> bool {
+        false
+    }
+
+    fn step(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        now: DateTime<Utc>,
+    ) -> Step {
+        let tj = &sc.jobs[j];
+        if st.batches == 0 && tj.priority == Priority::Deferrable && now < tj.deadline {
+            let job = tj.job();
+            let ranked = candidates(&job, &sc.catalog, &|_| Availability::Now, now);
+            let batch = ranked.iter().find(|c| {
+                c.route == Route::Batch
+                    && c.offer.batch.as_ref().is_some_and(|b| {
+                        Duration::from_std(b.prior_turnaround())
+                            .is_ok_and(|t| now + t <= tj.deadline)
+                    })
+            });
+            if let Some(c) = batch {
+                let provider = sc
+                    .catalog
+                    .providers
+                    .iter()
+                    .position(|p| p.name == c.provider.name)
+                    .unwrap_or(0);
+                return Step::Batch {
+                    provider,
+                    offer: offer_index(sc, provider, c.offer),
+                };
+            }
+        }
+        self.0.step(sc, j, st, now)
+    }
+
+    fn outcome(
+        &mut self,
+        sc: &MarketScenario,
+        j: usize,
+        st: &mut JobState,
+        provider: usize,
+        answer: &Answer,
+        now: DateTime<Utc>,
+    ) -> After {
+        self.0.outcome(sc, j, st, provider, answer, now)
     }
 }

@@ -68,8 +68,15 @@ pub struct FleetSpec {
     /// Jobs processed at once across the fleet (one worker's `concurrency`).
     pub concurrency: usize,
     /// Whether the workers' catalog carries the true limits below (else the catalog file's, and
-    /// the workers learn the truth from 429s).
+    /// the workers learn the truth from 429s), and, for a provider whose `batch` turnaround the
+    /// scenario gives, that median as the batch offer's prior turnaround.
     pub worker_knows_limits: bool,
+    /// Most jobs the fleet gathers into one provider batch (default: the offer's
+    /// `max_requests`, else no limit).
+    pub batch_max_requests: Option<usize>,
+    /// How long the fleet gathers jobs for one (provider, model) before it submits them as a
+    /// batch (default 5 minutes).
+    pub batch_gather: Option<Offset>,
 }
 
 impl Default for FleetSpec {
@@ -77,7 +84,18 @@ impl Default for FleetSpec {
         FleetSpec {
             concurrency: 256,
             worker_knows_limits: true,
+            batch_max_requests: None,
+            batch_gather: None,
         }
+    }
+}
+
+impl FleetSpec {
+    /// How long jobs are gathered before their batch is submitted.
+    pub fn gather(&self) -> Duration {
+        self.batch_gather
+            .map_or(Duration::minutes(5), Offset::duration)
+            .max(Duration::seconds(1))
     }
 }
 
@@ -115,6 +133,63 @@ pub struct ProviderMarket {
     pub rate_limited: Vec<Interval>,
     #[serde(default = "default_retry_after")]
     pub retry_after_s: f64,
+    /// How the provider's batch API behaves (absent: every batch takes the catalog's prior
+    /// turnaround, and nothing fails).
+    #[serde(default)]
+    pub batch: Option<BatchMarket>,
+    /// The true capacity of the provider's flex tier (absent: the realtime limits, a separate
+    /// pool of the same size).
+    #[serde(default)]
+    pub flex: Option<FlexMarket>,
+}
+
+/// How a provider's batch API behaves in the scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMarket {
+    /// Median turnaround, creation to end.
+    pub turnaround: Offset,
+    /// Each turnaround is the median (or the tail's) times a factor drawn from
+    /// [1 − jitter, 1 + jitter] (default 0.25).
+    #[serde(default = "default_batch_jitter")]
+    pub jitter: f64,
+    /// Fraction of batches that take `tail_turnaround` instead (default 0).
+    #[serde(default)]
+    pub tail: f64,
+    /// Turnaround of a tail batch, and of every batch created inside a `slow` window.
+    #[serde(default)]
+    pub tail_turnaround: Option<Offset>,
+    /// Windows in which every batch created takes `tail_turnaround` (a turnaround spike).
+    #[serde(default)]
+    pub slow: Vec<Interval>,
+    /// Fraction of a batch's lines that come back as errors (default 0).
+    #[serde(default)]
+    pub line_errors: f64,
+    /// Which of this provider's batches (1 = the first created) end `expired` part-done.
+    #[serde(default)]
+    pub expire: Vec<u32>,
+    /// Fraction of an expiring batch's lines done when it expires (default 0.5).
+    #[serde(default = "default_expire_done")]
+    pub expire_done: f64,
+}
+
+fn default_batch_jitter() -> f64 {
+    0.25
+}
+fn default_expire_done() -> f64 {
+    0.5
+}
+
+/// The true capacity of a provider's flex tier; its 429s are never billed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlexMarket {
+    /// Requests in flight at once on the flex tier; absent: no limit.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Requests per minute on the flex tier; absent: no limit.
+    #[serde(default)]
+    pub rpm: Option<u32>,
 }
 
 fn default_latency_ms() -> f64 {
@@ -145,6 +220,8 @@ impl ProviderMarket {
             outages: vec![],
             rate_limited: vec![],
             retry_after_s: default_retry_after(),
+            batch: None,
+            flex: None,
         }
     }
 }
@@ -365,6 +442,56 @@ pub struct ServerSpec {
     pub outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     pub rate_limited: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     pub retry_after_s: f64,
+    /// Its batch API, if any of its offers has one.
+    pub batch: Option<BatchSpec>,
+}
+
+/// A provider's batch API, resolved.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    pub turnaround: Duration,
+    pub jitter: f64,
+    pub tail: f64,
+    pub tail_turnaround: Duration,
+    pub slow: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    pub line_errors: f64,
+    /// 1-based creation numbers of the batches that expire part-done.
+    pub expire: Vec<u32>,
+    pub expire_done: f64,
+}
+
+impl BatchSpec {
+    /// Batches that take `turnaround` exactly and never fail.
+    pub fn fixed(turnaround: Duration) -> Self {
+        BatchSpec {
+            turnaround,
+            jitter: 0.0,
+            tail: 0.0,
+            tail_turnaround: turnaround,
+            slow: vec![],
+            line_errors: 0.0,
+            expire: vec![],
+            expire_done: 0.5,
+        }
+    }
+
+    /// The shortest turnaround any batch may have.
+    pub fn fastest(&self) -> Duration {
+        let f = 1.0 - self.jitter;
+        let ms = self.turnaround.min(self.tail_turnaround).num_milliseconds() as f64 * f;
+        Duration::milliseconds(ms.max(0.0) as i64)
+    }
+
+    /// The turnaround of a batch created at `at`, before jitter: the tail's inside a slow window
+    /// or when `tail_draw` (uniform in [0, 1)) falls under `tail`.
+    pub fn base_turnaround(&self, at: DateTime<Utc>, tail_draw: f64) -> Duration {
+        let slow = self.slow.iter().any(|(a, b)| *a <= at && at < *b);
+        if slow || tail_draw < self.tail {
+            self.tail_turnaround
+        } else {
+            self.turnaround
+        }
+    }
 }
 
 impl ServerSpec {
@@ -441,6 +568,8 @@ pub struct MarketScenario {
     pub catalog: Catalog,
     /// True behaviour, in the order of `catalog.providers`.
     pub servers: Vec<ServerSpec>,
+    /// The true behaviour of each provider's flex tier, if it has one (same order).
+    pub flex: Vec<Option<ServerSpec>>,
     /// Jobs by arrival.
     pub jobs: Vec<TraceJob>,
     pub fleet: FleetSpec,
@@ -496,6 +625,7 @@ impl ScenarioSpec {
         }
         let at = |o: Offset| start + o.duration();
         let mut servers = Vec::new();
+        let mut flex = Vec::new();
         for p in &mut cat.providers {
             let m = self
                 .market
@@ -516,7 +646,23 @@ impl ScenarioSpec {
             if self.fleet.worker_knows_limits {
                 p.limits = truth.clone();
             }
-            servers.push(ServerSpec {
+            let batch = batch_spec(p, &m, self.fleet.worker_knows_limits, &at)?;
+            let flex_limits = match (&m.flex, p.models.iter().any(|o| o.flex.is_some())) {
+                (Some(_), false) => {
+                    return invalid(format!(
+                        "market {}: `flex` given but no offer of it has a flex tier",
+                        p.name
+                    ))
+                }
+                (Some(f), true) => Some(Limits {
+                    rpm: f.rpm.filter(|n| *n > 0),
+                    tpm: None,
+                    concurrency: f.concurrency.filter(|n| *n > 0),
+                }),
+                (None, true) => Some(truth.clone()),
+                (None, false) => None,
+            };
+            let server = ServerSpec {
                 name: p.name.clone(),
                 limits: truth,
                 latency_ms: m.latency_ms.max(1.0),
@@ -530,7 +676,15 @@ impl ScenarioSpec {
                     .map(|w| (at(w.from), at(w.to)))
                     .collect(),
                 retry_after_s: m.retry_after_s.max(1.0),
-            });
+                batch,
+            };
+            flex.push(flex_limits.map(|limits| ServerSpec {
+                name: format!("{}/flex", p.name),
+                limits,
+                batch: None,
+                ..server.clone()
+            }));
+            servers.push(server);
         }
         let served = cat.model_names();
         let models_of = |model: &Option<String>, models: &[String], what: &str| {
@@ -616,11 +770,69 @@ impl ScenarioSpec {
             start,
             catalog: cat,
             servers,
+            flex,
             jobs,
             fleet: self.fleet.clone(),
             seed: self.seed,
         })
     }
+}
+
+/// A provider's batch API as the scenario describes it (`None` when no offer of it has one).
+/// With `told` (the workers know the market), the median turnaround becomes the workers'
+/// prior for the provider's batch offers.
+fn batch_spec(
+    p: &mut schemas::ProviderSpec,
+    m: &ProviderMarket,
+    told: bool,
+    at: &dyn Fn(Offset) -> DateTime<Utc>,
+) -> Result<Option<BatchSpec>, ScenarioError> {
+    let prior = p
+        .models
+        .iter()
+        .filter_map(|o| o.batch.as_ref())
+        .map(|b| b.prior_turnaround())
+        .max();
+    let (Some(_), Some(b)) = (prior, &m.batch) else {
+        if m.batch.is_some() {
+            return invalid(format!(
+                "market {}: `batch` given but no offer of it has a batch API",
+                p.name
+            ));
+        }
+        let fixed = |d| BatchSpec::fixed(Duration::from_std(d).unwrap_or(Duration::days(1)));
+        return Ok(prior.map(fixed));
+    };
+    if b.turnaround.ms() <= 0 || b.tail_turnaround.is_some_and(|t| t.ms() <= 0) {
+        return invalid(format!(
+            "market {}: batch turnarounds must be positive",
+            p.name
+        ));
+    }
+    for w in &b.slow {
+        if w.to <= w.from {
+            return invalid(format!(
+                "market {}: batch slow window ends before it starts",
+                p.name
+            ));
+        }
+    }
+    if told {
+        let median = std::time::Duration::from_millis(b.turnaround.ms() as u64);
+        for o in p.models.iter_mut().filter_map(|o| o.batch.as_mut()) {
+            o.turnaround = Some(median);
+        }
+    }
+    Ok(Some(BatchSpec {
+        turnaround: b.turnaround.duration(),
+        jitter: b.jitter.clamp(0.0, 0.9),
+        tail: b.tail.clamp(0.0, 1.0),
+        tail_turnaround: b.tail_turnaround.unwrap_or(b.turnaround).duration(),
+        slow: b.slow.iter().map(|w| (at(w.from), at(w.to))).collect(),
+        line_errors: b.line_errors.clamp(0.0, 1.0),
+        expire: b.expire.clone(),
+        expire_done: b.expire_done.clamp(0.0, 1.0),
+    }))
 }
 
 /// Arrival offsets (ms) of a class's jobs.

@@ -178,6 +178,7 @@ mod tests {
             )],
             rate_limited: vec![],
             retry_after_s: 20.0,
+            batch: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `offpeak bench market`: the cost of routing policies on one job trace and provider market,
 //! on a simulated clock (the engine is the `market` crate; the format and the lower bound are
-//! described in docs/benchmarks.md). Runs `dearest`, `gateway` and `offpeak` and computes the
-//! lower bound, prints a table, and ends with one `key=value` summary line.
+//! described in docs/benchmarks.md). Runs `dearest`, `gateway`, `diy-batch` and `offpeak` and
+//! computes the lower bound, prints a table and the split of cost by route, and ends with one
+//! `key=value` summary line.
 
 use crate::config::Config;
 use crate::{invalid, Failure};
@@ -10,7 +11,7 @@ use market::{
     lower_bound, random_spec, run as simulate_policy, BoundOptions, LowerBound, MarketScenario,
     PlannerConfig, PolicyKind, RunReport, ScenarioSpec, TraceEntry,
 };
-use schemas::Catalog;
+use schemas::{Catalog, Route};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -102,6 +103,7 @@ fn simulate(
         let runs = [
             PolicyKind::Dearest,
             PolicyKind::Gateway,
+            PolicyKind::DiyBatch,
             PolicyKind::Offpeak,
         ]
         .into_iter()
@@ -297,6 +299,27 @@ fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: 
             .collect();
         println!("  {:<10} {}", r.policy.as_str(), split.join(", "));
     }
+    println!();
+    println!("jobs (cost_usd) per route, and provider batches:");
+    for (r, _) in runs {
+        let split: Vec<String> = [Route::Realtime, Route::Flex, Route::Batch]
+            .into_iter()
+            .map(|route| {
+                let t = r.route(route);
+                format!("{route} {} ({:.2})", t.jobs, t.cost.0)
+            })
+            .collect();
+        let b = &r.batches;
+        println!(
+            "  {:<10} {}; batches {} (expired {}, cancelled {}, lines back {})",
+            r.policy.as_str(),
+            split.join(", "),
+            b.submitted,
+            b.expired,
+            b.cancelled,
+            b.lines_back
+        );
+    }
     for (r, _) in runs {
         for (id, why) in r.missed.iter().take(5) {
             println!("  {} missed {id}: {why}", r.policy.as_str());
@@ -309,31 +332,41 @@ fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: 
 fn print_summary_line(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: f64) {
     let lb = &bounds.contract;
     let get = |k: PolicyKind| runs.iter().map(|(r, _)| r).find(|r| r.policy == k);
-    let (Some(d), Some(g), Some(o)) = (
+    let (Some(d), Some(g), Some(y), Some(o)) = (
         get(PolicyKind::Dearest),
         get(PolicyKind::Gateway),
+        get(PolicyKind::DiyBatch),
         get(PolicyKind::Offpeak),
     ) else {
         return;
     };
     println!();
     println!(
-        "bench=market scenario={} jobs={} dearest_usd={:.4} gateway_usd={:.4} offpeak_usd={:.4} lower_bound_usd={:.4} lower_bound_deadlines_usd={:.4} offpeak_over_lb={:.3} offpeak_vs_gateway={:.3} offpeak_vs_dearest={:.3} misses={} gateway_misses={} dearest_misses={} offpeak_makespan_h={:.2} gateway_makespan_h={:.2} dearest_makespan_h={:.2} wall_s={:.1}",
+        "bench=market scenario={} jobs={} dearest_usd={:.4} gateway_usd={:.4} diy_batch_usd={:.4} offpeak_usd={:.4} offpeak_realtime_usd={:.4} offpeak_flex_usd={:.4} offpeak_batch_usd={:.4} offpeak_batches={} offpeak_batch_lines_back={} lower_bound_usd={:.4} lower_bound_deadlines_usd={:.4} offpeak_over_lb={:.3} offpeak_vs_gateway={:.3} offpeak_vs_diy_batch={:.3} offpeak_vs_dearest={:.3} misses={} gateway_misses={} diy_batch_misses={} dearest_misses={} offpeak_makespan_h={:.2} gateway_makespan_h={:.2} diy_batch_makespan_h={:.2} dearest_makespan_h={:.2} wall_s={:.1}",
         sc.name,
         sc.jobs.len(),
         d.cost.0,
         g.cost.0,
+        y.cost.0,
         o.cost.0,
+        o.route(Route::Realtime).cost.0,
+        o.route(Route::Flex).cost.0,
+        o.route(Route::Batch).cost.0,
+        o.batches.submitted,
+        o.batches.lines_back,
         lb.usd.0,
         bounds.deadlines.usd.0,
         ratio(o.cost.0, lb.usd.0),
         ratio(o.cost.0, g.cost.0),
+        ratio(o.cost.0, y.cost.0),
         ratio(o.cost.0, d.cost.0),
         o.misses(),
         g.misses(),
+        y.misses(),
         d.misses(),
         hours(o.makespan),
         hours(g.makespan),
+        hours(y.makespan),
         hours(d.makespan),
         wall
     );
@@ -363,6 +396,7 @@ mod tests {
             "market-cheap-rate-limited.toml",
             "market-offpeak-window-outage.toml",
             "market-cheap-saturated.toml",
+            "market-nightly-eval.toml",
         ] {
             let sc = load_scenario(&example(name), 1.0)
                 .unwrap_or_else(|e| panic!("{name}: {}", e.error));
