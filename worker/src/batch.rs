@@ -156,6 +156,10 @@ pub(crate) struct Batcher {
     groups: Mutex<HashMap<(String, String, String), Group>>,
     seq: AtomicU64,
     runs: tokio::sync::Mutex<HashMap<String, RunIndex>>,
+    /// Held from a batch's record to its creation: one worker's batches are created one after
+    /// another, so a batch found again by its creation time (Anthropic) is not taken for the
+    /// next one's.
+    creating: tokio::sync::Mutex<()>,
     /// Batches this worker made a poll message for since it started.
     polled: Mutex<HashSet<String>>,
 }
@@ -177,6 +181,7 @@ impl Batcher {
             groups: Mutex::default(),
             seq: AtomicU64::new(0),
             runs: tokio::sync::Mutex::default(),
+            creating: tokio::sync::Mutex::default(),
             polled: Mutex::default(),
         })
     }
@@ -263,6 +268,7 @@ impl Batcher {
     async fn submit(self: Arc<Self>, g: Group) {
         let w = &self.worker;
         let Some(first) = g.jobs.first() else { return };
+        let creating = self.creating.lock().await;
         let run_id = first.env.run_id.to_string();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let gather_id = format!(
@@ -327,6 +333,7 @@ impl Batcher {
         w.stats.batches_created.inc();
         failpoint("batch-created");
         tracing::info!(worker = %w.id, provider = %record.provider, batch = %id, jobs = g.jobs.len(), "provider batch created");
+        drop(creating);
         record.batch_id = Some(id);
         record.state = RecordState::Submitted;
         if let Err(e) = self.put_record(&record).await {
@@ -493,8 +500,14 @@ impl Batcher {
             }
             return later(delivery, self.poll_wait(&record, now), payload).await;
         }
-        let results = match api.results(&id).await {
+        let results = match api.results(&id, &record.gather_id).await {
             Ok(r) => r,
+            Err(e) if e.class == router::ErrorClass::Terminal => {
+                // Adopted by mistake (another gather's batch): none of its answers are these
+                // jobs'; they all go back to the queue, and the operator hears of it.
+                tracing::warn!(worker = %w.id, batch = %id, gather = %record.gather_id, error = %e, "a batch adopted after a crash was another's; its jobs go realtime");
+                HashMap::new()
+            }
             Err(e) => {
                 tracing::warn!(worker = %w.id, batch = %id, error = %e, "reading a batch's results failed; polling again later");
                 return later(delivery, retry, payload).await;
@@ -618,7 +631,16 @@ impl Batcher {
                 }
                 RecordState::Creating => {
                     // Step 2's crash: was the batch created?
-                    let adopted = self.adopt(rec).await;
+                    let claimed: HashSet<String> = runs
+                        .get(&run)
+                        .map(|i| {
+                            i.records
+                                .values()
+                                .filter_map(|r| r.batch_id.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let adopted = self.adopt(rec, &claimed).await;
                     let entry = runs.get_mut(&run).map(|i| &mut i.records);
                     if let Some(records) = entry {
                         records.insert(g.clone(), adopted.clone());
@@ -638,7 +660,7 @@ impl Batcher {
 
     /// Looks for the batch of a record left `creating`: found, the record is completed
     /// (`submitted`); not found, it is void (its jobs go on without it).
-    async fn adopt(&self, mut rec: BatchRecord) -> BatchRecord {
+    async fn adopt(&self, mut rec: BatchRecord, claimed: &HashSet<String>) -> BatchRecord {
         let Some(api) = self
             .worker
             .providers
@@ -648,7 +670,12 @@ impl Batcher {
             return rec;
         };
         match api
-            .find(&rec.gather_id, rec.created_at, rec.jobs.len() as u64)
+            .find(
+                &rec.gather_id,
+                rec.created_at,
+                rec.jobs.len() as u64,
+                claimed,
+            )
             .await
         {
             Ok(Some(id)) => {

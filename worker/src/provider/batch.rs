@@ -34,14 +34,24 @@ pub enum LineOutcome {
     Failed(String),
 }
 
-/// The custom id of line `i`.
-pub fn line_id(i: usize) -> String {
-    format!("l{i}")
+/// The custom id of line `i` of the batch tagged `tag`: `l<i>-<hash of the tag>` (both APIs
+/// take up to 64 letters, digits, `-` and `_`), so the results say whose lines they are.
+pub fn line_id(i: usize, tag: &str) -> String {
+    format!("l{i}-{}", tag_hash(tag))
 }
 
-/// The line index of a custom id written by [`line_id`].
-pub fn line_index(custom_id: &str) -> Option<usize> {
-    custom_id.strip_prefix('l')?.parse().ok()
+/// The line index of a custom id [`line_id`] wrote for `tag`; `None` for another batch's.
+pub fn line_index(custom_id: &str, tag: &str) -> Option<usize> {
+    let (i, hash) = custom_id.strip_prefix('l')?.split_once('-')?;
+    (hash == tag_hash(tag)).then(|| i.parse().ok()).flatten()
+}
+
+fn tag_hash(tag: &str) -> String {
+    // FNV-1a, 64 bits: stable across processes and versions.
+    let h = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
 }
 
 /// The batch endpoints of one provider account.
@@ -122,7 +132,7 @@ impl BatchApi {
             let requests: Vec<Value> = lines
                 .iter()
                 .enumerate()
-                .map(|(i, r)| json!({"custom_id": line_id(i), "params": super::anthropic::request_body(r)}))
+                .map(|(i, r)| json!({"custom_id": line_id(i, tag), "params": super::anthropic::request_body(r)}))
                 .collect();
             let b = self
                 .request(reqwest::Method::POST, "messages/batches")
@@ -132,7 +142,7 @@ impl BatchApi {
             let mut file = Vec::new();
             for (i, r) in lines.iter().enumerate() {
                 let line = json!({
-                    "custom_id": line_id(i),
+                    "custom_id": line_id(i, tag),
                     "method": "POST",
                     "url": "/v1/chat/completions",
                     "body": super::openai::request_body(r),
@@ -223,12 +233,15 @@ impl BatchApi {
             .map(|_| ())
     }
 
-    /// The outcome of every line of ended batch `id`, by line index; a line the results do not
-    /// mention is missing from the map.
+    /// The outcome of every line of ended batch `id` (created tagged `tag`), by line index; a
+    /// line the results do not mention is missing from the map. Results that are another
+    /// batch's (a wrong adoption) are an error: their answers belong to other jobs.
     pub async fn results(
         &self,
         id: &str,
+        tag: &str,
     ) -> Result<std::collections::HashMap<usize, LineOutcome>, ProviderError> {
+        let mut foreign = 0usize;
         let mut out = std::collections::HashMap::new();
         if self.anthropic {
             let v = self
@@ -241,8 +254,9 @@ impl BatchApi {
                 let Some(i) = line
                     .get("custom_id")
                     .and_then(Value::as_str)
-                    .and_then(line_index)
+                    .and_then(|c| line_index(c, tag))
                 else {
+                    foreign += 1;
                     continue;
                 };
                 let r = line.get("result").cloned().unwrap_or_default();
@@ -270,8 +284,9 @@ impl BatchApi {
                     let Some(i) = line
                         .get("custom_id")
                         .and_then(Value::as_str)
-                        .and_then(line_index)
+                        .and_then(|c| line_index(c, tag))
                     else {
+                        foreign += 1;
                         continue;
                     };
                     let resp = line.get("response").filter(|r| !r.is_null());
@@ -292,6 +307,14 @@ impl BatchApi {
                     out.insert(i, outcome);
                 }
             }
+        }
+        if foreign > 0 && out.is_empty() {
+            return Err(ProviderError {
+                class: router::ErrorClass::Terminal,
+                ..self.bad(&format!(
+                    "batch {id} holds {foreign} lines of another gather than {tag}"
+                ))
+            });
         }
         Ok(out)
     }
@@ -314,13 +337,15 @@ impl BatchApi {
         }
     }
 
-    /// A batch tagged `tag` (OpenAI), or created at `since` or later with `lines` requests
-    /// (Anthropic, which keeps no metadata), among the account's latest batches.
+    /// A batch tagged `tag` (OpenAI), or the first created at `since` or later with `lines`
+    /// requests (Anthropic, which keeps no metadata), among the account's latest batches; none
+    /// of `claimed`.
     pub async fn find(
         &self,
         tag: &str,
         since: DateTime<Utc>,
         lines: u64,
+        claimed: &std::collections::HashSet<String>,
     ) -> Result<Option<String>, ProviderError> {
         let path = if self.anthropic {
             "messages/batches?limit=100"
@@ -333,24 +358,33 @@ impl BatchApi {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        for b in &data {
-            let hit = if self.anthropic {
-                let created = str_of(b, "created_at")
-                    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                created.is_some_and(|c| c >= since - chrono::Duration::seconds(5))
-                    && self.state_of(b).total == lines
-            } else {
-                b.get("metadata")
-                    .and_then(|m| m.get("offpeak_gather"))
-                    .and_then(Value::as_str)
-                    == Some(tag)
-            };
-            if hit {
-                return Ok(str_of(b, "id"));
-            }
+        let unclaimed = |b: &Value| str_of(b, "id").is_some_and(|id| !claimed.contains(&id));
+        if !self.anthropic {
+            return Ok(data
+                .iter()
+                .filter(|b| unclaimed(b))
+                .find(|b| {
+                    b.get("metadata")
+                        .and_then(|m| m.get("offpeak_gather"))
+                        .and_then(Value::as_str)
+                        == Some(tag)
+                })
+                .and_then(|b| str_of(b, "id")));
         }
-        Ok(None)
+        // The earliest batch of the right size created after the record (a second of clock
+        // skew allowed); the results' custom ids confirm it when it ends.
+        let created = |b: &Value| {
+            str_of(b, "created_at")
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        Ok(data
+            .iter()
+            .filter(|b| unclaimed(b) && self.state_of(b).total == lines)
+            .filter_map(|b| Some((created(b)?, b)))
+            .filter(|(c, _)| *c >= since - chrono::Duration::seconds(1))
+            .min_by_key(|(c, _)| *c)
+            .and_then(|(_, b)| str_of(b, "id")))
     }
 
     fn bad(&self, why: &str) -> ProviderError {
@@ -373,4 +407,18 @@ fn jsonl(body: &[u8]) -> impl Iterator<Item = Value> + '_ {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .filter_map(|l| serde_json::from_slice(l).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_ids_name_their_batch_and_read_back_only_for_it() {
+        let id = line_id(42, "w1-1764000000000-3");
+        assert!(id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert_eq!(line_index(&id, "w1-1764000000000-3"), Some(42));
+        assert_eq!(line_index(&id, "w1-1764000000000-4"), None);
+        assert_eq!(line_index("l42", "w1-1764000000000-3"), None);
+    }
 }
