@@ -368,9 +368,10 @@ fn stuck_batch_is_cancelled_at_the_safe_time_and_jobs_finish_realtime() {
             .count(),
         N - realtime
     );
+    // Jobs gathered within a second of each other share a batch; a slow submit may make two.
     let bat = sim_stats(&fleet, "bat");
-    assert_eq!(bat["batches_created"], 1, "{bat}");
-    assert_eq!(bat["batches_cancelled"], 1, "{bat}");
+    assert!(bat["batches_created"].as_u64().unwrap() >= 1, "{bat}");
+    assert_eq!(bat["batches_cancelled"], bat["batches_created"], "{bat}");
     assert!(w.log_text().contains("cancelled"), "{}", w.log_text());
 }
 
@@ -410,11 +411,12 @@ fn a_new_worker_learns_the_batch_turnaround_the_fleet_has_seen() {
     );
 }
 
-/// A model with a flex tier at half price and a flex capacity of 2 requests at a time: deferrable
-/// jobs all go flex (the flex 429s defer them instead of paying realtime), at half the list price.
+/// A model with a flex tier at half price and a flex capacity of 4 requests at a time, a worker
+/// sending 8 at a time: deferrable jobs all go flex (the flex 429s defer them instead of paying
+/// realtime), at half the list price.
 #[test]
 fn deferrable_jobs_take_the_flex_tier_and_wait_out_its_429s() {
-    const N: usize = 200;
+    const N: usize = 100;
     let catalog = r#"
 [[providers]]
 name = "fx"
@@ -434,10 +436,13 @@ kind = "openai"
 models = ["m-fx"]
 latency_ms = 1
 [providers.flex]
-concurrency = 2
+concurrency = 4
 latency_ms = 30
 "#;
-    let fleet = Fleet::start(&nats_url(), scenario, catalog);
+    let mut fleet = Fleet::start(&nats_url(), scenario, catalog);
+    fleet
+        .extra_env
+        .push(("OFFPEAK_WORKER__CONCURRENCY".into(), "8".into()));
     let file = jobs(&fleet, N, "1h");
     fleet.submit(&file, "flex");
     let w = fleet.worker("w");

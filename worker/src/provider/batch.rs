@@ -242,6 +242,11 @@ impl BatchApi {
         tag: &str,
     ) -> Result<std::collections::HashMap<usize, LineOutcome>, ProviderError> {
         let mut foreign = 0usize;
+        let index_of = |line: &Value| {
+            line.get("custom_id")
+                .and_then(Value::as_str)
+                .and_then(|c| line_index(c, tag))
+        };
         let mut out = std::collections::HashMap::new();
         if self.anthropic {
             let v = self
@@ -251,11 +256,7 @@ impl BatchApi {
                 .unwrap_or_else(|| format!("messages/batches/{id}/results"));
             let a = self.send(self.request(reqwest::Method::GET, &url)).await?;
             for line in jsonl(&a.body) {
-                let Some(i) = line
-                    .get("custom_id")
-                    .and_then(Value::as_str)
-                    .and_then(|c| line_index(c, tag))
-                else {
+                let Some(i) = index_of(&line) else {
                     foreign += 1;
                     continue;
                 };
@@ -281,11 +282,7 @@ impl BatchApi {
                 let path = format!("files/{file}/content");
                 let a = self.send(self.request(reqwest::Method::GET, &path)).await?;
                 for line in jsonl(&a.body) {
-                    let Some(i) = line
-                        .get("custom_id")
-                        .and_then(Value::as_str)
-                        .and_then(|c| line_index(c, tag))
-                    else {
+                    let Some(i) = index_of(&line) else {
                         foreign += 1;
                         continue;
                     };
