@@ -852,12 +852,7 @@ impl SimPolicy for Gateway {
             st.next = 0;
         }
         let c = &ranked[st.next];
-        let provider = sc
-            .catalog
-            .providers
-            .iter()
-            .position(|p| p.name == c.provider.name)
-            .unwrap_or(0);
+        let provider = provider_position(sc, &c.provider.name);
         st.count = ranked.len();
         Step::Send {
             provider,
@@ -923,12 +918,7 @@ impl SimPolicy for Dearest {
             let Some(c) = ranked.last() else {
                 return Step::Fail("no provider".into());
             };
-            let p = sc
-                .catalog
-                .providers
-                .iter()
-                .position(|p| p.name == c.provider.name)
-                .unwrap_or(0);
+            let p = provider_position(sc, &c.provider.name);
             let m = sc.catalog.providers[p]
                 .models
                 .iter()
@@ -956,6 +946,16 @@ impl SimPolicy for Dearest {
     }
 }
 
+/// The index of provider `name` in the scenario's catalog (the first if it is not there).
+fn provider_position(sc: &MarketScenario, name: &str) -> usize {
+    sc.catalog
+        .providers
+        .iter()
+        .position(|p| p.name == name)
+        .unwrap_or(0)
+}
+
+/// The index of `offer` among `provider`'s models (the first if it is not there).
 fn offer_index(sc: &MarketScenario, provider: usize, offer: &schemas::ModelOffer) -> usize {
     sc.catalog.providers[provider]
         .models
@@ -998,12 +998,7 @@ impl SimPolicy for DiyBatch {
                     })
             });
             if let Some(c) = batch {
-                let provider = sc
-                    .catalog
-                    .providers
-                    .iter()
-                    .position(|p| p.name == c.provider.name)
-                    .unwrap_or(0);
+                let provider = provider_position(sc, &c.provider.name);
                 return Step::Batch {
                     provider,
                     offer: offer_index(sc, provider, c.offer),

@@ -43,6 +43,14 @@ fn list_cost(sc: &MarketScenario, provider: &str, model: &str, factor: f64) -> f
         .sum()
 }
 
+/// The lower bound of `sc` (batch and flex prices counted), checked to be no more than what
+/// `run` paid.
+fn bound_under(sc: &MarketScenario, run: &RunReport) -> f64 {
+    let lb = lower_bound(sc, &BoundOptions::default()).usd.0;
+    assert!(lb <= run.cost.0 + 1e-9, "bound {lb} over {}", run.cost.0);
+    lb
+}
+
 /// 200 gpt-4o-mini jobs at 01:00, due in `deadline`; OpenAI's batches behave as `batch`.
 fn openai_batch(batch: Value, deadline: &str) -> MarketScenario {
     scenario(json!({
@@ -75,12 +83,7 @@ fn offpeak_sends_deferrable_jobs_through_the_batch_api_at_the_batch_price() {
     // The gathered jobs are done when the batch is: 01:00 + 5 min of gathering + 30 min.
     assert_eq!(offpeak.makespan.num_minutes(), 35, "{offpeak:?}");
     // The bound counts the batch price too, and stays below what offpeak paid.
-    let lb = lower_bound(&sc, &BoundOptions::default()).usd.0;
-    assert!(
-        lb <= offpeak.cost.0 + 1e-9,
-        "bound {lb} over {}",
-        offpeak.cost.0
-    );
+    let lb = bound_under(&sc, &offpeak);
     assert!(
         lb >= 0.99 * half,
         "bound {lb} far below the batch price {half}"
@@ -185,12 +188,7 @@ fn offpeak_sends_standard_jobs_to_the_flex_tier_within_its_capacity() {
         offpeak.cost.0 <= half + realtime + 1e-6,
         "{offpeak:?} vs {half}"
     );
-    let lb = lower_bound(&sc, &BoundOptions::default()).usd.0;
-    assert!(
-        lb <= offpeak.cost.0 + 1e-9,
-        "bound {lb} over {}",
-        offpeak.cost.0
-    );
+    let lb = bound_under(&sc, &offpeak);
     assert!(
         lb <= 0.55 * list_cost(&sc, "openai", "o4-mini", 1.0),
         "bound {lb}"

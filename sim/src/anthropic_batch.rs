@@ -3,7 +3,7 @@
 //! results are JSONL in no particular order, one line per request, fetched from the batch's
 //! absolute `results_url` once it has ended.
 
-use crate::batch::{Batch, LineResult, LineState, NewBatch, Phase};
+use crate::batch::{page_limit, Batch, LineResult, LineState, NewBatch, Phase};
 use crate::scenario::SimKind;
 use crate::server::{batch_provider, finish, json, line_result, ProviderState, Refusal, SimState};
 use crate::text::{fnv1a, SplitMix};
@@ -100,14 +100,8 @@ async fn create(
             error_500: crate::anthropic::error_body(&Refusal::Status(500)).1,
         };
         let spec = p.spec.batch.clone().unwrap_or_default();
-        let (now_s, now_unix) = (p.now_s(), unix_now());
-        let out = p.with_batches(|s| {
-            s.created += 1;
-            let b = Batch::draw(&spec, p.seed(), s.created, now_s, now_unix, new);
-            let out = object(&b, 0.0, &base);
-            s.batches.push(b);
-            out
-        });
+        let now = p.now_s();
+        let out = p.with_batches(|s| object(s.create(&spec, p.seed(), now, new), 0.0, &base));
         Ok(json(200, out))
     })
 }
@@ -121,8 +115,8 @@ async fn retrieve(
     answer(&st, &provider, &headers, |p| {
         let now = p.now_s();
         p.with_batches(|s| {
-            let b = s.get_mut(suffix(&id)).ok_or_else(|| no_batch(&id))?;
-            Ok(json(200, object(b, b.age(now), &base)))
+            let (b, age) = s.at(suffix(&id), now).ok_or_else(|| no_batch(&id))?;
+            Ok(json(200, object(b, age, &base)))
         })
     })
 }
@@ -136,18 +130,8 @@ async fn cancel(
     answer(&st, &provider, &headers, |p| {
         let now = p.now_s();
         p.with_batches(|s| {
-            let b = s.get_mut(suffix(&id)).ok_or_else(|| no_batch(&id))?;
-            let age = b.age(now);
-            // A batch that already ended (or is being canceled) is answered as it is.
-            let took = b.cancel_at.is_none() && !b.phase(age).ended();
-            if took {
-                b.cancel_at = Some(age);
-            }
-            let out = object(b, age, &base);
-            if took {
-                s.cancelled += 1;
-            }
-            Ok(json(200, out))
+            let (b, age) = s.cancel(suffix(&id), now).ok_or_else(|| no_batch(&id))?;
+            Ok(json(200, object(b, age, &base)))
         })
     })
 }
@@ -160,31 +144,21 @@ async fn list(
 ) -> Response {
     let base = base_url(&headers, &provider);
     answer(&st, &provider, &headers, |p| {
-        let limit = match q.get("limit") {
-            None => 20,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=1000).contains(l))
-                .ok_or_else(|| {
-                    Refusal::BadRequest(
-                        "limit: Input should be greater than or equal to 1 and at most 1000".into(),
-                    )
-                })?,
-        };
+        let limit = page_limit(q.get("limit").map(String::as_str), 20, 1000).ok_or_else(|| {
+            Refusal::BadRequest(
+                "limit: Input should be greater than or equal to 1 and at most 1000".into(),
+            )
+        })?;
         let after = q.get("after_id").map(|a| suffix(a).to_string());
         let before = q.get("before_id").map(|a| suffix(a).to_string());
         let now = p.now_s();
-        let (data, has_more) = p.with_batches(|s| {
-            let (page, more) = s.page(after.as_deref(), before.as_deref(), limit);
-            let data: Vec<Value> = page.iter().map(|b| object(b, b.age(now), &base)).collect();
-            (data, more)
+        let l = p.with_batches(|s| {
+            let object = |b: &Batch, age| object(b, age, &base);
+            s.list(after.as_deref(), before.as_deref(), limit, now, object)
         });
-        let first = data.first().map(|b| b["id"].clone());
-        let last = data.last().map(|b| b["id"].clone());
         Ok(json(
             200,
-            json!({ "data": data, "has_more": has_more, "first_id": first, "last_id": last }),
+            json!({ "data": l.data, "has_more": l.has_more, "first_id": l.first_id, "last_id": l.last_id }),
         ))
     })
 }
@@ -197,8 +171,7 @@ async fn results(
     answer(&st, &provider, &headers, |p| {
         let now = p.now_s();
         let text = p.with_batches(|s| {
-            let b = s.get_mut(suffix(&id)).ok_or_else(|| no_batch(&id))?;
-            let age = b.age(now);
+            let (b, age) = s.at(suffix(&id), now).ok_or_else(|| no_batch(&id))?;
             if !b.phase(age).ended() {
                 return Err(Refusal::NotFound(format!(
                     "Message Batch {id} has not yet ended; its results are not available."
@@ -289,8 +262,4 @@ fn no_batch(id: &str) -> Refusal {
 /// The store's id of a batch id (`msgbatch_…`).
 fn suffix(id: &str) -> &str {
     id.strip_prefix("msgbatch_").unwrap_or(id)
-}
-
-fn unix_now() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }

@@ -355,9 +355,58 @@ impl Store {
         }
     }
 
-    /// The batch with id suffix `id`.
-    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Batch> {
-        self.batches.iter_mut().find(|b| b.id == id)
+    /// Draws and keeps the next batch (number `created + 1`) of a provider with batch settings
+    /// `spec`, created at server time `now_s`.
+    pub(crate) fn create(
+        &mut self,
+        spec: &SimBatch,
+        seed: u64,
+        now_s: f64,
+        new: NewBatch,
+    ) -> &Batch {
+        self.created += 1;
+        let b = Batch::draw(spec, seed, self.created, now_s, unix_now(), new);
+        self.batches.push(b);
+        &self.batches[self.batches.len() - 1]
+    }
+
+    /// The batch with id suffix `id` and its age at server time `now_s`.
+    pub(crate) fn at(&self, id: &str, now_s: f64) -> Option<(&Batch, f64)> {
+        let b = self.batches.iter().find(|b| b.id == id)?;
+        Some((b, b.age(now_s)))
+    }
+
+    /// Asks the batch with id suffix `id` to cancel at server time `now_s`, as both APIs do: a
+    /// batch that already ended (or is being cancelled) is left as it is and not counted again.
+    /// Answers the batch and its age.
+    pub(crate) fn cancel(&mut self, id: &str, now_s: f64) -> Option<(&Batch, f64)> {
+        let b = self.batches.iter_mut().find(|b| b.id == id)?;
+        let age = b.age(now_s);
+        if b.cancel_at.is_none() && !b.phase(age).ended() {
+            b.cancel_at = Some(age);
+            self.cancelled += 1;
+        }
+        Some((b, age))
+    }
+
+    /// A list answer's page at server time `now_s` (see [`Store::page`]), each batch in the
+    /// dialect's `object` shape.
+    pub(crate) fn list(
+        &self,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+        now_s: f64,
+        object: impl Fn(&Batch, f64) -> Value,
+    ) -> Listing {
+        let (page, has_more) = self.page(after, before, limit);
+        let data: Vec<Value> = page.iter().map(|b| object(b, b.age(now_s))).collect();
+        Listing {
+            first_id: data.first().map(|b| b["id"].clone()),
+            last_id: data.last().map(|b| b["id"].clone()),
+            data,
+            has_more,
+        }
     }
 
     /// A page of batches, newest first: those after `after` (or before `before`, the ones
@@ -387,6 +436,31 @@ impl Store {
             }
         }
     }
+}
+
+/// One page of a list answer, newest first.
+pub(crate) struct Listing {
+    /// The batch objects.
+    pub data: Vec<Value>,
+    /// The `id` of the first and of the last object (none on an empty page).
+    pub first_id: Option<Value>,
+    pub last_id: Option<Value>,
+    /// Whether more batches follow in the asked direction.
+    pub has_more: bool,
+}
+
+/// The page size a list asked for in `limit` (`default` when absent), if it is a whole number
+/// from 1 to `max`.
+pub(crate) fn page_limit(limit: Option<&str>, default: usize, max: usize) -> Option<usize> {
+    match limit {
+        None => Some(default),
+        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=max).contains(l)),
+    }
+}
+
+/// Unix time now (seconds, fractional, millisecond precision).
+pub(crate) fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! file is checked when its batch is created, as OpenAI does: a bad file gives a `failed` batch
 //! with `errors.data`. A batch's output and error files are written when it ends.
 
-use crate::batch::{Batch, File, LineResult, LineState, NewBatch, Phase};
+use crate::batch::{page_limit, Batch, File, LineResult, LineState, NewBatch, Phase};
 use crate::scenario::SimKind;
 use crate::server::{batch_provider, finish, json, line_result, ProviderState, Refusal, SimState};
 use crate::text::{fnv1a, hex_id, SplitMix};
@@ -184,15 +184,8 @@ async fn create(
             error_500: crate::openai::error_body(&Refusal::Status(500)).1,
         };
         let spec = p.spec.batch.clone().unwrap_or_default();
-        let now_s = p.now_s();
-        let now_unix = unix_now();
-        let out = p.with_batches(|s| {
-            s.created += 1;
-            let b = Batch::draw(&spec, p.seed(), s.created, now_s, now_unix, new);
-            let out = object(&b, 0.0);
-            s.batches.push(b);
-            out
-        });
+        let now = p.now_s();
+        let out = p.with_batches(|s| object(s.create(&spec, p.seed(), now, new), 0.0));
         Ok(json(200, out))
     })
 }
@@ -205,8 +198,8 @@ async fn retrieve(
     answer(&st, &provider, &headers, |p| {
         let now = p.now_s();
         p.with_batches(|s| {
-            let b = s.get_mut(suffix(&id)).ok_or_else(|| no_batch(&id))?;
-            Ok(json(200, object(b, b.age(now))))
+            let (b, age) = s.at(suffix(&id), now).ok_or_else(|| no_batch(&id))?;
+            Ok(json(200, object(b, age)))
         })
     })
 }
@@ -219,18 +212,8 @@ async fn cancel(
     answer(&st, &provider, &headers, |p| {
         let now = p.now_s();
         p.with_batches(|s| {
-            let b = s.get_mut(suffix(&id)).ok_or_else(|| no_batch(&id))?;
-            let age = b.age(now);
-            // A batch that already ended (or is being cancelled) is answered as it is.
-            let took = b.cancel_at.is_none() && !b.phase(age).ended();
-            if took {
-                b.cancel_at = Some(age);
-            }
-            let out = object(b, age);
-            if took {
-                s.cancelled += 1;
-            }
-            Ok(json(200, out))
+            let (b, age) = s.cancel(suffix(&id), now).ok_or_else(|| no_batch(&id))?;
+            Ok(json(200, object(b, age)))
         })
     })
 }
@@ -242,30 +225,15 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     answer(&st, &provider, &headers, |p| {
-        let limit = match q.get("limit") {
-            None => 20,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| {
-                    Refusal::BadRequest(
-                        "Invalid 'limit': expected an integer between 1 and 100.".into(),
-                    )
-                })?,
-        };
+        let limit = page_limit(q.get("limit").map(String::as_str), 20, 100).ok_or_else(|| {
+            Refusal::BadRequest("Invalid 'limit': expected an integer between 1 and 100.".into())
+        })?;
         let after = q.get("after").map(|a| suffix(a).to_string());
         let now = p.now_s();
-        let (data, has_more) = p.with_batches(|s| {
-            let (page, more) = s.page(after.as_deref(), None, limit);
-            let data: Vec<Value> = page.iter().map(|b| object(b, b.age(now))).collect();
-            (data, more)
-        });
-        let first = data.first().map(|b| b["id"].clone());
-        let last = data.last().map(|b| b["id"].clone());
+        let l = p.with_batches(|s| s.list(after.as_deref(), None, limit, now, object));
         Ok(json(
             200,
-            json!({ "object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more }),
+            json!({ "object": "list", "data": l.data, "first_id": l.first_id, "last_id": l.last_id, "has_more": l.has_more }),
         ))
     })
 }
@@ -510,10 +478,6 @@ fn derived_id(batch: &str, label: &str) -> String {
         batch.as_bytes(),
         label.as_bytes(),
     ])))
-}
-
-fn unix_now() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 /// One part of a `multipart/form-data` body.

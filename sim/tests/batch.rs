@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{anthropic, chat, openai, post, start};
+use common::{anthropic, chat, openai, post, start, Answer};
 use serde_json::{json, Value};
 use sim::{SimBatch, SimFlex, SimHandle, Window};
 use std::time::Duration;
@@ -89,16 +89,45 @@ async fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
     panic!("batch at {url} never got there");
 }
 
+/// The URL of OpenAI batch object `b` on `provider`.
+fn batch_url(h: &SimHandle, provider: &str, b: &Value) -> String {
+    format!(
+        "{}/batches/{}",
+        h.base_url(provider),
+        b["id"].as_str().unwrap()
+    )
+}
+
+/// The JSON values of JSONL `text`, one a line.
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The JSON lines of OpenAI file `id` (none for a null id).
 async fn file_lines(h: &SimHandle, provider: &str, id: &Value) -> Vec<Value> {
     let Some(id) = id.as_str() else {
         return Vec::new();
     };
     let url = format!("{}/files/{id}/content", h.base_url(provider));
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    jsonl(&reqwest::get(url).await.unwrap().text().await.unwrap())
+}
+
+/// An Anthropic batch request `custom_id` asking `model` about `prompt`.
+fn message_request(custom_id: &str, model: &str, prompt: &str) -> Value {
+    json!({ "custom_id": custom_id, "params": { "model": model, "max_tokens": 64,
+            "messages": [{ "role": "user", "content": prompt }] } })
+}
+
+/// Creates a message batch of `requests` on Anthropic-kind `provider`; answers the reply.
+async fn anthropic_batch(h: &SimHandle, provider: &str, requests: &[Value]) -> Answer {
+    post(
+        &format!("{}/messages/batches", h.base_url(provider)),
+        &[("anthropic-version", "2023-06-01")],
+        &json!({ "requests": requests }),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -113,7 +142,7 @@ async fn openai_batch_completes_with_output_and_error_files_and_exact_counts() {
     assert!(b["id"].as_str().unwrap().starts_with("batch_"));
     assert_eq!(b["status"], "validating");
     assert_eq!(b["metadata"]["run"], "r1");
-    let url = format!("{}/batches/{}", h.base_url("o"), b["id"].as_str().unwrap());
+    let url = batch_url(&h, "o", &b);
     let done = wait_for(&url, |b| b["status"] == "completed").await;
     let counts = &done["request_counts"];
     let (ok, failed) = (
@@ -212,9 +241,8 @@ async fn batch_listed_in_expire_ends_expired_with_the_asked_fraction_done() {
     let h = start(5, vec![p]).await;
     let first = openai_batch(&h, "o", "m", 10).await;
     let second = openai_batch(&h, "o", "m", 10).await;
-    let url = |b: &Value| format!("{}/batches/{}", h.base_url("o"), b["id"].as_str().unwrap());
-    wait_for(&url(&first), |b| b["status"] == "completed").await;
-    let done = wait_for(&url(&second), |b| b["status"] == "expired").await;
+    wait_for(&batch_url(&h, "o", &first), |b| b["status"] == "completed").await;
+    let done = wait_for(&batch_url(&h, "o", &second), |b| b["status"] == "expired").await;
     assert!(done["expired_at"].is_i64());
     assert_eq!(done["request_counts"]["completed"], 5);
     let err = file_lines(&h, "o", &done["error_file_id"]).await;
@@ -230,7 +258,7 @@ async fn batch_of_a_model_not_served_fails_every_line_with_the_realtime_404() {
     p.batch = Some(batch(0.3));
     let h = start(5, vec![p]).await;
     let b = openai_batch(&h, "o", "nope", 3).await;
-    let url = format!("{}/batches/{}", h.base_url("o"), b["id"].as_str().unwrap());
+    let url = batch_url(&h, "o", &b);
     let done = wait_for(&url, |b| b["status"] == "completed").await;
     assert_eq!(done["request_counts"]["failed"], 3);
     assert!(done["output_file_id"].is_null());
@@ -254,11 +282,7 @@ async fn bad_input_file_gives_a_failed_batch_with_errors_data() {
     let body = json!({ "input_file_id": file["id"], "endpoint": "/v1/chat/completions",
                        "completion_window": "24h" });
     let b = post(&format!("{}/batches", h.base_url("o")), &[], &body).await;
-    let url = format!(
-        "{}/batches/{}",
-        h.base_url("o"),
-        b.body["id"].as_str().unwrap()
-    );
+    let url = batch_url(&h, "o", &b.body);
     let done = wait_for(&url, |b| b["status"] == "failed").await;
     assert_eq!(done["errors"]["data"][0]["code"], "duplicate_custom_id");
     assert_eq!(done["errors"]["data"][0]["line"], 2);
@@ -329,7 +353,7 @@ async fn batch_lines_do_not_consume_the_realtime_rpm() {
     p.batch = Some(batch(0.3));
     let h = start(5, vec![p]).await;
     let b = openai_batch(&h, "o", "m", 10).await;
-    let url = format!("{}/batches/{}", h.base_url("o"), b["id"].as_str().unwrap());
+    let url = batch_url(&h, "o", &b);
     let done = wait_for(&url, |b| b["status"] == "completed").await;
     assert_eq!(done["request_counts"]["completed"], 10);
     assert_eq!(chat(&h, "o", "m", "a").await.status, 200);
@@ -405,21 +429,11 @@ async fn anthropic_batch_counts_processing_until_it_ends_then_gives_unordered_re
     p.batch = Some(batch(0.8));
     let h = start(5, vec![p]).await;
     let base = h.base_url("a");
-    let params = |m: &str, i: usize| {
-        json!({ "model": m, "max_tokens": 64,
-                "messages": [{ "role": "user", "content": format!("q{i}") }] })
-    };
     let mut requests: Vec<Value> = (0..20)
-        .map(|i| json!({ "custom_id": format!("r{i}"), "params": params("claude", i) }))
+        .map(|i| message_request(&format!("r{i}"), "claude", &format!("q{i}")))
         .collect();
-    requests.push(json!({ "custom_id": "bad", "params": params("nope", 0) }));
-    let version = [("anthropic-version", "2023-06-01")];
-    let b = post(
-        &format!("{base}/messages/batches"),
-        &version,
-        &json!({ "requests": requests }),
-    )
-    .await;
+    requests.push(message_request("bad", "nope", "q0"));
+    let b = anthropic_batch(&h, "a", &requests).await;
     assert_eq!(b.status, 200, "{}", b.body);
     assert_eq!(b.body["type"], "message_batch");
     assert_eq!(b.body["processing_status"], "in_progress");
@@ -438,10 +452,7 @@ async fn anthropic_batch_counts_processing_until_it_ends_then_gives_unordered_re
     assert_eq!(results_url, format!("{url}/results"));
     let (status, text) = get_text(results_url).await;
     assert_eq!(status, 200);
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = jsonl(&text);
     assert_eq!(lines.len(), 21);
     let order: Vec<&str> = lines
         .iter()
@@ -468,20 +479,12 @@ async fn canceled_anthropic_batch_ends_with_canceled_results_for_unfinished_requ
     let h = start(5, vec![p]).await;
     let base = h.base_url("a");
     let requests: Vec<Value> = (0..30)
-        .map(|i| {
-            json!({ "custom_id": format!("r{i}"), "params": { "model": "claude", "max_tokens": 64,
-                    "messages": [{ "role": "user", "content": format!("q{i}") }] } })
-        })
+        .map(|i| message_request(&format!("r{i}"), "claude", &format!("q{i}")))
         .collect();
-    let version = [("anthropic-version", "2023-06-01")];
-    let b = post(
-        &format!("{base}/messages/batches"),
-        &version,
-        &json!({ "requests": requests }),
-    )
-    .await;
+    let b = anthropic_batch(&h, "a", &requests).await;
     let url = format!("{base}/messages/batches/{}", b.body["id"].as_str().unwrap());
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let version = [("anthropic-version", "2023-06-01")];
     let c = post(&format!("{url}/cancel"), &version, &json!({})).await;
     assert_eq!(c.body["processing_status"], "canceling");
     assert!(c.body["cancel_initiated_at"].is_string());
@@ -492,9 +495,9 @@ async fn canceled_anthropic_batch_ends_with_canceled_results_for_unfinished_requ
     );
     assert!(ok > 0 && canceled > 0 && ok + canceled == 30, "{done}");
     let (_, text) = get_text(done["results_url"].as_str().unwrap()).await;
-    let kinds: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["result"]["type"].clone())
+    let kinds: Vec<Value> = jsonl(&text)
+        .iter()
+        .map(|l| l["result"]["type"].clone())
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| *k == "canceled").count() as u64,
