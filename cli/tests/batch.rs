@@ -68,11 +68,16 @@ fn jobs(fleet: &Fleet, n: usize, deadline: &str) -> std::path::PathBuf {
     path
 }
 
-/// Gathers of 100 (or `max_jobs`), sent after 1 s, polled every second.
+/// Gathers of `max_jobs`, sent after 1 s, polled every second.
 fn batch_env(fleet: &mut Fleet, max_jobs: usize) {
+    gather_env(fleet, max_jobs, 1.0);
+}
+
+/// Gathers of `max_jobs`, sent after `max_age_s`, polled every second.
+fn gather_env(fleet: &mut Fleet, max_jobs: usize, max_age_s: f64) {
     for (k, v) in [
         ("OFFPEAK_WORKER__BATCH__MAX_JOBS", max_jobs.to_string()),
-        ("OFFPEAK_WORKER__BATCH__MAX_AGE_S", "1".into()),
+        ("OFFPEAK_WORKER__BATCH__MAX_AGE_S", max_age_s.to_string()),
         ("OFFPEAK_WORKER__BATCH__POLL_S", "1".into()),
     ] {
         fleet.extra_env.push((k.into(), v));
@@ -285,7 +290,8 @@ fn expired_batch_rest_finishes_realtime(broker: &str) {
         &scenario("turnaround_s = 1.0\nexpire = [1]\nexpire_done = 0.5"),
         CATALOG,
     );
-    batch_env(&mut fleet, 200);
+    // One batch of all 200, however slowly they arrive.
+    gather_env(&mut fleet, N, 60.0);
     let file = jobs(&fleet, N, "24h");
     let run = "expire";
     fleet.submit(&file, run);

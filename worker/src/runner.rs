@@ -379,22 +379,31 @@ impl Worker {
         );
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let mut gather_tick = tokio::time::interval(Duration::from_millis(250));
+        // Gathered batches are sent by age from a task of their own: the consumer's `next` is
+        // never cancelled for it (a cancelled fetch could leave messages to the ack timeout).
+        let ticker = {
+            let (b, stop) = (batcher.clone(), control.stopping.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => b.send_due(false),
+                    }
+                }
+            })
+        };
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = control.halt.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let next = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break None,
-                    _ = control.halt.cancelled() => break None,
-                    _ = gather_tick.tick() => batcher.send_due(false),
-                    n = consumer.next() => break Some(n),
-                }
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = control.halt.cancelled() => break,
+                n = consumer.next() => n,
             };
-            let Some(next) = next else { break };
             match next {
                 Ok(Some(delivery)) => {
                     let (me, tx, b) = (self.clone(), tx.clone(), batcher.clone());
@@ -415,6 +424,7 @@ impl Worker {
             }
         }
         control.stopping.cancel();
+        let _ = ticker.await;
         // What is gathered goes out as batches: the records and polls need no more than the
         // store and the broker, and the alternative (giving the jobs back) repeats the wait.
         batcher.send_due(true);
