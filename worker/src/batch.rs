@@ -104,7 +104,9 @@ pub const RECORD_PREFIX: &str = "_batch-";
 pub const FLEET_RUN: &str = "_offpeak";
 
 /// The batch turnarounds seen lately, per (provider, model): `{"<provider>\t<model>": [s, …]}`.
-const TURNAROUNDS: &str = "batch-turnarounds.json";
+/// Its name starts with `_`, as every non-result file does, so that Parquet readers of the
+/// results location (pyarrow datasets, Spark, Athena) skip it.
+const TURNAROUNDS: &str = "_batch-turnarounds.json";
 
 /// Turnarounds kept per pair in the store.
 const TURNAROUNDS_KEPT: usize = 16;
