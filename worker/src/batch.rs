@@ -136,6 +136,8 @@ struct Group {
     jobs: Vec<Taken>,
     bytes: usize,
     since: Instant,
+    /// When the broker was last told the gathered messages are being worked on.
+    pinged: Instant,
     served: Served,
     max_jobs: usize,
     max_bytes: usize,
@@ -223,6 +225,7 @@ impl Batcher {
                 jobs: Vec::new(),
                 bytes: 0,
                 since: Instant::now(),
+                pinged: Instant::now(),
                 served: Served {
                     provider: to.provider.name.clone(),
                     model: to.offer.model.clone(),
@@ -250,18 +253,58 @@ impl Batcher {
     }
 
     /// Sends every group gathered for `max_age_s` or longer (all of them when `all`).
+    /// Gathered messages are reported in progress every `PING` meanwhile, so the broker's ack
+    /// timeout need not cover the gathering.
     pub(crate) fn send_due(self: &Arc<Self>, all: bool) {
         let age = Duration::from_secs_f64(self.cfg().max_age_s);
-        let due: Vec<Group> = {
+        let (due, stale) = {
             let mut groups = lock(&self.groups);
-            let keys: Vec<_> = groups
+            let due_keys: Vec<_> = groups
                 .iter()
                 .filter(|(_, g)| all || g.since.elapsed() >= age)
                 .map(|(k, _)| k.clone())
                 .collect();
-            keys.iter().filter_map(|k| groups.remove(k)).collect()
+            let due: Vec<Group> = due_keys.iter().filter_map(|k| groups.remove(k)).collect();
+            let stale_keys: Vec<_> = groups
+                .iter()
+                .filter(|(_, g)| g.pinged.elapsed() >= PING)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let stale: Vec<_> = stale_keys
+                .into_iter()
+                .filter_map(|k| groups.remove(&k).map(|g| (k, g)))
+                .collect();
+            (due, stale)
         };
         for g in due {
+            tokio::spawn(self.clone().submit(g));
+        }
+        for (key, mut g) in stale {
+            let me = self.clone();
+            tokio::spawn(async move {
+                ping(&g.jobs).await;
+                g.pinged = Instant::now();
+                me.put_back(key, g);
+            });
+        }
+    }
+
+    /// Puts a group taken out to be pinged back, with the jobs gathered for its key meanwhile.
+    fn put_back(self: &Arc<Self>, key: (String, String, String), mut g: Group) {
+        let full = {
+            let mut groups = lock(&self.groups);
+            if let Some(mut newer) = groups.remove(&key) {
+                g.jobs.append(&mut newer.jobs);
+                g.bytes += newer.bytes;
+            }
+            if g.jobs.len() >= g.max_jobs || g.bytes >= g.max_bytes {
+                Some(g)
+            } else {
+                groups.insert(key, g);
+                None
+            }
+        };
+        if let Some(g) = full {
             tokio::spawn(self.clone().submit(g));
         }
     }
@@ -271,6 +314,8 @@ impl Batcher {
         let w = &self.worker;
         let Some(first) = g.jobs.first() else { return };
         let creating = self.creating.lock().await;
+        // Creating a batch takes an upload and a call or two: the broker keeps the messages.
+        ping(&g.jobs).await;
         let run_id = first.env.run_id.to_string();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let gather_id = format!(
@@ -738,6 +783,16 @@ fn failpoint(name: &str) {
     if std::env::var("OFFPEAK_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+}
+
+/// How often gathered messages are reported in progress.
+const PING: Duration = Duration::from_secs(10);
+
+/// Reports every job's message in progress (resets the broker's ack timer).
+async fn ping(jobs: &[Taken]) {
+    for t in jobs {
+        let _ = t.delivery.in_progress().await;
     }
 }
 

@@ -327,11 +327,9 @@ impl Worker {
                 + self.cfg.batch.max_jobs,
             // A message waits for its request (bounded by the timeout), then at most a flush
             // age in the buffer, then the upload (which sends in-progress acks while it retries).
+            // One gathered for a provider batch is reported in progress meanwhile.
             ack_wait: Duration::from_secs_f64(
-                (self.cfg.flush.max_age_s * 3.0).max(5.0)
-                    + self.cfg.request_timeout_s
-                    + self.cfg.batch.max_age_s
-                    + 2.0 * self.cfg.request_timeout_s,
+                (self.cfg.flush.max_age_s * 3.0).max(5.0) + self.cfg.request_timeout_s,
             ),
         }
     }
