@@ -321,10 +321,10 @@ impl Worker {
     /// the previous one uploads.
     pub fn consume_options(&self) -> ConsumeOptions {
         ConsumeOptions {
-            // Jobs gathered for a provider batch stay unacked until the batch is recorded.
-            max_in_flight: self.cfg.concurrency
-                + 2 * self.cfg.flush.max_rows
-                + self.cfg.batch.max_jobs,
+            // Jobs gathered for a provider batch stay unacked until the batch is recorded; they
+            // share this window (widening it by a batch's size left a stalled store's messages
+            // unpinged past the ack timeout).
+            max_in_flight: self.cfg.concurrency + 2 * self.cfg.flush.max_rows,
             // A message waits for its request (bounded by the timeout), then at most a flush
             // age in the buffer, then the upload (which sends in-progress acks while it retries).
             // One gathered for a provider batch is reported in progress meanwhile.
@@ -481,13 +481,10 @@ impl Worker {
                 let reason = unknown_version(env.schema_version);
                 return self.poison(delivery, reason, tx).await;
             }
-            Err(_) if Poll::parse(&delivery.payload).is_some() => {
-                if let Some(poll) = Poll::parse(&delivery.payload) {
-                    b.poll(delivery, poll).await;
-                }
-                return;
-            }
             Err(e) => {
+                if let Some(poll) = Poll::parse(&delivery.payload) {
+                    return b.poll(delivery, poll).await;
+                }
                 // A message of another version may not fit this version's shape at all: say
                 // which version it is rather than which field is missing.
                 let reason = match peek_version(&delivery.payload) {
