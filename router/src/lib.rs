@@ -215,6 +215,14 @@ impl Router {
         }
     }
 
+    /// Empties every provider's buckets at `now` (see [`ProviderState::start_empty`]): for a
+    /// planner joining a fleet whose members may have used the accounts' burst.
+    pub fn start_empty(&self, now: DateTime<Utc>) {
+        for s in self.capacity().providers.values_mut() {
+            s.start_empty(now);
+        }
+    }
+
     /// Learns from the rate-limit headers of an answer from `provider` (a capacity key) to a
     /// request of `tokens`: the account's real limits, and whether it has budget left.
     pub fn observe_limits(

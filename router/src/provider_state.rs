@@ -81,6 +81,14 @@ impl ProviderState {
         }
     }
 
+    /// Starts with empty buckets: a worker joining a fleet cannot know how much of the
+    /// account's burst the others have used, so it paces from now at its share's rate.
+    pub fn start_empty(&mut self, now: DateTime<Utc>) {
+        for b in [&mut self.rpm, &mut self.tpm].into_iter().flatten() {
+            b.empty(now);
+        }
+    }
+
     /// Learns from an answer's rate-limit headers: the account's real limits replace the
     /// catalog's in the plan, and an account with less left than a request of `tokens` needs
     /// (other planners' use included) is waited for until it refills.

@@ -36,6 +36,9 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     /// Counts one up now and down again when the guard is dropped, whichever way the holder
     /// ends (a panicking task included).
     pub fn track(&self) -> GaugeGuard<'_> {
@@ -101,6 +104,8 @@ pub struct Stats {
     pub provider_errors: Counter,
     pub dead_letters: Counter,
     pub in_flight: Gauge,
+    /// Workers this one plans as sharing the providers' limits with, itself included.
+    pub fleet_members: Gauge,
     pub flushed_rows: Counter,
     pub flush_errors: Counter,
     pub flush_seconds: Histogram,
@@ -210,6 +215,13 @@ impl Stats {
             "Jobs being processed now.",
             "gauge",
             self.in_flight.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_fleet_members",
+            "Workers sharing the providers' limits, as this one counts them (itself included).",
+            "gauge",
+            self.fleet_members.get().to_string(),
         );
         counter(
             &mut o,
