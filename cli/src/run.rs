@@ -36,7 +36,8 @@ pub struct RunArgs {
     /// catalog-derived default.
     #[arg(long, requires = "simulate")]
     pub scenario: Option<PathBuf>,
-    /// Independent workers in this process (each with its own rate limiters and breakers).
+    /// Workers in this process: each with its own breakers and capacity plan, sharing every
+    /// provider's limits as a fleet does (docs/routing.md, "The fleet's share").
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Jobs in flight per worker (overrides the config's worker.concurrency).

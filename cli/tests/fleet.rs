@@ -876,7 +876,9 @@ fn four_workers_share_a_tight_rpm(broker: &str) {
             .terminate(Duration::from_secs(60))
             .is_some_and(|s| s.success()));
     }
-    let rows = store::dedup(fleet.rows(run));
+    let stored = fleet.rows(run);
+    let stored_rows = stored.len();
+    let rows = store::dedup(stored);
     assert_eq!(rows.len(), N, "one row per job");
     for r in &rows {
         assert_eq!(r.status, ResultStatus::Succeeded, "{r:?}");
@@ -892,7 +894,7 @@ fn four_workers_share_a_tight_rpm(broker: &str) {
     let requests = stats["cheap"]["requests"].as_u64().unwrap();
     let refused = stats["cheap"]["rate_limited"].as_u64().unwrap();
     eprintln!(
-        "{broker}: {N} jobs, {requests} requests to the cheap host, {refused} answered 429; \
+        "{broker}: {N} jobs ({stored_rows} rows stored), {requests} requests to the cheap host, {refused} answered 429; \
          4 members counted after {joined:.1}s, a SIGKILLed one forgotten after {forgotten:.1}s, \
          a new one counted after {counted:.1}s"
     );

@@ -353,6 +353,34 @@ impl Drop for MemorySettle {
     }
 }
 
+struct MemorySender(tokio::sync::broadcast::Sender<Bytes>);
+
+#[async_trait]
+impl Broadcast for MemorySender {
+    async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
+        // No listener is not an error: nobody is there to hear it.
+        let _ = self.0.send(msg);
+        Ok(())
+    }
+}
+
+struct MemoryListener(tokio::sync::broadcast::Receiver<Bytes>);
+
+#[async_trait]
+impl Listener for MemoryListener {
+    async fn next(&mut self) -> Result<Option<Bytes>, QueueError> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(m) => return Ok(Some(m)),
+                // Missed some: heartbeats repeat, carry on with the next.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,33 +425,5 @@ mod tests {
         q.close();
         assert!(c.next().await.unwrap().is_none());
         q.drained().await;
-    }
-}
-
-struct MemorySender(tokio::sync::broadcast::Sender<Bytes>);
-
-#[async_trait]
-impl Broadcast for MemorySender {
-    async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
-        // No listener is not an error: nobody is there to hear it.
-        let _ = self.0.send(msg);
-        Ok(())
-    }
-}
-
-struct MemoryListener(tokio::sync::broadcast::Receiver<Bytes>);
-
-#[async_trait]
-impl Listener for MemoryListener {
-    async fn next(&mut self) -> Result<Option<Bytes>, QueueError> {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match self.0.recv().await {
-                Ok(m) => return Ok(Some(m)),
-                // Missed some: heartbeats repeat, carry on with the next.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return Ok(None),
-            }
-        }
     }
 }

@@ -326,6 +326,7 @@ impl Queue for NatsQueue {
             consumer,
             permits: Arc::new(Semaphore::new(max_in_flight)),
             buffer: VecDeque::new(),
+            stale_after: opts.ack_wait / 2,
         }))
     }
 
@@ -411,8 +412,13 @@ struct NatsConsumer {
     shared: Arc<Shared>,
     consumer: PullConsumer,
     permits: Arc<Semaphore>,
-    /// Pulled and not yet handed out; never more than the free slots at the time of the pull.
-    buffer: VecDeque<jetstream::Message>,
+    /// Pulled and not yet handed out, with when; never more than the free slots at the time of
+    /// the pull.
+    buffer: VecDeque<(std::time::Instant, jetstream::Message)>,
+    /// A message buffered this long (half the ack wait) is handed back rather than out: a
+    /// worker slower than its pull (its providers' share paces it) would otherwise start it
+    /// after the broker had given it to another worker too.
+    stale_after: Duration,
 }
 
 #[async_trait]
@@ -425,10 +431,16 @@ impl Consumer for NatsConsumer {
             .await
             .map_err(|_| QueueError::Closed)?;
         loop {
-            let Some(msg) = self.buffer.pop_front() else {
+            let Some((pulled, msg)) = self.buffer.pop_front() else {
                 self.pull().await?;
                 continue;
             };
+            if pulled.elapsed() >= self.stale_after {
+                if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                    tracing::warn!(error = %e, "handing a long-buffered message back failed; it returns after the ack wait");
+                }
+                continue;
+            }
             let headers = msg.headers.as_ref();
             let header_u64 = |name: &str| {
                 headers
@@ -495,8 +507,8 @@ impl NatsConsumer {
 
     async fn take(&mut self, mut batch: pull::Batch) -> Result<(), QueueError> {
         while let Some(msg) = batch.next().await {
-            self.buffer
-                .push_back(msg.map_err(|e| err("receiving a message", e))?);
+            let msg = msg.map_err(|e| err("receiving a message", e))?;
+            self.buffer.push_back((std::time::Instant::now(), msg));
         }
         Ok(())
     }
@@ -506,7 +518,7 @@ impl Drop for NatsConsumer {
     fn drop(&mut self) {
         // Messages pulled but never handed out go straight back instead of waiting out the ack
         // wait.
-        let buffered: Vec<_> = self.buffer.drain(..).collect();
+        let buffered: Vec<_> = self.buffer.drain(..).map(|(_, m)| m).collect();
         if buffered.is_empty() {
             return;
         }
@@ -681,6 +693,12 @@ impl Broadcast for NatsSender {
     async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
         self.client
             .publish(self.subject.clone(), msg)
+            .await
+            .map_err(|e| err(format_args!("publishing to {}", self.subject), e))?;
+        // Out now, not whenever the client's buffer is next written: a goodbye is sent just
+        // before the process ends.
+        self.client
+            .flush()
             .await
             .map_err(|e| err(format_args!("publishing to {}", self.subject), e))
     }

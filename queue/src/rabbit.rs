@@ -778,32 +778,6 @@ async fn message_count(ch: &lapin::Channel, name: &str) -> Result<u64, QueueErro
     Ok(u64::from(q.message_count()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tier_names_read_like_durations() {
-        assert_eq!(tier_name(Duration::from_secs(1)), "1s");
-        assert_eq!(tier_name(Duration::from_secs(120)), "2m");
-        assert_eq!(tier_name(Duration::from_secs(3600)), "1h");
-        assert_eq!(tier_name(Duration::from_millis(250)), "250ms");
-    }
-
-    #[test]
-    fn own_headers_leave_the_brokers_behind() {
-        let headers = table([
-            (RUN_ID, text("r1")),
-            ("x-delivery-count", AMQPValue::LongInt(3)),
-        ]);
-        let props = BasicProperties::default().with_headers(headers);
-        let own = own_headers(&props);
-        assert!(own.contains_key(RUN_ID));
-        assert!(!own.contains_key("x-delivery-count"));
-        assert_eq!(header_u64(&props, "x-delivery-count"), Some(3));
-    }
-}
-
 struct RabbitSender {
     ch: Channel,
     exchange: String,
@@ -839,5 +813,31 @@ impl Listener for RabbitListener {
             Some(Err(e)) => Err(err("hearing the fleet", e)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_names_read_like_durations() {
+        assert_eq!(tier_name(Duration::from_secs(1)), "1s");
+        assert_eq!(tier_name(Duration::from_secs(120)), "2m");
+        assert_eq!(tier_name(Duration::from_secs(3600)), "1h");
+        assert_eq!(tier_name(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn own_headers_leave_the_brokers_behind() {
+        let headers = table([
+            (RUN_ID, text("r1")),
+            ("x-delivery-count", AMQPValue::LongInt(3)),
+        ]);
+        let props = BasicProperties::default().with_headers(headers);
+        let own = own_headers(&props);
+        assert!(own.contains_key(RUN_ID));
+        assert!(!own.contains_key("x-delivery-count"));
+        assert_eq!(header_u64(&props, "x-delivery-count"), Some(3));
     }
 }

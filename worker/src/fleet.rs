@@ -61,7 +61,10 @@ impl FleetConfig {
 struct Beat {
     /// Always `"offpeak-fleet"`: other traffic on the subject is ignored.
     kind: String,
+    /// The worker's id and the instance of the process: two workers started with the same id
+    /// (the host's name, by default) are still two members.
     id: String,
+    instance: u64,
     state: BeatState,
     #[serde(default)]
     findings: Vec<SharedFault>,
@@ -79,6 +82,11 @@ enum BeatState {
 
 const KIND: &str = "offpeak-fleet";
 
+/// How a member is told apart: its id, then its process instance.
+fn member(id: &str, instance: u64) -> String {
+    format!("{id}#{instance:016x}")
+}
+
 /// The members a worker has heard, and the share it plans with.
 struct View {
     me: String,
@@ -90,6 +98,14 @@ struct View {
 }
 
 impl View {
+    /// This process's instance, from its member name.
+    fn instance(&self) -> u64 {
+        self.me
+            .rsplit_once('#')
+            .and_then(|(_, i)| u64::from_str_radix(i, 16).ok())
+            .unwrap_or(0)
+    }
+
     /// This worker's share now: among the members heard lately; while its own heartbeats do not
     /// come back, as one of twice the members it last knew (at least the fallback).
     fn share(&mut self, cfg: &FleetConfig) -> FleetShare {
@@ -120,8 +136,9 @@ pub(crate) async fn keep_in_step(
     stop: CancellationToken,
 ) {
     let cfg = worker.cfg.fleet.clone();
+    let instance: u64 = rand::random();
     let mut view = View {
-        me: worker.id.clone(),
+        me: member(&worker.id, instance),
         peers: HashMap::new(),
         echo: None,
         known: 1,
@@ -147,7 +164,7 @@ pub(crate) async fn keep_in_step(
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(worker = %view.me, error = %e, "cannot join the fleet's broadcast; planning with a safe share of the providers' limits");
                 }
                 apply(&mut view);
@@ -173,11 +190,12 @@ async fn talk(
     stop: &CancellationToken,
     apply: &impl Fn(&mut View),
 ) -> bool {
-    let me = view.me.clone();
+    let (id, instance) = (worker.id.clone(), view.instance());
     let say = |state: BeatState| {
         let beat = Beat {
             kind: KIND.into(),
-            id: me.clone(),
+            id: id.clone(),
+            instance,
             state,
             findings: worker.router.findings(Utc::now()),
         };
@@ -207,7 +225,8 @@ async fn talk(
                 if beat.kind != KIND {
                     continue;
                 }
-                if beat.id == view.me {
+                let who = member(&beat.id, beat.instance);
+                if who == view.me {
                     let first = view.echo.is_none_or(|t| t.elapsed() >= cfg.ttl());
                     view.echo = Some(Instant::now());
                     if first {
@@ -218,17 +237,16 @@ async fn talk(
                 worker.router.apply_findings(&beat.findings, Utc::now());
                 match beat.state {
                     BeatState::Leaving => {
-                        view.peers.remove(&beat.id);
+                        view.peers.remove(&who);
                         apply(view);
                     }
                     state => {
-                        let new = view.peers.insert(beat.id, Instant::now()).is_none();
-                        if new || state == BeatState::Hello {
+                        if view.peers.insert(who, Instant::now()).is_none() {
+                            apply(view);
+                        }
+                        if state == BeatState::Hello {
                             // A newcomer learns of everyone at once.
                             let _ = ch.sender.send(say(BeatState::Up)).await;
-                        }
-                        if new {
-                            apply(view);
                         }
                     }
                 }

@@ -692,7 +692,7 @@ impl Worker {
         let latency = started.elapsed();
         let limits = match &result {
             Ok(c) => c.limits,
-            Err(e) => e.limits,
+            Err(e) => e.limits.as_deref().copied(),
         };
         if let Some(report) = limits {
             let tokens =

@@ -124,7 +124,7 @@ impl Answer {
                 self.status,
                 error_message(&body, secrets)
             ),
-            limits: self.limits(),
+            limits: self.limits().map(Box::new),
         }
     }
 
@@ -141,7 +141,7 @@ impl Answer {
                 self.status,
                 truncate(why, 300)
             ),
-            limits: self.limits(),
+            limits: self.limits().map(Box::new),
         }
     }
 

@@ -74,7 +74,7 @@ pub struct ProviderError {
     /// A short description; never contains the API key or the prompt.
     pub message: String,
     /// What the answer's rate-limit headers said of the account (a 429 carries them too).
-    pub limits: Option<LimitReport>,
+    pub limits: Option<Box<LimitReport>>,
 }
 
 impl fmt::Display for ProviderError {
