@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::input::{load_catalog, submission_failure, validate, JobArgs, Validation};
-use crate::summary::Summary;
+use report::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::run::progress_bar;
-use crate::summary::{DeadLetterSummary, Summary};
+use report::{DeadLetterSummary, Summary};
 use crate::{output, Failure};
 use queue::redact;
 use schemas::RunId;

@@ -361,6 +361,11 @@ impl ProviderState {
     pub fn excluded(&self, now: DateTime<Utc>) -> bool {
         self.breaker.excluded(now)
     }
+
+    /// Whether its circuit is open at `now` (errors or a provider fault): no request is sent.
+    pub fn circuit_open(&self, now: DateTime<Utc>) -> bool {
+        self.breaker.excluded(now) || self.breaker.open_until(now).is_some()
+    }
 }
 
 #[cfg(test)]
