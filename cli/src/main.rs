@@ -14,7 +14,7 @@ mod bench;
 mod config;
 mod input;
 mod output;
-mod report;
+mod report_cmd;
 mod results;
 mod run;
 mod status;
@@ -96,7 +96,7 @@ enum Command {
 
   # two runs side by side, the price windows of a newer catalog shaded
   offpeak report nightly-2 --compare nightly-1 --output out -o compare.html --catalog catalog.toml")]
-    Report(report::ReportArgs),
+    Report(report_cmd::ReportArgs),
     /// Benchmarks: throughput, concurrency, submit, market (routing policies), scale.
     #[command(
         subcommand,
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker_cmd::worker(args, cfg).await,
             Command::Status(args) => status::status(args, cfg).await,
             Command::Results(args) => results::results(args).await,
-            Command::Report(args) => report::report(args).await,
+            Command::Report(args) => report_cmd::report(args).await,
             Command::Bench(cmd) => bench::bench(cmd, cfg).await,
             Command::Sim(args) => sim_cmd(args).await,
         }

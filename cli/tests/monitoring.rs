@@ -171,6 +171,22 @@ fn alert_rules_pass_promtool() {
 }
 
 #[test]
+fn each_alert_fires_on_its_series_and_not_on_a_healthy_fleet() {
+    // deploy/prometheus/offpeak-rules.test.yaml: synthetic series, expected alerts (promtool).
+    let o = std::process::Command::new("promtool")
+        .args(["test", "rules", "offpeak-rules.test.yaml"])
+        .current_dir(root().join("deploy/prometheus"))
+        .output()
+        .expect("promtool");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+#[test]
 fn the_kustomization_deploys_the_dashboard_and_the_rules_from_their_files() {
     let k = std::fs::read_to_string(root().join(KUSTOMIZATION)).unwrap();
     for file in [

@@ -115,7 +115,7 @@ fn page_complaints(log: &str) -> Vec<&str> {
 fn chart_pixels(png: &Path) -> usize {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
     let channels = info.color_type.samples();
     let palette: Vec<[u8; 3]> = report::chart::PALETTE

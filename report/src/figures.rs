@@ -100,7 +100,7 @@ pub struct Shade {
 }
 
 /// Everything the report shows about one run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunFigures {
     pub meta: RunMeta,
     pub summary: Summary,
@@ -160,9 +160,11 @@ fn bucket_of(v: i64, bounds: &[(i64, &str)], offset: usize) -> usize {
 
 fn add_split(map: &mut BTreeMap<String, Split>, key: &str, r: &ResultRow) {
     // Look up before allocating: nearly every row finds its key.
-    let s = match map.get_mut(key) {
-        Some(s) => s,
-        None => map.entry(key.to_string()).or_default(),
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), Split::default());
+    }
+    let Some(s) = map.get_mut(key) else {
+        return;
     };
     match r.status {
         ResultStatus::Succeeded => s.succeeded += 1,
@@ -216,9 +218,11 @@ impl RunAggregator {
             }
             ResultStatus::Failed => {
                 let kind = r.error_kind.as_deref().unwrap_or("(unknown)");
-                let f = match self.failures.get_mut(kind) {
-                    Some(f) => f,
-                    None => self.failures.entry(kind.to_string()).or_default(),
+                if !self.failures.contains_key(kind) {
+                    self.failures.insert(kind.to_string(), FailureKind::default());
+                }
+                let Some(f) = self.failures.get_mut(kind) else {
+                    return;
                 };
                 f.count += 1;
                 if f.examples.len() < MAX_EXAMPLES {

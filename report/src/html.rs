@@ -239,7 +239,7 @@ fn merged(t: &Timeline) -> (i64, i64, Vec<Vec<u64>>) {
         .chunks(k)
         .map(|c| {
             (0..t.providers.len())
-                .map(|p| c.iter().map(|b| b[p]).sum())
+                .map(|p| c.iter().map(|b| b[p]).sum::<u64>())
                 .collect()
         })
         .collect();
