@@ -167,7 +167,11 @@ fn alert_rules_pass_promtool() {
         text(&o.stdout),
         text(&o.stderr)
     );
-    assert!(text(&o.stdout).contains("SUCCESS: 5 rules found"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("SUCCESS: 5 rules found"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 #[test]
@@ -246,10 +250,16 @@ fn dashboard_and_alert_rules_name_only_metrics_a_running_worker_exports() {
         "offpeak_worker_ready",
         "offpeak_last_store_timestamp_seconds",
     ] {
-        assert!(named.contains(m), "neither the dashboard nor the rules use {m}");
+        assert!(
+            named.contains(m),
+            "neither the dashboard nor the rules use {m}"
+        );
     }
     // The state gauges say what they should of a healthy worker that stored its results.
-    assert!(scrape.contains("offpeak_worker_ready{worker=\"m0\"} 1"), "{scrape}");
+    assert!(
+        scrape.contains("offpeak_worker_ready{worker=\"m0\"} 1"),
+        "{scrape}"
+    );
     assert!(
         scrape.contains("offpeak_provider_circuit_open{worker=\"m0\",provider=\"cheap\"} 0"),
         "{scrape}"
@@ -259,7 +269,10 @@ fn dashboard_and_alert_rules_name_only_metrics_a_running_worker_exports() {
         .find_map(|l| l.strip_prefix("offpeak_last_store_timestamp_seconds{worker=\"m0\"} "))
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap();
-    assert!((chrono::Utc::now().timestamp() - stored_at).abs() < 300, "{stored_at}");
+    assert!(
+        (chrono::Utc::now().timestamp() - stored_at).abs() < 300,
+        "{stored_at}"
+    );
     assert!(w
         .terminate(Duration::from_secs(60))
         .is_some_and(|s| s.success()));

@@ -128,9 +128,9 @@ fn chart_pixels(png: &Path) -> usize {
     buf[..info.buffer_size()]
         .chunks(channels)
         .filter(|px| {
-            palette.iter().any(|c| {
-                (0..3).all(|k| (i16::from(px[k]) - i16::from(c[k])).abs() <= 6)
-            })
+            palette
+                .iter()
+                .any(|c| (0..3).all(|k| (i16::from(px[k]) - i16::from(c[k])).abs() <= 6))
         })
         .count()
 }
@@ -181,8 +181,14 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
         "latency_p50_ms",
         "latency_p95_ms",
     ] {
-        let want = status[key].as_f64().unwrap_or_else(|| panic!("status lacks {key}"));
-        assert!(close(got[key], want), "{key}: report {} status {want}", got[key]);
+        let want = status[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("status lacks {key}"));
+        assert!(
+            close(got[key], want),
+            "{key}: report {} status {want}",
+            got[key]
+        );
     }
     let duck = duckdb_figures(&out, "rep");
     for key in [
@@ -194,7 +200,11 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
         "deferrals",
     ] {
         let want = duck[key].as_f64().unwrap();
-        assert!(close(got[key], want), "{key}: report {} duckdb {want}", got[key]);
+        assert!(
+            close(got[key], want),
+            "{key}: report {} duckdb {want}",
+            got[key]
+        );
     }
     assert_eq!(got["succeeded"] + got["failed"], got["submitted"]);
     assert_eq!(got["failed"], OVER_BUDGET as f64);
@@ -202,10 +212,16 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
 
     // What the sections show: providers, the failures with a message, the run's metadata.
     for provider in status["providers"].as_object().unwrap().keys() {
-        assert!(html.contains(&format!("<td>{provider}</td>")), "{provider} not in the report");
+        assert!(
+            html.contains(&format!("<td>{provider}</td>")),
+            "{provider} not in the report"
+        );
     }
     for kind in status["failures"].as_object().unwrap().keys() {
-        assert!(html.contains(&format!(r#"<td class="bad">{kind}</td>"#)), "{kind}");
+        assert!(
+            html.contains(&format!(r#"<td class="bad">{kind}</td>"#)),
+            "{kind}"
+        );
     }
     assert!(html.contains("rep.jsonl"), "the job file is named");
     assert!(html.contains(store::OFFPEAK_VERSION));
@@ -213,10 +229,15 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
     assert!(html.contains("×0.5 16:30–00:30"), "price windows not shown");
 
     // Self-contained: nothing to fetch, a policy that forbids fetching, no script.
-    assert!(html.contains(r#"<meta http-equiv="Content-Security-Policy" content="default-src 'none'"#));
+    assert!(
+        html.contains(r#"<meta http-equiv="Content-Security-Policy" content="default-src 'none'"#)
+    );
     for attr in ["src=", "href="] {
         for scheme in ["\"http://", "\"https://", "'http://", "'https://", "\"//"] {
-            assert!(!html.contains(&format!("{attr}{scheme}")), "{attr}{scheme} in the report");
+            assert!(
+                !html.contains(&format!("{attr}{scheme}")),
+                "{attr}{scheme} in the report"
+            );
         }
     }
     assert!(!html.contains("<script"));
@@ -224,7 +245,11 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
 
     let png = tmp.path().join("report.png");
     let log = chromium(&html_path, &png);
-    assert!(page_complaints(&log).is_empty(), "{:?}", page_complaints(&log));
+    assert!(
+        page_complaints(&log).is_empty(),
+        "{:?}",
+        page_complaints(&log)
+    );
     // The bars (hundreds of jobs, several providers) cover far more than the legend's swatches.
     let painted = chart_pixels(&png);
     assert!(painted > 20_000, "only {painted} chart pixels");
@@ -273,8 +298,14 @@ fn compare_puts_two_runs_side_by_side() {
         let h = headline(&html, run);
         let o = offpeak(&["status", run, "--output", out.to_str().unwrap(), "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(close(h["cost_usd"], status["cost_usd"].as_f64().unwrap()), "{run}");
-        assert!(html.contains(&format!("<h3>run {run}</h3>")), "{run}'s column");
+        assert!(
+            close(h["cost_usd"], status["cost_usd"].as_f64().unwrap()),
+            "{run}"
+        );
+        assert!(
+            html.contains(&format!("<h3>run {run}</h3>")),
+            "{run}'s column"
+        );
     }
     assert!(html.contains("<th>change</th>"));
     // A run that is not there is an error, not an empty column.
@@ -289,5 +320,9 @@ fn compare_puts_two_runs_side_by_side() {
         html_path.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("no run nope"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no run nope"),
+        "{}",
+        text(&o.stderr)
+    );
 }

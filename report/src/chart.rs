@@ -15,6 +15,9 @@ pub fn colour(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The colour of what is not a series (jobs that reached no provider).
+pub const GREY: &str = "#c7c7c7";
+
 /// Escapes text for HTML and SVG content and attribute values.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -38,6 +41,8 @@ pub struct Bar {
     pub value: f64,
     /// The value as printed next to the bar.
     pub text: String,
+    /// Its colour ([`colour`] of the series it stands for).
+    pub colour: &'static str,
 }
 
 /// Horizontal bars, one per row, longest = full width.
@@ -58,7 +63,7 @@ pub fn hbars(bars: &[Bar]) -> String {
     for (i, b) in bars.iter().enumerate() {
         let y = 4.0 + ROW * i as f64;
         let len = if max > 0.0 {
-            (W - LABEL - 110.0) * b.value / max
+            (W - LABEL - 180.0) * b.value / max
         } else {
             0.0
         };
@@ -69,7 +74,7 @@ pub fn hbars(bars: &[Bar]) -> String {
             ty = y + 14.0,
             label = esc(&b.label),
             bh = ROW - 6.0,
-            c = colour(i),
+            c = b.colour,
             text = esc(&b.text),
             tx = LABEL + len + 6.0,
         );
@@ -101,14 +106,19 @@ pub fn columns(labels: &[String], series: &[Series], bands: &[Band], unit: &str)
     const H: f64 = 240.0;
     const LEFT: f64 = 56.0;
     const RIGHT: f64 = 8.0;
-    const TOP: f64 = 10.0;
-    const BOTTOM: f64 = 40.0;
+    const TOP: f64 = 24.0;
+    const BOTTOM: f64 = 30.0;
     let n = labels.len().max(1);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let cw = pw / n as f64;
     let totals: Vec<f64> = (0..n)
-        .map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0.0)).sum())
+        .map(|i| {
+            series
+                .iter()
+                .map(|s| s.values.get(i).copied().unwrap_or(0.0))
+                .sum()
+        })
         .collect();
     let max = nice_max(totals.iter().copied().fold(0.0, f64::max));
     let mut o = String::new();
@@ -145,7 +155,7 @@ pub fn columns(labels: &[String], series: &[Series], bands: &[Band], unit: &str)
     let _ = write!(
         o,
         r#"<text x="4" y="{y}" class="muted">{u}</text>"#,
-        y = TOP + 4.0,
+        y = 12.0,
         u = esc(unit)
     );
     let gap = if cw > 4.0 { 1.0 } else { 0.0 };

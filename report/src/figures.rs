@@ -155,7 +155,11 @@ impl Default for RunAggregator {
 
 /// The bucket of `v` among `bounds` (exclusive upper bounds), after `offset` leading buckets.
 fn bucket_of(v: i64, bounds: &[(i64, &str)], offset: usize) -> usize {
-    offset + bounds.iter().position(|(b, _)| v < *b).unwrap_or(bounds.len())
+    offset
+        + bounds
+            .iter()
+            .position(|(b, _)| v < *b)
+            .unwrap_or(bounds.len())
 }
 
 fn add_split(map: &mut BTreeMap<String, Split>, key: &str, r: &ResultRow) {
@@ -180,7 +184,11 @@ impl RunAggregator {
         self.summary.add(r);
         let provider = r.provider.as_deref().unwrap_or("(none)");
         add_split(&mut self.by_provider, provider, r);
-        add_split(&mut self.by_route, r.route.as_deref().unwrap_or("(none)"), r);
+        add_split(
+            &mut self.by_route,
+            r.route.as_deref().unwrap_or("(none)"),
+            r,
+        );
         add_split(&mut self.by_model, &r.model, r);
         let deferral = if r.deferred_ms == 0 && r.deferrals == 0 {
             0
@@ -200,7 +208,8 @@ impl RunAggregator {
                 match self.latencies.get_mut(provider) {
                     Some(v) => v.push(r.latency_ms),
                     None => {
-                        self.latencies.insert(provider.to_string(), vec![r.latency_ms]);
+                        self.latencies
+                            .insert(provider.to_string(), vec![r.latency_ms]);
                     }
                 }
                 let p = match self.providers.iter().position(|p| p == provider) {
@@ -219,7 +228,8 @@ impl RunAggregator {
             ResultStatus::Failed => {
                 let kind = r.error_kind.as_deref().unwrap_or("(unknown)");
                 if !self.failures.contains_key(kind) {
-                    self.failures.insert(kind.to_string(), FailureKind::default());
+                    self.failures
+                        .insert(kind.to_string(), FailureKind::default());
                 }
                 let Some(f) = self.failures.get_mut(kind) else {
                     return;
@@ -255,9 +265,7 @@ impl RunAggregator {
     /// The figures of the rows counted. `meta` comes from the manifest; `shades` from the
     /// catalog's price windows.
     pub fn finish(self, run_id: &RunId, meta: RunMeta, shades: Vec<Shade>) -> RunFigures {
-        let mut summary = self
-            .summary
-            .finish(run_id, meta.job_count, &meta.location);
+        let mut summary = self.summary.finish(run_id, meta.job_count, &meta.location);
         summary.foreign_rows = meta.foreign_rows;
         let latency = self
             .latencies
@@ -323,21 +331,18 @@ fn timeline(width_ms: i64, buckets: &HashMap<(i64, usize), u64>, names: Vec<Stri
     }
 }
 
-/// The distinct price windows of a catalog, each with the `provider/model` offers it applies
-/// to (a window of multiplier 1 changes nothing and is left out).
-pub fn shades_of(catalog: &schemas::Catalog) -> Vec<Shade> {
+/// The distinct price windows of `offers` (`provider/model`, its windows), each with the offers
+/// it applies to (a window of multiplier 1 changes nothing and is left out).
+pub fn shades_of<'a>(offers: impl IntoIterator<Item = (String, &'a [PriceWindow])>) -> Vec<Shade> {
     let mut out: Vec<Shade> = Vec::new();
-    for p in &catalog.providers {
-        for m in &p.models {
-            for w in m.schedule.iter().filter(|w| w.multiplier != 1.0) {
-                let offer = format!("{}/{}", p.name, m.model);
-                match out.iter_mut().find(|s| s.window == *w) {
-                    Some(s) => s.offers.push(offer),
-                    None => out.push(Shade {
-                        window: *w,
-                        offers: vec![offer],
-                    }),
-                }
+    for (offer, windows) in offers {
+        for w in windows.iter().filter(|w| w.multiplier != 1.0) {
+            match out.iter_mut().find(|s| s.window == *w) {
+                Some(s) => s.offers.push(offer.clone()),
+                None => out.push(Shade {
+                    window: *w,
+                    offers: vec![offer.clone()],
+                }),
             }
         }
     }
@@ -370,7 +375,11 @@ mod tests {
         let f = a.finish(&RunId::new("r").unwrap(), RunMeta::default(), vec![]);
         let total: u64 = f.timeline.counts.iter().flatten().sum();
         assert_eq!(total, 10_000);
-        assert!(f.timeline.counts.len() <= MAX_TIME_BUCKETS, "{}", f.timeline.counts.len());
+        assert!(
+            f.timeline.counts.len() <= MAX_TIME_BUCKETS,
+            "{}",
+            f.timeline.counts.len()
+        );
         assert_eq!(f.timeline.providers, ["a", "b"]);
         assert_eq!(f.summary.deadline_misses, 10_000 - 101);
         assert_eq!(f.slack_hist[0], 10_000 - 101);
@@ -388,7 +397,10 @@ mod tests {
         }
         let f = a.finish(&RunId::new("r").unwrap(), RunMeta::default(), vec![]);
         assert_eq!(f.failures["terminal"].count, 50);
-        assert_eq!(f.failures["terminal"].examples, ["boom 0", "boom 1", "boom 2"]);
+        assert_eq!(
+            f.failures["terminal"].examples,
+            ["boom 0", "boom 1", "boom 2"]
+        );
         assert_eq!(f.summary.failed, 50);
     }
 }

@@ -2,7 +2,7 @@
 //! Security Policy that forbids fetching anything) for one run, or two side by side.
 //! The headline cells carry their raw values (`data-metric`, `data-value`) for tools and tests.
 
-use crate::chart::{colour, columns, esc, hbars, Band, Bar, Series};
+use crate::chart::{colour, columns, esc, hbars, Band, Bar, Series, GREY};
 use crate::figures::{RunFigures, Split, Timeline, DEFERRAL_BOUNDS_MS, SLACK_BOUNDS_MS};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -75,33 +75,59 @@ fn usd(v: f64) -> String {
 /// The headline: one row per figure, one column per run (and the change, comparing two).
 fn headline(o: &mut String, runs: &[RunFigures]) {
     let mut rows: Vec<(&str, &str, Vec<(f64, String)>)> = Vec::new();
-    let mut add = |key: &'static str, label: &'static str, f: &dyn Fn(&RunFigures) -> (f64, String)| {
-        rows.push((key, label, runs.iter().map(f).collect()));
-    };
+    let mut add =
+        |key: &'static str, label: &'static str, f: &dyn Fn(&RunFigures) -> (f64, String)| {
+            rows.push((key, label, runs.iter().map(f).collect()));
+        };
     let int = |v: u64| (v as f64, v.to_string());
     add("submitted", "jobs submitted", &|r| int(r.summary.submitted));
     add("succeeded", "succeeded", &|r| int(r.summary.succeeded));
     add("failed", "failed", &|r| int(r.summary.failed));
     add("pending", "pending", &|r| {
-        int(r.summary.submitted.saturating_sub(r.summary.succeeded + r.summary.failed))
+        int(r
+            .summary
+            .submitted
+            .saturating_sub(r.summary.succeeded + r.summary.failed))
     });
-    add("cost_usd", "cost", &|r| (r.summary.cost_usd, usd(r.summary.cost_usd)));
-    add("baseline_cost_usd", "at the dearest eligible provider", &|r| {
-        (r.summary.baseline_cost_usd, usd(r.summary.baseline_cost_usd))
+    add("cost_usd", "cost", &|r| {
+        (r.summary.cost_usd, usd(r.summary.cost_usd))
     });
+    add(
+        "baseline_cost_usd",
+        "at the dearest eligible provider",
+        &|r| {
+            (
+                r.summary.baseline_cost_usd,
+                usd(r.summary.baseline_cost_usd),
+            )
+        },
+    );
     add("saved_usd", "saved", &|r| {
         let v = r.summary.baseline_cost_usd - r.summary.cost_usd;
         (v, usd(v))
     });
     add("savings_pct", "savings", &|r| {
-        (r.summary.savings_pct, format!("{:.1}%", r.summary.savings_pct))
+        (
+            r.summary.savings_pct,
+            format!("{:.1}%", r.summary.savings_pct),
+        )
     });
-    add("deadline_misses", "deadline misses", &|r| int(r.summary.deadline_misses));
+    add("deadline_misses", "deadline misses", &|r| {
+        int(r.summary.deadline_misses)
+    });
     add("deferrals", "deferrals", &|r| int(r.summary.deferrals));
-    add("deferred_jobs", "jobs deferred", &|r| int(r.summary.deferred_jobs));
-    add("escalations", "escalations", &|r| int(r.summary.escalations));
-    add("latency_p50_ms", "latency p50 (ms)", &|r| int(r.summary.latency_p50_ms));
-    add("latency_p95_ms", "latency p95 (ms)", &|r| int(r.summary.latency_p95_ms));
+    add("deferred_jobs", "jobs deferred", &|r| {
+        int(r.summary.deferred_jobs)
+    });
+    add("escalations", "escalations", &|r| {
+        int(r.summary.escalations)
+    });
+    add("latency_p50_ms", "latency p50 (ms)", &|r| {
+        int(r.summary.latency_p50_ms)
+    });
+    add("latency_p95_ms", "latency p95 (ms)", &|r| {
+        int(r.summary.latency_p95_ms)
+    });
     o.push_str(r#"<h2>Headline</h2><table id="headline" class="big"><tr><th></th>"#);
     for r in runs {
         let _ = write!(o, "<th>run {}</th>", esc(&r.meta.run_id));
@@ -145,10 +171,16 @@ fn money(o: &mut String, r: &RunFigures) {
         let _ = write!(o, "<h3>Cost by {name}</h3>");
         let mut bars: Vec<Bar> = split
             .iter()
-            .map(|(k, s)| Bar {
+            .enumerate()
+            .map(|(i, (k, s))| Bar {
                 label: k.clone(),
                 value: s.cost_usd,
                 text: format!("{} · {} jobs", usd(s.cost_usd), s.succeeded + s.failed),
+                colour: if name == "provider" {
+                    provider_colour(r, k)
+                } else {
+                    colour(i)
+                },
             })
             .collect();
         bars.sort_by(|a, b| b.value.total_cmp(&a.value));
@@ -156,6 +188,15 @@ fn money(o: &mut String, r: &RunFigures) {
         o.push_str(&hbars(&bars));
         split_table(o, name, split);
     }
+}
+
+/// A provider's colour: the same in every chart (its series in the timeline).
+fn provider_colour(r: &RunFigures, provider: &str) -> &'static str {
+    r.timeline
+        .providers
+        .iter()
+        .position(|p| p == provider)
+        .map_or(GREY, colour)
 }
 
 fn split_table(o: &mut String, name: &str, split: &BTreeMap<String, Split>) {
@@ -177,11 +218,7 @@ fn split_table(o: &mut String, name: &str, split: &BTreeMap<String, Split>) {
         split_row(o, k, s);
     }
     if rows.len() > MAX_SPLIT_ROWS {
-        split_row(
-            o,
-            &format!("{} more", rows.len() - MAX_SPLIT_ROWS),
-            &rest,
-        );
+        split_row(o, &format!("{} more", rows.len() - MAX_SPLIT_ROWS), &rest);
     }
     o.push_str("</table>");
 }
@@ -285,7 +322,11 @@ fn completions(o: &mut String, r: &RunFigures) {
                     bands.push(Band {
                         from: (a - start) as f64 / width as f64,
                         to: (b - start) as f64 / width as f64,
-                        fill: if w.multiplier > 1.0 { "#fbe3e0" } else { "#dff3e3" },
+                        fill: if w.multiplier > 1.0 {
+                            "#fbe3e0"
+                        } else {
+                            "#dff3e3"
+                        },
                         title: format!(
                             "price ×{} {:02}:{:02}–{:02}:{:02} UTC: {}",
                             w.multiplier,
@@ -337,7 +378,14 @@ fn duration_text(ms: i64) -> String {
     }
 }
 
-fn hist(o: &mut String, first: &str, bounds: &[(i64, &str)], last: &str, counts: &[u64], what: &str) {
+fn hist(
+    o: &mut String,
+    first: &str,
+    bounds: &[(i64, &str)],
+    last: &str,
+    counts: &[u64],
+    what: &str,
+) {
     let mut labels = vec![first.to_string()];
     labels.extend(bounds.iter().map(|(_, l)| l.to_string()));
     labels.push(last.to_string());
@@ -350,9 +398,23 @@ fn hist(o: &mut String, first: &str, bounds: &[(i64, &str)], last: &str, counts:
 
 fn waiting(o: &mut String, r: &RunFigures) {
     o.push_str("<h3>How long jobs waited (time deferred)</h3>");
-    hist(o, "not deferred", DEFERRAL_BOUNDS_MS, "≥ 6 h", &r.deferral_hist, "jobs");
+    hist(
+        o,
+        "not deferred",
+        DEFERRAL_BOUNDS_MS,
+        "≥ 6 h",
+        &r.deferral_hist,
+        "jobs",
+    );
     o.push_str("<h3>How close to their deadline jobs finished (deadline − completion)</h3>");
-    hist(o, "missed", SLACK_BOUNDS_MS, "≥ 24 h", &r.slack_hist, "jobs");
+    hist(
+        o,
+        "missed",
+        SLACK_BOUNDS_MS,
+        "≥ 24 h",
+        &r.slack_hist,
+        "jobs",
+    );
 }
 
 fn latency(o: &mut String, r: &RunFigures) {
@@ -367,6 +429,7 @@ fn latency(o: &mut String, r: &RunFigures) {
             label: p.clone(),
             value: l.p50 as f64,
             text: format!("p50 {} ms", l.p50),
+            colour: provider_colour(r, p),
         })
         .collect();
     o.push_str(&hbars(&bars));
@@ -395,7 +458,12 @@ fn failures(o: &mut String, r: &RunFigures) {
     let mut kinds: Vec<_> = r.failures.iter().collect();
     kinds.sort_by(|a, b| b.1.count.cmp(&a.1.count));
     for (k, f) in kinds {
-        let _ = write!(o, r#"<tr><td class="bad">{}</td><td>{}</td><td class="ex">"#, esc(k), f.count);
+        let _ = write!(
+            o,
+            r#"<tr><td class="bad">{}</td><td>{}</td><td class="ex">"#,
+            esc(k),
+            f.count
+        );
         for e in &f.examples {
             let _ = write!(o, "<div>{}</div>", esc(e));
         }
@@ -416,18 +484,28 @@ fn metadata(o: &mut String, r: &RunFigures) {
         ("submitted at", m.submitted_at.clone()),
         (
             "published at",
-            m.published_at.clone().unwrap_or_else(|| "(still publishing)".into()),
+            m.published_at
+                .clone()
+                .unwrap_or_else(|| "(still publishing)".into()),
         ),
     ];
     if m.foreign_rows > 0 {
         rows.push((
             "foreign rows",
-            format!("{} left out (job ids not in the run's job list)", m.foreign_rows),
+            format!(
+                "{} left out (job ids not in the run's job list)",
+                m.foreign_rows
+            ),
         ));
     }
     o.push_str(r#"<table id="meta">"#);
     for (k, v) in rows {
-        let _ = write!(o, "<tr><td>{}</td><td><code>{}</code></td></tr>", esc(k), esc(&v));
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&v)
+        );
     }
     o.push_str("</table>");
 }

@@ -12,9 +12,52 @@ pub use figures::{RunAggregator, RunFigures, RunMeta};
 pub use html::render;
 pub use summary::{DeadLetterSummary, ReasonCount, Summary, SummaryBuilder};
 
-use schemas::{Catalog, RunId};
+use schemas::{Catalog, PriceWindow, RunId};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use store::{ResultSink, StoreError};
+
+/// The part of a manifest's catalog snapshot the report reads: the price windows of each offer.
+/// Read leniently (unknown fields ignored), so a snapshot written by another offpeak version
+/// still shades its windows.
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    providers: Vec<SnapshotProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotProvider {
+    name: String,
+    models: Vec<SnapshotModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotModel {
+    model: String,
+    #[serde(default)]
+    schedule: Vec<PriceWindow>,
+}
+
+/// The shades of a catalog given with `--catalog`.
+fn catalog_shades(c: &Catalog) -> Vec<figures::Shade> {
+    figures::shades_of(c.providers.iter().flat_map(|p| {
+        p.models
+            .iter()
+            .map(move |m| (format!("{}/{}", p.name, m.model), m.schedule.as_slice()))
+    }))
+}
+
+/// The shades of a manifest's catalog snapshot (none if it cannot be read).
+fn snapshot_shades(v: &serde_json::Value) -> Vec<figures::Shade> {
+    let Ok(s) = Snapshot::deserialize(v) else {
+        return Vec::new();
+    };
+    figures::shades_of(s.providers.iter().flat_map(|p| {
+        p.models
+            .iter()
+            .map(move |m| (format!("{}/{}", p.name, m.model), m.schedule.as_slice()))
+    }))
+}
 
 /// Reads run `run_id` from `sink` — its manifest, its job list and every result file, one file
 /// at a time — into the report's figures; `None` when the run has no manifest there. The price
@@ -32,11 +75,10 @@ pub async fn load(
     let mut agg = RunAggregator::default();
     let foreign = store::scan_own_rows(sink, run, ids.as_ref(), |r| agg.add(&r)).await?;
     drop(ids);
-    let snapshot: Option<Catalog> = serde_json::from_value(manifest.catalog.clone()).ok();
-    let shades = catalog
-        .or(snapshot.as_ref())
-        .map(figures::shades_of)
-        .unwrap_or_default();
+    let shades = match catalog {
+        Some(c) => catalog_shades(c),
+        None => snapshot_shades(&manifest.catalog),
+    };
     let compact = serde_json::to_vec(&manifest.catalog).unwrap_or_default();
     let meta = RunMeta {
         run_id: run.to_string(),

@@ -186,7 +186,10 @@ impl SummaryBuilder {
 
     /// The summary of the rows counted, for a run that had `submitted` jobs.
     pub fn finish(self, run_id: &RunId, submitted: u64, location: &str) -> Summary {
-        let SummaryBuilder { s: t, mut latencies } = self;
+        let SummaryBuilder {
+            s: t,
+            mut latencies,
+        } = self;
         latencies.sort_unstable();
         let mut s = Summary {
             run_id: run_id.to_string(),

@@ -180,15 +180,20 @@ mod tests {
         ];
         for (i, rows) in files.iter().enumerate() {
             let bytes = encode_parquet(rows).unwrap();
-            sink.put("r", &format!("part-{i}.parquet"), bytes).await.unwrap();
+            sink.put("r", &format!("part-{i}.parquet"), bytes)
+                .await
+                .unwrap();
         }
         // Not a result file: offpeak's own files start with `_`.
         let bytes = encode_parquet(&[row("e", s, 5.0)]).unwrap();
         sink.put("r", "_other.parquet", bytes).await.unwrap();
         let ids: HashSet<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
-        let (mut want, want_foreign) = own_rows(dedup(read_run(&sink, "r").await.unwrap()), Some(&ids));
+        let (mut want, want_foreign) =
+            own_rows(dedup(read_run(&sink, "r").await.unwrap()), Some(&ids));
         let mut got = Vec::new();
-        let foreign = scan_own_rows(&sink, "r", Some(&ids), |r| got.push(r)).await.unwrap();
+        let foreign = scan_own_rows(&sink, "r", Some(&ids), |r| got.push(r))
+            .await
+            .unwrap();
         want.sort_by(|a, b| a.job_id.cmp(&b.job_id));
         got.sort_by(|a, b| a.job_id.cmp(&b.job_id));
         assert_eq!(got, want);

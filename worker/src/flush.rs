@@ -246,7 +246,11 @@ async fn flush(
 ) {
     let started = Instant::now();
     let rows = b.rows.len();
-    let late = b.rows.iter().filter(|r| r.completed_at > r.deadline).count() as u64;
+    let late = b
+        .rows
+        .iter()
+        .filter(|r| r.completed_at > r.deadline)
+        .count() as u64;
     let jobs: Vec<(String, String)> = b
         .rows
         .iter()

@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery, Queue};
 use router::{
     BreakerConfig, CallOutcome, Decision, DeferReason, ErrorClass, GiveUp, History, PolicyConfig,
-    Retry,
-    RouteReason, Router, RouterConfig, Ticket,
+    Retry, RouteReason, Router, RouterConfig, Ticket,
 };
 use schemas::catalog::Price;
 use schemas::{Catalog, Envelope, ResultRow, ResultStatus, Route, SigningKey, SCHEMA_VERSION};

@@ -52,7 +52,13 @@ pub async fn run(args: Args) -> Result<u8, Failure> {
         return Err(anyhow!("offpeak report exited with {status}").into());
     }
     let html = std::fs::metadata(&out)?.len();
-    let mut t = Table::new(&["jobs", "results (MB)", "report (s)", "peak RSS (MB)", "HTML (kB)"]);
+    let mut t = Table::new(&[
+        "jobs",
+        "results (MB)",
+        "report (s)",
+        "peak RSS (MB)",
+        "HTML (kB)",
+    ]);
     t.row(vec![
         args.jobs.to_string(),
         format!("{:.0}", mb(stored)),
@@ -60,7 +66,11 @@ pub async fn run(args: Args) -> Result<u8, Failure> {
         format!("{:.0}", mb(peak)),
         format!("{:.0}", html as f64 / 1024.0),
     ]);
-    println!("run of {} jobs written in {:.1} s", args.jobs, wrote.as_secs_f64());
+    println!(
+        "run of {} jobs written in {:.1} s",
+        args.jobs,
+        wrote.as_secs_f64()
+    );
     t.print();
     SummaryLine::new("report")
         .text("jobs", args.jobs)
@@ -85,7 +95,13 @@ async fn write_run(
         .flat_map(|p| p.models.iter().map(|m| (p.name.clone(), m.model.clone())))
         .collect();
     let mut bytes = 0u64;
-    let ids = store::jobs::encode_job_ids((0..jobs).map(job_id).collect::<Vec<_>>().iter().map(String::as_str));
+    let ids = store::jobs::encode_job_ids(
+        (0..jobs)
+            .map(job_id)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    );
     store::write_job_ids(sink, RUN, ids).await?;
     for (seq, first) in (0..jobs).step_by(per_file).enumerate() {
         let rows: Vec<ResultRow> = (first..(first + per_file).min(jobs))
@@ -93,8 +109,12 @@ async fn write_run(
             .collect();
         let file = store::encode_parquet(&rows)?;
         bytes += file.len() as u64;
-        sink.put(RUN, &format!("part-bench-{}-{seq:05}.parquet", start.timestamp()), file)
-            .await?;
+        sink.put(
+            RUN,
+            &format!("part-bench-{}-{seq:05}.parquet", start.timestamp()),
+            file,
+        )
+        .await?;
     }
     let manifest = Manifest {
         run_id: RUN.into(),
@@ -135,7 +155,11 @@ fn synthetic_row(
     r.submitted_at = start;
     r.deadline = start + Duration::hours(if i % 97 == 0 { 6 } else { 30 });
     r.deferrals = u32::from(i % 4 == 0);
-    r.deferred_ms = if i % 4 == 0 { (i as u64 * 7_919) % 20_000_000 } else { 0 };
+    r.deferred_ms = if i % 4 == 0 {
+        (i as u64 * 7_919) % 20_000_000
+    } else {
+        0
+    };
     r.attempts = 1;
     if failed {
         r.error_kind = Some(["terminal", "limit", "no_provider"][i % 3].into());
