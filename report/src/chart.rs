@@ -47,7 +47,7 @@ pub struct Bar {
 
 /// Horizontal bars, one per row, longest = full width.
 pub fn hbars(bars: &[Bar]) -> String {
-    const W: f64 = 560.0;
+    const W: f64 = 640.0;
     const LABEL: f64 = 150.0;
     const ROW: f64 = 22.0;
     let h = ROW * bars.len().max(1) as f64 + 8.0;
@@ -63,7 +63,7 @@ pub fn hbars(bars: &[Bar]) -> String {
     for (i, b) in bars.iter().enumerate() {
         let y = 4.0 + ROW * i as f64;
         let len = if max > 0.0 {
-            (W - LABEL - 180.0) * b.value / max
+            (W - LABEL - 200.0) * b.value / max
         } else {
             0.0
         };

@@ -16,8 +16,22 @@ pub const MAX_EXAMPLES: usize = 3;
 const EXAMPLE_CHARS: usize = 240;
 /// Most distinct time buckets kept while reading; past it, buckets are merged pairwise.
 const MAX_TIME_BUCKETS: usize = 2048;
-/// The finest time bucket, milliseconds (a simulated run lasts seconds).
-const FINEST_BUCKET_MS: i64 = 100;
+/// Time bucket widths, milliseconds, finest first (a simulated run lasts seconds): each divides
+/// the next, so buckets merge exactly, and each reads well on an axis ("jobs per 5 min").
+/// Past the last, widths double.
+pub const BUCKET_LADDER_MS: &[i64] = &[
+    100, 200, 1_000, 2_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000,
+    7_200_000, 21_600_000, 43_200_000, 86_400_000,
+];
+
+/// The next width of the ladder after `w`.
+pub fn coarser(w: i64) -> i64 {
+    BUCKET_LADDER_MS
+        .iter()
+        .copied()
+        .find(|l| *l > w)
+        .unwrap_or(w * 2)
+}
 
 /// Upper bounds (exclusive, milliseconds) of the deferral histogram's buckets, after the first
 /// bucket (not deferred at all); the last bucket is open.
@@ -142,7 +156,7 @@ impl Default for RunAggregator {
             by_provider: BTreeMap::new(),
             by_route: BTreeMap::new(),
             by_model: BTreeMap::new(),
-            width_ms: FINEST_BUCKET_MS,
+            width_ms: BUCKET_LADDER_MS[0],
             buckets: HashMap::new(),
             providers: Vec::new(),
             deferral_hist: vec![0; DEFERRAL_BOUNDS_MS.len() + 2],
@@ -251,13 +265,15 @@ impl RunAggregator {
         }
     }
 
-    /// Doubles the time buckets' width until few enough remain.
+    /// Widens the time buckets (up the ladder) until few enough remain.
     fn coarsen(&mut self) {
         while self.buckets.len() > MAX_TIME_BUCKETS * self.providers.len().max(1) / 2 {
-            self.width_ms *= 2;
+            let wider = coarser(self.width_ms);
+            let k = wider / self.width_ms;
+            self.width_ms = wider;
             let old = std::mem::take(&mut self.buckets);
             for ((t, p), n) in old {
-                *self.buckets.entry((t.div_euclid(2), p)).or_default() += n;
+                *self.buckets.entry((t.div_euclid(k), p)).or_default() += n;
             }
         }
     }

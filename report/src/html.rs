@@ -3,7 +3,7 @@
 //! The headline cells carry their raw values (`data-metric`, `data-value`) for tools and tests.
 
 use crate::chart::{colour, columns, esc, hbars, Band, Bar, Series, GREY};
-use crate::figures::{RunFigures, Split, Timeline, DEFERRAL_BOUNDS_MS, SLACK_BOUNDS_MS};
+use crate::figures::{coarser, RunFigures, Split, Timeline, DEFERRAL_BOUNDS_MS, SLACK_BOUNDS_MS};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -268,19 +268,24 @@ fn time_label(ms: i64, width_ms: i64, span_ms: i64) -> String {
     t.format(f).to_string()
 }
 
-/// The timeline merged into at most [`MAX_COLUMNS`] columns: (start, width, counts).
+/// The timeline merged into at most [`MAX_COLUMNS`] columns of a width from the bucket ladder:
+/// (start, width, counts).
 fn merged(t: &Timeline) -> (i64, i64, Vec<Vec<u64>>) {
-    let k = t.counts.len().div_ceil(MAX_COLUMNS).max(1);
-    let cols = t
-        .counts
-        .chunks(k)
-        .map(|c| {
-            (0..t.providers.len())
-                .map(|p| c.iter().map(|b| b[p]).sum::<u64>())
-                .collect()
-        })
-        .collect();
-    (t.start_ms, t.width_ms * k as i64, cols)
+    let mut width = t.width_ms.max(1);
+    let end = t.start_ms + t.width_ms * t.counts.len() as i64;
+    while (end - 1).div_euclid(width) - t.start_ms.div_euclid(width) + 1 > MAX_COLUMNS as i64 {
+        width = coarser(width);
+    }
+    let first = t.start_ms.div_euclid(width);
+    let n = ((end - 1).div_euclid(width) - first + 1).max(0) as usize;
+    let mut cols = vec![vec![0u64; t.providers.len()]; n];
+    for (i, c) in t.counts.iter().enumerate() {
+        let at = (t.start_ms + t.width_ms * i as i64).div_euclid(width) - first;
+        for (p, v) in c.iter().enumerate() {
+            cols[at as usize][p] += v;
+        }
+    }
+    (first * width, width, cols)
 }
 
 fn completions(o: &mut String, r: &RunFigures) {
@@ -508,4 +513,27 @@ fn metadata(o: &mut String, r: &RunFigures) {
         );
     }
     o.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::BUCKET_LADDER_MS;
+
+    #[test]
+    fn the_timeline_is_merged_into_few_columns_of_a_ladder_width_keeping_every_job() {
+        let t = Timeline {
+            start_ms: 1_764_000_000_050,
+            width_ms: 100,
+            providers: vec!["a".into(), "b".into()],
+            counts: (0..10_000).map(|i| vec![1, i % 3]).collect(),
+        };
+        let (start, width, cols) = merged(&t);
+        assert!(cols.len() <= MAX_COLUMNS, "{}", cols.len());
+        assert!(BUCKET_LADDER_MS.contains(&width), "{width}");
+        assert_eq!(start % width, 0);
+        let before: u64 = t.counts.iter().flatten().sum();
+        let after: u64 = cols.iter().flatten().sum();
+        assert_eq!(before, after);
+    }
 }
