@@ -20,10 +20,11 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 h3{font-size:14px;margin:12px 0 4px}table{border-collapse:collapse;margin:4px 0 8px}
 td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}th{background:#f6f6f6}
 td:first-child,th:first-child{text-align:left}.muted{color:#777;fill:#777}
-.runs{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:24px}
+.runs{display:grid;grid-template-columns:minmax(0,1fr);gap:24px}.runs.two{grid-template-columns:minmax(0,1fr) minmax(0,1fr)}
 svg.chart{max-width:100%;height:auto;font-size:11px;fill:#333}
 .legend span{display:inline-block;margin-right:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
 .big td{font-size:16px}.good{color:#2a7a2a}.bad{color:#b02a2a}code{font-size:12px}
+.pair{display:flex;flex-wrap:wrap;gap:4px 32px;align-items:flex-start}
 .ex{max-width:520px;text-align:left;font-size:12px;color:#555;word-break:break-word}";
 
 /// The report of `runs` (one run, or two compared side by side), as one HTML page.
@@ -39,9 +40,19 @@ pub fn render(runs: &[RunFigures]) -> String {
         o,
         r#"<p class="muted">Where the money went: outcomes, cost against what the dearest eligible provider would have charged, and how the router spent its time. Figures are those of <code>offpeak status</code> (the same computation over the same de-duplicated rows).</p>"#
     );
-    headline(&mut o, runs);
-    section(&mut o, "Where the money went", runs, money);
-    section(&mut o, "Completions over time", runs, completions);
+    if runs.len() == 1 {
+        // One run: the headline and the timeline side by side, the page's first screen.
+        o.push_str(r#"<div class="pair"><div>"#);
+        headline(&mut o, runs);
+        o.push_str("</div><div>");
+        section(&mut o, "Completions over time", runs, completions);
+        o.push_str("</div></div>");
+        section(&mut o, "Where the money went", runs, money);
+    } else {
+        headline(&mut o, runs);
+        section(&mut o, "Where the money went", runs, money);
+        section(&mut o, "Completions over time", runs, completions);
+    }
     section(&mut o, "Waiting and deadlines", runs, waiting);
     section(&mut o, "Latency by provider", runs, latency);
     section(&mut o, "Failures", runs, failures);
@@ -52,7 +63,8 @@ pub fn render(runs: &[RunFigures]) -> String {
 
 /// A section whose body is drawn once per run, side by side.
 fn section(o: &mut String, title: &str, runs: &[RunFigures], body: fn(&mut String, &RunFigures)) {
-    let _ = write!(o, r#"<h2>{}</h2><div class="runs">"#, esc(title));
+    let class = if runs.len() > 1 { "runs two" } else { "runs" };
+    let _ = write!(o, r#"<h2>{}</h2><div class="{class}">"#, esc(title));
     for r in runs {
         o.push_str("<div>");
         if runs.len() > 1 {
@@ -185,8 +197,10 @@ fn money(o: &mut String, r: &RunFigures) {
             .collect();
         bars.sort_by(|a, b| b.value.total_cmp(&a.value));
         bars.truncate(MAX_SPLIT_ROWS);
+        o.push_str(r#"<div class="pair">"#);
         o.push_str(&hbars(&bars));
         split_table(o, name, split);
+        o.push_str("</div>");
     }
 }
 
@@ -402,16 +416,10 @@ fn hist(
 }
 
 fn waiting(o: &mut String, r: &RunFigures) {
-    o.push_str("<h3>How long jobs waited (time deferred)</h3>");
-    hist(
-        o,
-        "not deferred",
-        DEFERRAL_BOUNDS_MS,
-        "≥ 6 h",
-        &r.deferral_hist,
-        "jobs",
-    );
-    o.push_str("<h3>How close to their deadline jobs finished (deadline − completion)</h3>");
+    o.push_str(r#"<div class="pair"><div><h3>How long jobs waited (time deferred)</h3>"#);
+    let d = &r.deferral_hist;
+    hist(o, "not deferred", DEFERRAL_BOUNDS_MS, "≥ 6 h", d, "jobs");
+    o.push_str("</div><div><h3>How close to their deadline jobs finished</h3>");
     hist(
         o,
         "missed",
@@ -420,6 +428,7 @@ fn waiting(o: &mut String, r: &RunFigures) {
         &r.slack_hist,
         "jobs",
     );
+    o.push_str("</div></div>");
 }
 
 fn latency(o: &mut String, r: &RunFigures) {
