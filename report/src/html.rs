@@ -84,9 +84,12 @@ fn usd(v: f64) -> String {
     }
 }
 
+/// One headline row: metric key, label, and per run the raw value and its text.
+type HeadlineRow = (&'static str, &'static str, Vec<(f64, String)>);
+
 /// The headline: one row per figure, one column per run (and the change, comparing two).
 fn headline(o: &mut String, runs: &[RunFigures]) {
-    let mut rows: Vec<(&str, &str, Vec<(f64, String)>)> = Vec::new();
+    let mut rows: Vec<HeadlineRow> = Vec::new();
     let mut add =
         |key: &'static str, label: &'static str, f: &dyn Fn(&RunFigures) -> (f64, String)| {
             rows.push((key, label, runs.iter().map(f).collect()));
@@ -470,7 +473,7 @@ fn failures(o: &mut String, r: &RunFigures) {
     }
     o.push_str("<table><tr><th>kind</th><th>jobs</th><th>example messages</th></tr>");
     let mut kinds: Vec<_> = r.failures.iter().collect();
-    kinds.sort_by(|a, b| b.1.count.cmp(&a.1.count));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.count));
     for (k, f) in kinds {
         let _ = write!(
             o,

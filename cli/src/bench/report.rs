@@ -153,9 +153,9 @@ fn synthetic_row(
     r.model = model.clone();
     r.priority = "deferrable".into();
     r.submitted_at = start;
-    r.deadline = start + Duration::hours(if i % 97 == 0 { 6 } else { 30 });
-    r.deferrals = u32::from(i % 4 == 0);
-    r.deferred_ms = if i % 4 == 0 {
+    r.deadline = start + Duration::hours(if i.is_multiple_of(97) { 6 } else { 30 });
+    r.deferrals = u32::from(i.is_multiple_of(4));
+    r.deferred_ms = if i.is_multiple_of(4) {
         (i as u64 * 7_919) % 20_000_000
     } else {
         0
