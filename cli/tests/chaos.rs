@@ -415,14 +415,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// 6,000 jobs, two workers, and the (private) S3 store killed for 30 s once results flow: the
 /// workers keep their rows, retry the upload, acknowledge nothing while the store is down, stay
 /// within bounded memory, and store everything once it is back.

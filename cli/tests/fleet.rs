@@ -763,3 +763,151 @@ fn a_worker_the_broker_refuses_exits_1_at_once() {
     );
     assert_eq!(fleet.provider_requests(), 0);
 }
+
+/// One account allowing 600 requests a minute, shared by a fleet of four workers.
+const TIGHT_RPM_SCENARIO: &str = r#"
+seed = 14
+[[providers]]
+name = "cheap"
+kind = "openai"
+models = ["m-cheap"]
+latency_ms = 30
+rpm = 600
+
+[[providers]]
+name = "dear"
+kind = "anthropic"
+models = ["m-dear", "o-dear"]
+latency_ms = 2
+"#;
+
+const TIGHT_RPM_CATALOG: &str = r#"
+[[providers]]
+name = "cheap"
+kind = "openai"
+base_url = "{SIM}/cheap/v1"
+limits = { rpm = 600 }
+[[providers.models]]
+model = "m"
+id = "m-cheap"
+input_per_mtok = 0.1
+output_per_mtok = 0.2
+
+[[providers]]
+name = "dear"
+kind = "anthropic"
+base_url = "{SIM}/dear/v1"
+[[providers.models]]
+model = "m"
+id = "m-dear"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+"#;
+
+/// Waits until every worker on `ports` counts `n` members in the fleet; the seconds it took.
+fn members_become(ports: &[u16], n: f64, within: Duration) -> f64 {
+    let start = Instant::now();
+    loop {
+        let seen: Vec<f64> = ports
+            .iter()
+            .map(|p| metric(*p, "offpeak_fleet_members"))
+            .collect();
+        if seen.iter().all(|m| *m == n) {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(
+            start.elapsed() < within,
+            "workers count {seen:?} members, not {n}, after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 14: four `offpeak worker` processes share one account's 600 requests a minute. They
+/// find each other over the broker and each plans with a quarter of it, so the provider
+/// answers (almost) no 429s; one SIGKILLed mid-run is forgotten within seconds and one joining
+/// is counted at once; every job has one row, on the cheap provider, before its deadline.
+fn four_workers_share_a_tight_rpm(broker: &str) {
+    const N: usize = 360;
+    let fleet = Fleet::start(broker, TIGHT_RPM_SCENARIO, TIGHT_RPM_CATALOG);
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let mut workers: Vec<Proc> = (0..4)
+        .map(|i| fleet.worker_on(&format!("t{i}"), ports[i]))
+        .collect();
+    for p in &ports[..4] {
+        wait_port(*p);
+    }
+    let joined = members_become(&ports[..4], 4.0, Duration::from_secs(15));
+    let jobs = fleet.path("jobs.jsonl");
+    job_file(&jobs, N, |i| {
+        format!(
+            r#"{{"id":"job-{i:05}","model":"m","prompt":"question {i}","max_tokens":12,"priority":"deferrable","deadline_in":"10m"}}"#
+        )
+    });
+    let run = "tight";
+    fleet.submit(&jobs, run);
+
+    // Once results flow, one worker is killed: the others count three within seconds.
+    let start = Instant::now();
+    while fleet.rows(run).len() < N / 4 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(workers.remove(0)); // SIGKILL
+    let forgotten = members_become(&ports[1..4], 3.0, Duration::from_secs(15));
+    workers.push(fleet.worker_on("t4", ports[4]));
+    wait_port(ports[4]);
+    let counted = members_become(&ports[1..5], 4.0, Duration::from_secs(10));
+    assert!(
+        fleet.rows(run).len() < N,
+        "the run ended before the fleet changed; nothing was tested"
+    );
+
+    let o = fleet.wait_for(run, "300s");
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr),
+        workers[0].log_text()
+    );
+    for w in &mut workers {
+        assert!(w
+            .terminate(Duration::from_secs(60))
+            .is_some_and(|s| s.success()));
+    }
+    let rows = store::dedup(fleet.rows(run));
+    assert_eq!(rows.len(), N, "one row per job");
+    for r in &rows {
+        assert_eq!(r.status, ResultStatus::Succeeded, "{r:?}");
+        assert_eq!(r.provider.as_deref(), Some("cheap"), "{r:?}");
+        assert!(
+            r.completed_at <= r.deadline,
+            "{} missed its deadline",
+            r.job_id
+        );
+    }
+    let (_, stats) = http_get(fleet.sim_port(), "/_sim/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let requests = stats["cheap"]["requests"].as_u64().unwrap();
+    let refused = stats["cheap"]["rate_limited"].as_u64().unwrap();
+    eprintln!(
+        "{broker}: {N} jobs, {requests} requests to the cheap host, {refused} answered 429; \
+         4 members counted after {joined:.1}s, a SIGKILLed one forgotten after {forgotten:.1}s, \
+         a new one counted after {counted:.1}s"
+    );
+    assert!(
+        refused as f64 <= 0.02 * requests as f64,
+        "{refused} of {requests} requests answered 429"
+    );
+}
+
+#[test]
+fn nats_four_workers_share_a_tight_rpm() {
+    four_workers_share_a_tight_rpm(&nats_url());
+}
+
+#[test]
+fn rabbitmq_four_workers_share_a_tight_rpm() {
+    four_workers_share_a_tight_rpm(&amqp_url());
+}

@@ -152,6 +152,14 @@ pub trait Queue: Send + Sync {
         Ok(None)
     }
 
+    /// Joins the fleet's broadcast: every worker on this queue hears what any of them sends
+    /// (its own messages included), best effort, nothing kept for a listener that was not there.
+    /// Workers announce themselves on it to share providers' capacity. `None` when the backend
+    /// has no such channel.
+    async fn fleet(&self) -> Result<Option<FleetChannel>, QueueError> {
+        Ok(None)
+    }
+
     /// The dead letters of `run_id`, at most `max` of them read, none removed; `None` when the
     /// backend cannot tell.
     async fn run_dead_letters(
@@ -161,6 +169,26 @@ pub trait Queue: Send + Sync {
     ) -> Result<Option<RunDeadLetters>, QueueError> {
         Ok(None)
     }
+}
+
+/// Sends on the fleet's broadcast (see [`Queue::fleet`]).
+#[async_trait]
+pub trait Broadcast: Send + Sync {
+    /// Sends one message to every listener; fire and forget.
+    async fn send(&self, msg: Bytes) -> Result<(), QueueError>;
+}
+
+/// Hears the fleet's broadcast (see [`Queue::fleet`]).
+#[async_trait]
+pub trait Listener: Send {
+    /// The next message; `Ok(None)` when the channel has ended (join again).
+    async fn next(&mut self) -> Result<Option<Bytes>, QueueError>;
+}
+
+/// One worker's end of the fleet's broadcast.
+pub struct FleetChannel {
+    pub sender: std::sync::Arc<dyn Broadcast>,
+    pub listener: Box<dyn Listener>,
 }
 
 /// A stream of deliveries.

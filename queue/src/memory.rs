@@ -4,7 +4,10 @@
 
 pub use crate::DeadLetter;
 
-use crate::{ConsumeOptions, Consumer, Delivery, Queue, QueueError, RunDeadLetters, Settle};
+use crate::{
+    Broadcast, ConsumeOptions, Consumer, Delivery, FleetChannel, Listener, Queue, QueueError,
+    RunDeadLetters, Settle,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::cmp::Reverse;
@@ -36,6 +39,8 @@ struct Message {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
+    /// The fleet's broadcast among the workers of this process.
+    fleet: tokio::sync::broadcast::Sender<Bytes>,
 }
 
 impl Shared {
@@ -78,6 +83,7 @@ impl MemoryQueue {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 changed: Notify::new(),
+                fleet: tokio::sync::broadcast::channel(1024).0,
             }),
         }
     }
@@ -119,6 +125,14 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
+    async fn fleet(&self) -> Result<Option<FleetChannel>, QueueError> {
+        let tx = self.shared.fleet.clone();
+        Ok(Some(FleetChannel {
+            listener: Box::new(MemoryListener(tx.subscribe())),
+            sender: Arc::new(MemorySender(tx)),
+        }))
+    }
+
     async fn publish(
         &self,
         run_id: &str,
@@ -383,5 +397,33 @@ mod tests {
         q.close();
         assert!(c.next().await.unwrap().is_none());
         q.drained().await;
+    }
+}
+
+struct MemorySender(tokio::sync::broadcast::Sender<Bytes>);
+
+#[async_trait]
+impl Broadcast for MemorySender {
+    async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
+        // No listener is not an error: nobody is there to hear it.
+        let _ = self.0.send(msg);
+        Ok(())
+    }
+}
+
+struct MemoryListener(tokio::sync::broadcast::Receiver<Bytes>);
+
+#[async_trait]
+impl Listener for MemoryListener {
+    async fn next(&mut self) -> Result<Option<Bytes>, QueueError> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(m) => return Ok(Some(m)),
+                // Missed some: heartbeats repeat, carry on with the next.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return Ok(None),
+            }
+        }
     }
 }

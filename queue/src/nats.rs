@@ -21,7 +21,8 @@
 use crate::broker::{redact, BrokerOptions};
 use crate::slot::{header_text, remaining, unix_ms_now, Slot};
 use crate::{
-    ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, RunDeadLetters, Settle,
+    Broadcast, ConsumeOptions, Consumer, DeadLetter, Delivery, FleetChannel, Listener, Queue,
+    QueueError, RunDeadLetters, Settle,
 };
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
@@ -97,6 +98,12 @@ impl NatsOptions {
             dup_window: opts.dedup_window,
             max_ack_pending: opts.max_ack_pending,
         }
+    }
+
+    /// The core-NATS subject of the fleet's broadcast: outside both streams, so nothing of it
+    /// is stored.
+    pub fn fleet_subject(&self) -> String {
+        format!("{}.fleet", self.subject_prefix)
     }
 
     fn jobs_filter(&self) -> String {
@@ -235,6 +242,19 @@ impl NatsQueue {
 
 #[async_trait]
 impl Queue for NatsQueue {
+    async fn fleet(&self) -> Result<Option<FleetChannel>, QueueError> {
+        let client = self.shared.js.client();
+        let subject = self.shared.opts.fleet_subject();
+        let sub = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| err(format_args!("subscribing to {subject}"), e))?;
+        Ok(Some(FleetChannel {
+            sender: Arc::new(NatsSender { client, subject }),
+            listener: Box::new(NatsListener(sub)),
+        }))
+    }
+
     async fn publish(
         &self,
         run_id: &str,
@@ -648,5 +668,29 @@ impl Drop for NatsSettle {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
             });
         }
+    }
+}
+
+struct NatsSender {
+    client: async_nats::Client,
+    subject: String,
+}
+
+#[async_trait]
+impl Broadcast for NatsSender {
+    async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
+        self.client
+            .publish(self.subject.clone(), msg)
+            .await
+            .map_err(|e| err(format_args!("publishing to {}", self.subject), e))
+    }
+}
+
+struct NatsListener(async_nats::Subscriber);
+
+#[async_trait]
+impl Listener for NatsListener {
+    async fn next(&mut self) -> Result<Option<Bytes>, QueueError> {
+        Ok(self.0.next().await.map(|m| m.payload))
     }
 }

@@ -22,7 +22,8 @@
 use crate::broker::{redact, BrokerOptions};
 use crate::slot::{header_text, remaining, unix_ms_now, Slot};
 use crate::{
-    ConsumeOptions, Consumer, DeadLetter, Delivery, Queue, QueueError, RunDeadLetters, Settle,
+    Broadcast, ConsumeOptions, Consumer, DeadLetter, Delivery, FleetChannel, Listener, Queue,
+    QueueError, RunDeadLetters, Settle,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,11 +31,13 @@ use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +68,8 @@ pub struct RabbitOptions {
     pub delay_queue_prefix: String,
     /// The delay tiers' TTLs (at least one); see [`BrokerOptions::delay_tiers`].
     pub delay_tiers: Vec<Duration>,
+    /// The fanout exchange of the fleet's broadcast (see [`Queue::fleet`]).
+    pub fleet_exchange: String,
 }
 
 impl Default for RabbitOptions {
@@ -84,6 +89,7 @@ impl RabbitOptions {
             dlq_queue: format!("{ns}.dlq"),
             delay_queue_prefix: format!("{ns}.delay"),
             delay_tiers: opts.delay_tiers.clone(),
+            fleet_exchange: format!("{ns}.fleet"),
         }
     }
 }
@@ -293,6 +299,61 @@ impl RabbitQueue {
 
 #[async_trait]
 impl Queue for RabbitQueue {
+    /// A fanout exchange (not durable: heartbeats are worth nothing after a restart), and per
+    /// listener an exclusive, auto-deleted queue bound to it, consumed without acks.
+    async fn fleet(&self) -> Result<Option<FleetChannel>, QueueError> {
+        let exchange = self.shared.opts.fleet_exchange.clone();
+        let ch = open_channel(&self.shared.conn).await?;
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err(format_args!("declaring exchange {exchange}"), e))?;
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("declaring the fleet listener's queue", e))?;
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err(format_args!("binding to exchange {exchange}"), e))?;
+        let consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("listening to the fleet", e))?;
+        Ok(Some(FleetChannel {
+            sender: Arc::new(RabbitSender {
+                ch: ch.clone(),
+                exchange,
+            }),
+            listener: Box::new(RabbitListener { _ch: ch, consumer }),
+        }))
+    }
+
     async fn publish(
         &self,
         run_id: &str,
@@ -740,5 +801,43 @@ mod tests {
         assert!(own.contains_key(RUN_ID));
         assert!(!own.contains_key("x-delivery-count"));
         assert_eq!(header_u64(&props, "x-delivery-count"), Some(3));
+    }
+}
+
+struct RabbitSender {
+    ch: Channel,
+    exchange: String,
+}
+
+#[async_trait]
+impl Broadcast for RabbitSender {
+    async fn send(&self, msg: Bytes) -> Result<(), QueueError> {
+        self.ch
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &msg,
+                BasicProperties::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| err(format_args!("publishing to {}", self.exchange), e))
+    }
+}
+
+struct RabbitListener {
+    _ch: Channel,
+    consumer: lapin::Consumer,
+}
+
+#[async_trait]
+impl Listener for RabbitListener {
+    async fn next(&mut self) -> Result<Option<Bytes>, QueueError> {
+        match self.consumer.next().await {
+            Some(Ok(d)) => Ok(Some(Bytes::from(d.data))),
+            Some(Err(e)) => Err(err("hearing the fleet", e)),
+            None => Ok(None),
+        }
     }
 }

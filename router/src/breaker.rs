@@ -52,6 +52,16 @@ impl Breaker {
         self.fault_until.is_some_and(|t| t > now)
     }
 
+    /// Until when the provider is left out, if it is at `now`.
+    pub(crate) fn excluded_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.fault_until.filter(|t| *t > now)
+    }
+
+    /// Leaves the provider out until `until` (another planner found it unusable).
+    pub(crate) fn exclude_until(&mut self, until: DateTime<Utc>) {
+        self.fault_until = Some(self.fault_until.map_or(until, |t| t.max(until)));
+    }
+
     /// Until when the circuit is open, if it is at `now`.
     pub(crate) fn open_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.open_until.filter(|t| *t > now)

@@ -39,6 +39,12 @@ impl Bucket {
         }
     }
 
+    /// Empties the bucket at `now`: it fills from here at its rate.
+    pub(crate) fn empty(&mut self, now: DateTime<Utc>) {
+        self.level = 0.0;
+        self.at = now;
+    }
+
     pub(crate) fn take(&mut self, n: f64, now: DateTime<Utc>) {
         self.refill(now);
         self.level -= n.min(self.capacity);

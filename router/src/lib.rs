@@ -12,6 +12,7 @@
 
 mod breaker;
 mod capacity;
+pub mod fleet;
 mod gates;
 mod min_tree;
 pub mod policy;
@@ -21,6 +22,7 @@ mod timeline;
 
 pub use breaker::BreakerConfig;
 pub use capacity::{Capacity, JobView};
+pub use fleet::{FaultKind, FleetShare, LimitReport, LimitWindow, SharedFault};
 pub use policy::{
     capacity_key, Availability, Busy, Candidate, Decision, DeferReason, Escalation, History,
     PolicyConfig, RouteReason,
@@ -202,6 +204,85 @@ impl Router {
                 ErrorClass::Terminal => {}
             },
             CallOutcome::Abandoned => {}
+        }
+    }
+
+    /// Plans with this planner's share of every provider's limits from now on: one of
+    /// `fleet.members` planners sharing the accounts (see [`FleetShare`]).
+    pub fn set_fleet(&self, fleet: FleetShare) {
+        for s in self.capacity().providers.values_mut() {
+            s.set_fleet(fleet);
+        }
+    }
+
+    /// Empties every provider's buckets at `now` (see [`ProviderState::start_empty`]): for a
+    /// planner joining a fleet whose members may have used the accounts' burst.
+    pub fn start_empty(&self, now: DateTime<Utc>) {
+        for s in self.capacity().providers.values_mut() {
+            s.start_empty(now);
+        }
+    }
+
+    /// Learns from the rate-limit headers of an answer from `provider` (a capacity key) to a
+    /// request of `tokens`: the account's real limits, and whether it has budget left.
+    pub fn observe_limits(
+        &self,
+        provider: &str,
+        report: &LimitReport,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(s) = self.capacity().get_mut(provider) {
+            s.observe_limits(report, tokens, now);
+        }
+    }
+
+    /// The account's limits as `provider` (a capacity key) is planned now: rpm, tpm, and this
+    /// planner's gate on requests in flight.
+    pub fn limits(&self, provider: &str) -> Option<(Option<f64>, Option<f64>, Option<u32>)> {
+        self.capacity()
+            .providers
+            .get(provider)
+            .map(ProviderState::limits)
+    }
+
+    /// What this planner found about providers that the rest of the fleet should know (see
+    /// [`Router::apply_findings`]).
+    pub fn findings(&self, now: DateTime<Utc>) -> Vec<SharedFault> {
+        let cap = self.capacity();
+        let mut out = Vec::new();
+        for (key, s) in &cap.providers {
+            let (fault, blocked) = s.findings(now);
+            if let Some(until) = fault {
+                out.push(SharedFault {
+                    key: key.clone(),
+                    kind: FaultKind::Fault,
+                    until,
+                });
+            }
+            if let Some(until) = blocked {
+                out.push(SharedFault {
+                    key: key.clone(),
+                    kind: FaultKind::Blocked,
+                    until,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Takes in what other planners found: a provider left out, or rate-limited, until then
+    /// (past findings and unknown providers are ignored).
+    pub fn apply_findings(&self, findings: &[SharedFault], now: DateTime<Utc>) {
+        let mut cap = self.capacity();
+        for f in findings.iter().filter(|f| f.until > now) {
+            if let Some(s) = cap.get_mut(&f.key) {
+                match f.kind {
+                    FaultKind::Fault => s.exclude_until(f.until),
+                    FaultKind::Blocked => s.block_until(f.until),
+                }
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! passed in, so the same state machine runs on real or simulated time.
 
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::fleet::{FleetShare, LimitReport};
 use crate::gates::Bucket;
 use crate::policy::{Availability, Busy};
 use crate::timeline::{
@@ -20,7 +21,17 @@ pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(
 pub struct ProviderState {
     rpm: Option<Bucket>,
     tpm: Option<Bucket>,
+    /// This planner's gate on requests in flight: its share of the account's concurrency.
     concurrency: Option<u32>,
+    /// The account's limits the buckets and the plan count in (rpm, tpm, concurrency): the
+    /// catalog's, or the first the provider reported where the catalog has none.
+    base: [Option<f64>; 3],
+    /// The account's rpm and tpm as the provider last reported them.
+    learned: [Option<f64>; 2],
+    fleet: FleetShare,
+    /// What one unit of this planner's use costs in the base units, per resource: the inverse
+    /// of its share of the fleet, corrected by the limits the provider reported.
+    k: [f64; 3],
     in_flight: u32,
     blocked_until: Option<DateTime<Utc>>,
     rate_limit_streak: u32,
@@ -34,6 +45,14 @@ impl ProviderState {
             rpm: limits.rpm.map(|n| Bucket::per_minute(f64::from(n), now)),
             tpm: limits.tpm.map(|n| Bucket::per_minute(n as f64, now)),
             concurrency: limits.concurrency,
+            base: [
+                limits.rpm.map(f64::from),
+                limits.tpm.map(|n| n as f64),
+                limits.concurrency.map(f64::from),
+            ],
+            learned: [None; 2],
+            fleet: FleetShare::default(),
+            k: [1.0; 3],
             in_flight: 0,
             blocked_until: None,
             rate_limit_streak: 0,
@@ -53,6 +72,79 @@ impl ProviderState {
         self
     }
 
+    /// Plans with this planner's share of the account's limits from now on (what is already
+    /// reserved keeps the demand it was reserved with).
+    pub fn set_fleet(&mut self, fleet: FleetShare) {
+        if fleet != self.fleet {
+            self.fleet = fleet;
+            self.rescale();
+        }
+    }
+
+    /// Starts with empty buckets: a worker joining a fleet cannot know how much of the
+    /// account's burst the others have used, so it paces from now at its share's rate.
+    pub fn start_empty(&mut self, now: DateTime<Utc>) {
+        for b in [&mut self.rpm, &mut self.tpm].into_iter().flatten() {
+            b.empty(now);
+        }
+    }
+
+    /// Learns from an answer's rate-limit headers: the account's real limits replace the
+    /// catalog's in the plan, and an account with less left than a request of `tokens` needs
+    /// (other planners' use included) is waited for until it refills.
+    pub fn observe_limits(&mut self, report: &LimitReport, tokens: u64, now: DateTime<Utc>) {
+        let windows = [(report.requests, 1.0), (report.tokens, tokens as f64)];
+        let mut changed = false;
+        for (r, (w, need)) in windows.into_iter().enumerate() {
+            let Some(w) = w else { continue };
+            let known = self.learned[r].unwrap_or(f64::NAN);
+            if (known - w.limit).abs() > 0.5 || known.is_nan() {
+                self.learned[r] = Some(w.limit);
+                changed = true;
+                if self.base[r].is_none() {
+                    // The catalog had no such limit: the provider's becomes the base.
+                    self.base[r] = Some(w.limit);
+                    self.plan.rates[r] = Some(w.limit);
+                    let b = Some(Bucket::per_minute(w.limit, now));
+                    if r == 0 {
+                        self.rpm = b;
+                    } else {
+                        self.tpm = b;
+                    }
+                }
+            }
+            let wait = w.wait_for(need.min(w.limit));
+            if wait > Duration::zero() {
+                let until = now + wait;
+                self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+            }
+        }
+        if changed {
+            self.rescale();
+        }
+    }
+
+    /// The account's limits as the plan counts them now: rpm, tpm (learned, else catalog),
+    /// and this planner's gate on requests in flight.
+    pub fn limits(&self) -> (Option<f64>, Option<f64>, Option<u32>) {
+        let eff = |r: usize| self.learned[r].or(self.base[r]);
+        (eff(0), eff(1), self.concurrency)
+    }
+
+    /// Recomputes the demand multipliers and the concurrency gate from the base, the learned
+    /// limits and the fleet share.
+    fn rescale(&mut self) {
+        let f = self.fleet.fraction();
+        for r in 0..2 {
+            self.k[r] = match (self.base[r], self.learned[r]) {
+                (Some(b), Some(l)) if l > 0.0 => b / (l * f),
+                _ => 1.0 / f,
+            };
+        }
+        self.k[SLOT] = 1.0 / f;
+        self.concurrency = self.base[SLOT].map(|c| self.fleet.slots(c as u32));
+    }
+
     /// Mean latency of this provider's requests as observed so far, or a default until then.
     pub fn latency_estimate(&self) -> Duration {
         secs(self.plan.latency_s.unwrap_or(DEFAULT_LATENCY_S))
@@ -69,9 +161,9 @@ impl ProviderState {
 
     pub(crate) fn demand(&self, tokens: u64) -> [f64; 3] {
         [
-            1.0,
-            tokens as f64,
-            self.plan.latency_s.unwrap_or(DEFAULT_LATENCY_S) / 60.0,
+            self.k[0],
+            self.k[1] * tokens as f64,
+            self.k[SLOT] * self.plan.latency_s.unwrap_or(DEFAULT_LATENCY_S) / 60.0,
         ]
     }
 
@@ -269,8 +361,10 @@ impl ProviderState {
             return Availability::At(now + Duration::milliseconds(200), Busy::Concurrency);
         }
         let ready = [
-            self.rpm.as_ref().map(|b| b.ready_at(1.0, now)),
-            self.tpm.as_ref().map(|b| b.ready_at(tokens as f64, now)),
+            self.rpm.as_ref().map(|b| b.ready_at(self.k[0], now)),
+            self.tpm
+                .as_ref()
+                .map(|b| b.ready_at(self.k[1] * tokens as f64, now)),
         ]
         .into_iter()
         .flatten()
@@ -289,10 +383,10 @@ impl ProviderState {
             return false;
         }
         if let Some(b) = &mut self.rpm {
-            b.take(1.0, now);
+            b.take(self.k[0], now);
         }
         if let Some(b) = &mut self.tpm {
-            b.take(tokens as f64, now);
+            b.take(self.k[1] * tokens as f64, now);
         }
         self.in_flight += 1;
         self.breaker.probing = self.breaker.is_open_or_half_open();
@@ -366,6 +460,26 @@ impl ProviderState {
     pub fn circuit_open(&self, now: DateTime<Utc>) -> bool {
         self.breaker.excluded(now) || self.breaker.open_until(now).is_some()
     }
+
+    /// What this planner found that the fleet should know: until when the provider is left
+    /// out, and until when it is rate-limited (only waits of a second or more are news).
+    pub fn findings(&self, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        (
+            self.breaker.excluded_until(now),
+            self.blocked_until
+                .filter(|t| *t >= now + Duration::seconds(1)),
+        )
+    }
+
+    /// Another planner found the provider unusable until `until`.
+    pub fn exclude_until(&mut self, until: DateTime<Utc>) {
+        self.breaker.exclude_until(until);
+    }
+
+    /// Another planner found the account rate-limited until `until`.
+    pub fn block_until(&mut self, until: DateTime<Utc>) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +509,74 @@ mod tests {
             Availability::At(t0() + Duration::seconds(1), Busy::RateLimited)
         );
         assert!(s.try_acquire(10, t0() + Duration::seconds(1)));
+    }
+
+    fn count_burst(s: &mut ProviderState, now: DateTime<Utc>) -> usize {
+        (0..10_000).take_while(|_| s.try_acquire(10, now)).count()
+    }
+
+    #[test]
+    fn a_fleet_share_splits_the_account_limits() {
+        let limits = Limits {
+            rpm: Some(60),
+            tpm: None,
+            concurrency: Some(5),
+        };
+        let mut taken = 0;
+        let mut gates = 0;
+        for rank in 0..3 {
+            let mut s = ProviderState::new(&limits, t0());
+            s.set_fleet(FleetShare::new(3, rank));
+            gates += s.limits().2.unwrap();
+            // Each request is released at once: only the rpm bucket holds them back.
+            let mut n = 0;
+            while s.try_acquire(10, t0()) {
+                s.release();
+                n += 1;
+            }
+            assert_eq!(n, 20, "a third of 60 rpm");
+            taken += n;
+            // It refills at a third of the rate: one more after 3 s, not 1 s.
+            assert!(!s.try_acquire(10, t0() + Duration::seconds(2)));
+            assert!(s.try_acquire(10, t0() + Duration::seconds(3)));
+        }
+        assert_eq!(taken, 60);
+        assert_eq!(gates, 5, "the concurrency gates add up to the account's");
+    }
+
+    #[test]
+    fn reported_limits_replace_the_catalogs_and_an_empty_account_is_waited_for() {
+        use crate::fleet::LimitWindow;
+        let mut s = ProviderState::new(
+            &Limits {
+                rpm: Some(600),
+                tpm: None,
+                concurrency: None,
+            },
+            t0(),
+        );
+        let report = |limit: f64, remaining: f64| LimitReport {
+            requests: Some(LimitWindow {
+                limit,
+                remaining,
+                reset: Duration::seconds(60),
+            }),
+            tokens: None,
+        };
+        // The account really allows 60 a minute: a tenth of the catalog's burst is left.
+        s.observe_limits(&report(60.0, 60.0), 10, t0());
+        assert_eq!(s.limits().0, Some(60.0));
+        assert_eq!(count_burst(&mut s, t0()), 60);
+        // Nothing left account-wide (other workers used it): wait for one request's refill.
+        let mut fresh = ProviderState::new(&Limits::default(), t0());
+        fresh.observe_limits(&report(60.0, 0.0), 10, t0());
+        assert_eq!(
+            fresh.availability(10, t0()),
+            Availability::At(t0() + Duration::seconds(1), Busy::RateLimited)
+        );
+        // A limit the catalog lacked is planned with once reported.
+        let later = t0() + Duration::seconds(5);
+        assert_eq!(count_burst(&mut fresh, later), 60);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! messages only after (ack-after-durable-write).
 
 pub mod batch;
+pub mod fleet;
 pub mod flush;
 pub mod lifecycle;
 pub mod provider;

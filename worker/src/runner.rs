@@ -4,6 +4,7 @@
 //! memory longer than a short inline pause.
 
 use crate::batch::{BatchConfig, Batcher, Poll};
+use crate::fleet::FleetConfig;
 use crate::flush::{spawn_flusher, Finished, FlushConfig, FlushControl, Settlement, StoreFault};
 use crate::provider::{ChatRequest, Completion, Provider, ProviderError};
 use crate::recent::RecentlyStored;
@@ -57,6 +58,8 @@ pub struct WorkerConfig {
     pub flush: FlushConfig,
     /// How jobs routed to a provider's batch API are gathered and watched.
     pub batch: BatchConfig,
+    /// How the workers sharing the providers' accounts find each other.
+    pub fleet: FleetConfig,
 }
 
 impl Default for WorkerConfig {
@@ -74,6 +77,7 @@ impl Default for WorkerConfig {
             breaker: BreakerConfig::default(),
             flush: FlushConfig::default(),
             batch: BatchConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -357,6 +361,15 @@ impl Worker {
         shutdown: CancellationToken,
         queue: Option<Arc<dyn Queue>>,
     ) {
+        // The fleet's share of the providers' limits is kept until the last call has ended.
+        let fleet_stop = CancellationToken::new();
+        let fleet = queue.clone().map(|q| {
+            tokio::spawn(crate::fleet::keep_in_step(
+                self.clone(),
+                q,
+                fleet_stop.clone(),
+            ))
+        });
         let batcher = Batcher::new(self.clone(), sink.clone(), queue);
         if batcher.enabled() {
             let learn = batcher.learn_from_store();
@@ -449,6 +462,10 @@ impl Worker {
         {
             tracing::error!(worker = %self.id, "the last results could not be stored within the grace period; their messages are left for redelivery");
             flusher.abort();
+        }
+        fleet_stop.cancel();
+        if let Some(f) = fleet {
+            let _ = tokio::time::timeout(Duration::from_secs(2), f).await;
         }
     }
 
@@ -673,6 +690,16 @@ impl Worker {
         let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %provider);
         let result = tracing::Instrument::instrument(client.complete(&req), span).await;
         let latency = started.elapsed();
+        let limits = match &result {
+            Ok(c) => c.limits,
+            Err(e) => e.limits,
+        };
+        if let Some(report) = limits {
+            let tokens =
+                job.env.job.estimated_input_tokens() + job.env.job.expected_output_tokens();
+            self.router
+                .observe_limits(&call.key, &report, tokens, Utc::now());
+        }
         slot.record(match &result {
             Ok(_) => CallOutcome::Answered { latency },
             Err(e) => CallOutcome::Failed {

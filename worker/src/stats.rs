@@ -104,6 +104,8 @@ pub struct Stats {
     pub provider_errors: Counter,
     pub dead_letters: Counter,
     pub in_flight: Gauge,
+    /// Workers this one plans as sharing the providers' limits with, itself included.
+    pub fleet_members: Gauge,
     pub flushed_rows: Counter,
     pub flush_errors: Counter,
     pub flush_seconds: Histogram,
@@ -221,6 +223,13 @@ impl Stats {
             "Jobs being processed now.",
             "gauge",
             self.in_flight.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_fleet_members",
+            "Workers sharing the providers' limits, as this one counts them (itself included).",
+            "gauge",
+            self.fleet_members.get().to_string(),
         );
         counter(
             &mut o,

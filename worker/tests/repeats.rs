@@ -30,6 +30,7 @@ impl Provider for Counting {
             output_tokens: 1,
             response_json: "{}".into(),
             request_id: None,
+            limits: None,
         })
     }
 }

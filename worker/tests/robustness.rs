@@ -362,6 +362,7 @@ impl Provider for PanicsOnce {
             output_tokens: 1,
             response_json: "{}".into(),
             request_id: None,
+            limits: None,
         })
     }
 }

@@ -297,3 +297,12 @@ impl Drop for Fleet {
         ));
     }
 }
+
+/// The sum of a metric's samples (all label sets) on a worker's `/metrics`.
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

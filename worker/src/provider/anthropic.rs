@@ -239,6 +239,7 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
         output_tokens: u.output_tokens,
         response_json: String::from_utf8_lossy(&answer.body).into_owned(),
         request_id: answer.request_id.clone(),
+        limits: answer.limits(),
     })
 }
 

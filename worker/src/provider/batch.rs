@@ -392,6 +392,7 @@ impl BatchApi {
             retry_after: None,
             request_id: None,
             message: why.to_string(),
+            limits: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use super::errors::{classify, error_message, parse_retry_after, truncate};
 use super::{ErrorClass, ProviderError};
 use reqwest::header::HeaderMap;
 use reqwest::RequestBuilder;
+use router::LimitReport;
 use std::time::Duration;
 
 /// Largest response body read by default (`worker.max_response_bytes`); anything bigger is
@@ -38,6 +39,7 @@ pub(crate) async fn send(
             retry_after: None,
             request_id,
             message,
+            limits: None,
         };
     let mut resp = req.timeout(timeout).send().await.map_err(|e| {
         let what = if e.is_timeout() {
@@ -122,6 +124,7 @@ impl Answer {
                 self.status,
                 error_message(&body, secrets)
             ),
+            limits: self.limits(),
         }
     }
 
@@ -138,6 +141,15 @@ impl Answer {
                 self.status,
                 truncate(why, 300)
             ),
+            limits: self.limits(),
         }
+    }
+
+    /// What the answer's rate-limit headers say of the account (either family), if anything.
+    pub(crate) fn limits(&self) -> Option<LimitReport> {
+        LimitReport::from_headers(
+            |name| self.headers.get(name).and_then(|v| v.to_str().ok()),
+            chrono::Utc::now(),
+        )
     }
 }

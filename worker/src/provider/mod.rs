@@ -15,6 +15,7 @@ pub use http::DEFAULT_MAX_RESPONSE_BYTES;
 pub use openai::OpenAiProvider;
 
 use async_trait::async_trait;
+use router::LimitReport;
 use schemas::{ChatMessage, ProviderKind, ProviderSpec};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -49,6 +50,8 @@ pub struct Completion {
     pub response_json: String,
     /// The provider's request id (`x-request-id` / `request-id`), for support tickets.
     pub request_id: Option<String>,
+    /// What the answer's rate-limit headers said of the account, if it sent them.
+    pub limits: Option<LimitReport>,
 }
 
 /// Whose fault an error is, which decides what the worker does next (DESIGN §5); the rule
@@ -70,6 +73,8 @@ pub struct ProviderError {
     pub request_id: Option<String>,
     /// A short description; never contains the API key or the prompt.
     pub message: String,
+    /// What the answer's rate-limit headers said of the account (a 429 carries them too).
+    pub limits: Option<LimitReport>,
 }
 
 impl fmt::Display for ProviderError {
