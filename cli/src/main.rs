@@ -1,6 +1,6 @@
 //! `offpeak`: the one binary. Subcommands: `run` (local mode: the whole pipeline in one
-//! process), `submit`, `worker`, `status` and `results` (the fleet on a broker and an object
-//! store), and `sim` (the provider simulator).
+//! process), `submit`, `worker`, `status`, `results` and `report` (the fleet on a broker and an
+//! object store), and `sim` (the provider simulator).
 //!
 //! Exit codes scripts can rely on: 0 all jobs succeeded; 1 an operational error (I/O, config,
 //! broker); 2 invalid input (job file, catalog, arguments) with nothing processed; 3 the run
@@ -14,11 +14,11 @@ mod bench;
 mod config;
 mod input;
 mod output;
+mod report_cmd;
 mod results;
 mod run;
 mod status;
 mod submit;
-mod summary;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
@@ -88,6 +88,15 @@ enum Command {
   offpeak results nightly-1 --output s3://my-bucket/offpeak --format openai-batch -o out.jsonl
   offpeak results nightly-1 --output out --format parquet -o nightly-1.parquet")]
     Results(results::ResultsArgs),
+    /// Write one self-contained HTML page (inline SVG charts; opens offline) of where a run's
+    /// money and time went: outcomes, cost against the dearest provider, splits by provider,
+    /// route and model, completions over time, deferrals, deadlines, latency, failures.
+    #[command(after_long_help = "Examples:
+  offpeak report nightly-1 --output s3://my-bucket/offpeak -o nightly-1.html
+
+  # two runs side by side, the price windows of a newer catalog shaded
+  offpeak report nightly-2 --compare nightly-1 --output out -o compare.html --catalog catalog.toml")]
+    Report(report_cmd::ReportArgs),
     /// Benchmarks: throughput, concurrency, submit, market (routing policies), scale.
     #[command(
         subcommand,
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker_cmd::worker(args, cfg).await,
             Command::Status(args) => status::status(args, cfg).await,
             Command::Results(args) => results::results(args).await,
+            Command::Report(args) => report_cmd::report(args).await,
             Command::Bench(cmd) => bench::bench(cmd, cfg).await,
             Command::Sim(args) => sim_cmd(args).await,
         }

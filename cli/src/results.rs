@@ -84,7 +84,7 @@ pub async fn results(args: ResultsArgs) -> Result<u8, Failure> {
 
 /// Writes the export to a file, or to the object `s3://bucket/key` (credentials and endpoint
 /// as for `--output`).
-async fn write_out(out: &std::path::Path, bytes: Vec<u8>) -> Result<(), Failure> {
+pub async fn write_out(out: &std::path::Path, bytes: Vec<u8>) -> Result<(), Failure> {
     let location = out.to_string_lossy();
     if !store::is_s3_location(&location) {
         std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;

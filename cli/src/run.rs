@@ -4,13 +4,13 @@
 
 use crate::config::Config;
 use crate::input::{load_catalog, submission_failure, validate, JobArgs, Validation};
-use crate::summary::Summary;
 use crate::{invalid, Failure};
 use anyhow::{anyhow, Context};
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use producer::{Submission, REJECTS_FILE};
 use queue::{MemoryQueue, Queue};
+use report::Summary;
 use schemas::{Catalog, RunId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -7,9 +7,9 @@
 
 use crate::config::Config;
 use crate::run::progress_bar;
-use crate::summary::{DeadLetterSummary, Summary};
 use crate::{output, Failure};
 use queue::redact;
+use report::{DeadLetterSummary, Summary};
 use schemas::RunId;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the services offpeak's tests talk to real: NATS with JetStream and RabbitMQ (Debian's
-# packages; installed if missing, started if down). Idempotent: safe to run before every test run.
+# packages; installed if missing, started if down), and the tools the report and monitoring tests
+# run (Chromium, promtool). Idempotent: safe to run before every test run.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -40,5 +41,17 @@ if ! port_open 5672; then
   $SUDO rabbitmq-server -detached || true
   wait_port 5672 rabbitmq-server
 fi
+
+# Tools the report and monitoring tests run (issue #16): headless Chromium opens the HTML
+# report, promtool checks the alert rules. Without recommends: nothing here is a service.
+need_tool() {
+  local bin=$1 pkg=$2
+  command -v "$bin" >/dev/null 2>&1 && return 0
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  log "installing $pkg"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+}
+need_tool chromium chromium
+need_tool promtool prometheus
 
 log "NATS on 127.0.0.1:4222, RabbitMQ on 127.0.0.1:5672"

@@ -325,6 +325,19 @@ impl Router {
             .map_or(0, ProviderState::in_flight)
     }
 
+    /// Each capacity key (a provider, or `provider/flex`) and whether its circuit is open at
+    /// `now`, in name order (the worker's breaker gauge).
+    pub fn circuits(&self, now: DateTime<Utc>) -> Vec<(String, bool)> {
+        let cap = self.capacity();
+        let mut v: Vec<(String, bool)> = cap
+            .providers
+            .iter()
+            .map(|(k, s)| (k.clone(), s.circuit_open(now)))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Reservations held for deferred jobs.
     pub fn reservations(&self) -> usize {
         self.capacity().reservations()

@@ -456,6 +456,11 @@ impl ProviderState {
         self.breaker.excluded(now)
     }
 
+    /// Whether its circuit is open at `now` (errors or a provider fault): no request is sent.
+    pub fn circuit_open(&self, now: DateTime<Utc>) -> bool {
+        self.breaker.excluded(now) || self.breaker.open_until(now).is_some()
+    }
+
     /// What this planner found that the fleet should know: until when the provider is left
     /// out, and until when it is rate-limited (only waits of a second or more are news).
     pub fn findings(&self, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {

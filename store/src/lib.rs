@@ -20,7 +20,9 @@ pub mod sink;
 pub use codec::{decode_parquet, encode_parquet};
 pub use jobs::{own_rows, read_job_ids, read_own_rows, write_job_ids, JOBS_FILE};
 pub use manifest::{Manifest, MANIFEST_FILE, OFFPEAK_VERSION};
-pub use run::{dedup, read_manifest, read_run, write_manifest, RunReader};
+pub use run::{
+    dedup, is_result_file, read_manifest, read_run, scan_own_rows, write_manifest, RunReader,
+};
 pub use s3::S3Sink;
 pub use s3_config::{describe_sdk_error, is_s3_location, S3Config, S3Url};
 pub use sink::{open_sink, probe, LocalDirSink, ResultSink, SinkError, PROBE_RUN};

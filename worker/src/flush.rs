@@ -246,6 +246,11 @@ async fn flush(
 ) {
     let started = Instant::now();
     let rows = b.rows.len();
+    let late = b
+        .rows
+        .iter()
+        .filter(|r| r.completed_at > r.deadline)
+        .count() as u64;
     let jobs: Vec<(String, String)> = b
         .rows
         .iter()
@@ -305,6 +310,10 @@ async fn flush(
         control.recent.insert(run_id, job_id);
     }
     stats.flushed_rows.add(rows as u64);
+    stats.deadline_misses.add(late);
+    stats
+        .last_stored_unix_s
+        .set(chrono::Utc::now().timestamp().max(0) as u64);
     stats.flush_seconds.observe(started.elapsed().as_secs_f64());
     tracing::debug!(run_id = run, file = %name, rows, "results stored");
     settle(run, b.pending).await;

@@ -61,10 +61,14 @@ pub async fn serve_health(
 }
 
 async fn metrics(State(h): State<Health>) -> ([(&'static str, &'static str); 1], String) {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        h.worker.stats.render_prometheus(&h.worker.id),
-    )
+    let ready = h.ready.get() && h.worker.store_fault.get().is_none();
+    let mut text = h.worker.stats.render_prometheus(&h.worker.id);
+    text.push_str(&crate::stats::render_state_gauges(
+        &h.worker.id,
+        ready,
+        &h.worker.router.circuits(chrono::Utc::now()),
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
 async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
@@ -125,6 +129,7 @@ pub async fn run_connected(
         }
         first = false;
         ready.set(true);
+        let sampler = tokio::spawn(sample_depth(w.clone(), connection.clone()));
         w.clone()
             .run_with_queue(
                 consumer,
@@ -134,6 +139,7 @@ pub async fn run_connected(
             )
             .await;
         ready.set(false);
+        sampler.abort();
         drop(connection);
         if shutdown.is_cancelled() {
             break;
@@ -150,6 +156,20 @@ pub async fn run_connected(
     }
     ready.set(false);
     Ok(reconnects)
+}
+
+/// How often the queue's depth is read for `offpeak_queue_depth`.
+pub const DEPTH_SAMPLE: Duration = Duration::from_secs(15);
+
+/// Reads the queue's depth into the worker's gauge every [`DEPTH_SAMPLE`] while connected (a
+/// backend that cannot count leaves it alone; a failed read is retried at the next sample).
+async fn sample_depth(w: Arc<Worker>, q: Arc<dyn queue::Queue>) {
+    loop {
+        if let Ok(Some(d)) = q.depth().await {
+            w.stats.queue_depth.set(d);
+        }
+        tokio::time::sleep(DEPTH_SAMPLE).await;
+    }
 }
 
 /// How often a worker whose store refused writes checks it again.

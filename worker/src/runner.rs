@@ -13,8 +13,8 @@ use crate::throttle::Throttle;
 use chrono::{DateTime, Utc};
 use queue::{ConsumeOptions, Consumer, Delivery, Queue};
 use router::{
-    BreakerConfig, CallOutcome, Decision, DeferReason, GiveUp, History, PolicyConfig, Retry,
-    RouteReason, Router, RouterConfig, Ticket,
+    BreakerConfig, CallOutcome, Decision, DeferReason, ErrorClass, GiveUp, History, PolicyConfig,
+    Retry, RouteReason, Router, RouterConfig, Ticket,
 };
 use schemas::catalog::Price;
 use schemas::{Catalog, Envelope, ResultRow, ResultStatus, Route, SigningKey, SCHEMA_VERSION};
@@ -718,6 +718,9 @@ impl Worker {
         };
         self.stats.provider_errors.inc();
         pstats.errors.inc();
+        if e.class == ErrorClass::RateLimited {
+            pstats.rate_limited.inc();
+        }
         tracing::debug!(provider = %e.provider, status = ?e.status, class = e.class.as_str(), "provider error");
         if e.status.is_none() {
             // No answer at all (refused, DNS, TLS, timeout): the operator must hear of it.

@@ -117,6 +117,12 @@ pub struct Stats {
     /// cancelled), by the batches this worker settled.
     pub batch_lines_done: Counter,
     pub batch_lines_returned: Counter,
+    /// Rows stored that were written after their job's deadline.
+    pub deadline_misses: Counter,
+    /// When a results file was last stored, Unix seconds (0: never).
+    pub last_stored_unix_s: Gauge,
+    /// Messages waiting on the broker for the fleet, as last sampled (0 until sampled).
+    pub queue_depth: Gauge,
     providers: Mutex<BTreeMap<String, Arc<ProviderStats>>>,
 }
 
@@ -125,6 +131,8 @@ pub struct Stats {
 pub struct ProviderStats {
     pub succeeded: Counter,
     pub errors: Counter,
+    /// Answers that were 429s (or the flex tier's capacity refusals).
+    pub rate_limited: Counter,
     pub cost_micro_usd: Counter,
     /// Latency of every request (successful or not), seconds.
     pub latency: Histogram,
@@ -244,6 +252,27 @@ impl Stats {
             "counter",
             format!("{}", self.cost_micro_usd.get() as f64 / 1e6),
         );
+        counter(
+            &mut o,
+            "offpeak_deadline_misses_total",
+            "Result rows stored that were written after their job's deadline.",
+            "counter",
+            self.deadline_misses.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_last_store_timestamp_seconds",
+            "When a results file was last stored (Unix seconds; 0 before the first).",
+            "gauge",
+            self.last_stored_unix_s.get().to_string(),
+        );
+        counter(
+            &mut o,
+            "offpeak_queue_depth",
+            "Messages waiting on the broker, as last sampled by this worker.",
+            "gauge",
+            self.queue_depth.get().to_string(),
+        );
         histogram(
             &mut o,
             "offpeak_flush_seconds",
@@ -275,6 +304,11 @@ impl Stats {
                 "counter",
                 "Cost of answered jobs by provider, USD.",
             ),
+            (
+                "offpeak_provider_rate_limited_total",
+                "counter",
+                "Requests answered 429 (rate limited), by provider.",
+            ),
         ]
         .into_iter()
         .enumerate()
@@ -284,7 +318,8 @@ impl Stats {
                 let v = match i {
                     0 => st.succeeded.get().to_string(),
                     1 => st.errors.get().to_string(),
-                    _ => format!("{}", st.cost_micro_usd.get() as f64 / 1e6),
+                    2 => format!("{}", st.cost_micro_usd.get() as f64 / 1e6),
+                    _ => st.rate_limited.get().to_string(),
                 };
                 let _ = writeln!(o, "{name}{{worker=\"{w}\",provider=\"{}\"}} {v}", escape(p));
             }
@@ -302,6 +337,31 @@ impl Stats {
         }
         o
     }
+}
+
+/// The gauges that need more than the counters: whether the worker is ready (`/readyz`), and
+/// whether each provider's circuit is open (`circuits`: capacity key, open).
+pub fn render_state_gauges(worker: &str, ready: bool, circuits: &[(String, bool)]) -> String {
+    let w = escape(worker);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP offpeak_worker_ready Whether the worker is ready (connected to its broker, its store accepting writes).\n# TYPE offpeak_worker_ready gauge\noffpeak_worker_ready{{worker=\"{w}\"}} {}",
+        u8::from(ready)
+    );
+    let _ = writeln!(
+        o,
+        "# HELP offpeak_provider_circuit_open Whether the provider's circuit breaker is open (1) or closed (0).\n# TYPE offpeak_provider_circuit_open gauge"
+    );
+    for (p, open) in circuits {
+        let _ = writeln!(
+            o,
+            "offpeak_provider_circuit_open{{worker=\"{w}\",provider=\"{}\"}} {}",
+            escape(p),
+            u8::from(*open)
+        );
+    }
+    o
 }
 
 fn escape(s: &str) -> String {

@@ -5,6 +5,7 @@
 mod common;
 mod concurrency;
 mod market;
+mod report;
 mod scale;
 mod submit;
 mod throughput;
@@ -26,6 +27,8 @@ pub enum BenchCommand {
     Market(market::Args),
     /// Jobs/s with 1, 2 and 4 worker processes.
     Scale(scale::Args),
+    /// `offpeak report` on a synthetic 1M-job run: build time, peak RSS, HTML size.
+    Report(report::Args),
 }
 
 pub async fn bench(cmd: BenchCommand, cfg: Config) -> Result<u8, Failure> {
@@ -38,5 +41,6 @@ pub async fn bench(cmd: BenchCommand, cfg: Config) -> Result<u8, Failure> {
         BenchCommand::Submit(a) => submit::run(a, cfg).await,
         BenchCommand::Market(a) => market::run(a, cfg).await,
         BenchCommand::Scale(a) => scale::run(a, cfg).await,
+        BenchCommand::Report(a) => report::run(a).await,
     }
 }

@@ -1,6 +1,8 @@
 //! The run summary, computed from the result rows as stored (so it always agrees with the
 //! Parquet files): outcomes, cost against the dearest-provider baseline, deferrals, escalations,
-//! a per-provider split and latency percentiles.
+//! deadline misses, a per-provider split and latency percentiles. `offpeak status`, the local
+//! run's summary and the headline of `offpeak report` are this one computation
+//! ([`SummaryBuilder`]), fed the same de-duplicated rows.
 
 use schemas::{ResultRow, ResultStatus, RunId};
 use serde::Serialize;
@@ -30,6 +32,8 @@ pub struct Summary {
     pub deferrals: u64,
     pub deferred_jobs: u64,
     pub escalations: u64,
+    /// Jobs whose row was written after their deadline (succeeded late, or failed past it).
+    pub deadline_misses: u64,
     pub latency_p50_ms: u64,
     pub latency_p95_ms: u64,
     pub providers: BTreeMap<String, ProviderSplit>,
@@ -84,7 +88,8 @@ pub struct RouteSplit {
 /// Most reasons listed by [`Summary::render`]; the rest are summed on one line.
 const MAX_REASONS_SHOWN: usize = 10;
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+/// The `p` quantile (0–1) of sorted values, by nearest rank; 0 for none.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -113,71 +118,101 @@ impl DeadLetterSummary {
     }
 }
 
-impl Summary {
-    /// Summarises de-duplicated rows of a run that had `submitted` jobs.
-    pub fn from_rows(
-        run_id: &RunId,
-        rows: &[ResultRow],
-        submitted: u64,
-        location: &str,
-    ) -> Summary {
+/// Accumulates [`Summary`] figures one row at a time, so a run too large to hold in memory
+/// (`offpeak report`) is summarised by the same code as `offpeak status`.
+#[derive(Debug, Default)]
+pub struct SummaryBuilder {
+    s: Totals,
+    latencies: Vec<u64>,
+}
+
+/// The additive part of a [`Summary`].
+#[derive(Debug, Default)]
+struct Totals {
+    succeeded: u64,
+    failed: u64,
+    cost_usd: f64,
+    baseline_cost_usd: f64,
+    deferrals: u64,
+    deferred_jobs: u64,
+    escalations: u64,
+    deadline_misses: u64,
+    providers: BTreeMap<String, ProviderSplit>,
+    routes: BTreeMap<String, RouteSplit>,
+    failures: BTreeMap<String, u64>,
+}
+
+/// Whether a row was written after its job's deadline.
+pub fn missed_deadline(r: &ResultRow) -> bool {
+    r.completed_at > r.deadline
+}
+
+impl SummaryBuilder {
+    /// Counts one de-duplicated row.
+    pub fn add(&mut self, r: &ResultRow) {
+        let s = &mut self.s;
+        s.cost_usd += r.cost_usd;
+        s.baseline_cost_usd += r.baseline_cost_usd;
+        s.deferrals += u64::from(r.deferrals);
+        s.deferred_jobs += u64::from(r.deferrals > 0);
+        s.escalations += u64::from(r.escalated);
+        s.deadline_misses += u64::from(missed_deadline(r));
+        match r.status {
+            ResultStatus::Succeeded => {
+                s.succeeded += 1;
+                self.latencies.push(r.latency_ms);
+                let p = s
+                    .providers
+                    .entry(r.provider.clone().unwrap_or_default())
+                    .or_default();
+                p.jobs += 1;
+                p.cost_usd += r.cost_usd;
+                p.input_tokens += r.input_tokens;
+                p.output_tokens += r.output_tokens;
+                let route = r.route.clone().unwrap_or_else(|| "realtime".into());
+                let rs = s.routes.entry(route).or_default();
+                rs.jobs += 1;
+                rs.cost_usd += r.cost_usd;
+                rs.baseline_cost_usd += r.baseline_cost_usd;
+            }
+            ResultStatus::Failed => {
+                s.failed += 1;
+                *s.failures
+                    .entry(r.error_kind.clone().unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// The summary of the rows counted, for a run that had `submitted` jobs.
+    pub fn finish(self, run_id: &RunId, submitted: u64, location: &str) -> Summary {
+        let SummaryBuilder {
+            s: t,
+            mut latencies,
+        } = self;
+        latencies.sort_unstable();
         let mut s = Summary {
             run_id: run_id.to_string(),
             location: location.to_string(),
             submitted,
-            succeeded: 0,
-            failed: 0,
-            cost_usd: 0.0,
-            baseline_cost_usd: 0.0,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            cost_usd: t.cost_usd,
+            baseline_cost_usd: t.baseline_cost_usd,
             savings_pct: 0.0,
-            deferrals: 0,
-            deferred_jobs: 0,
-            escalations: 0,
-            latency_p50_ms: 0,
-            latency_p95_ms: 0,
-            providers: BTreeMap::new(),
-            routes: BTreeMap::new(),
+            deferrals: t.deferrals,
+            deferred_jobs: t.deferred_jobs,
+            escalations: t.escalations,
+            deadline_misses: t.deadline_misses,
+            latency_p50_ms: percentile(&latencies, 0.5),
+            latency_p95_ms: percentile(&latencies, 0.95),
+            providers: t.providers,
+            routes: t.routes,
             in_provider_batches: None,
-            failures: BTreeMap::new(),
+            failures: t.failures,
             foreign_rows: 0,
             dead_letters: None,
         };
-        let mut lat = Vec::new();
-        for r in rows {
-            s.cost_usd += r.cost_usd;
-            s.baseline_cost_usd += r.baseline_cost_usd;
-            s.deferrals += u64::from(r.deferrals);
-            s.deferred_jobs += u64::from(r.deferrals > 0);
-            s.escalations += u64::from(r.escalated);
-            match r.status {
-                ResultStatus::Succeeded => {
-                    s.succeeded += 1;
-                    lat.push(r.latency_ms);
-                    let p = s
-                        .providers
-                        .entry(r.provider.clone().unwrap_or_default())
-                        .or_default();
-                    p.jobs += 1;
-                    p.cost_usd += r.cost_usd;
-                    p.input_tokens += r.input_tokens;
-                    p.output_tokens += r.output_tokens;
-                    let route = r.route.clone().unwrap_or_else(|| "realtime".into());
-                    let rs = s.routes.entry(route).or_default();
-                    rs.jobs += 1;
-                    rs.cost_usd += r.cost_usd;
-                    rs.baseline_cost_usd += r.baseline_cost_usd;
-                }
-                ResultStatus::Failed => {
-                    s.failed += 1;
-                    *s.failures
-                        .entry(r.error_kind.clone().unwrap_or_default())
-                        .or_default() += 1;
-                }
-            }
-        }
-        lat.sort_unstable();
-        s.latency_p50_ms = percentile(&lat, 0.5);
-        s.latency_p95_ms = percentile(&lat, 0.95);
         if s.baseline_cost_usd > 0.0 {
             s.savings_pct = (1.0 - s.cost_usd / s.baseline_cost_usd) * 100.0;
         }
@@ -187,6 +222,22 @@ impl Summary {
             }
         }
         s
+    }
+}
+
+impl Summary {
+    /// Summarises de-duplicated rows of a run that had `submitted` jobs.
+    pub fn from_rows(
+        run_id: &RunId,
+        rows: &[ResultRow],
+        submitted: u64,
+        location: &str,
+    ) -> Summary {
+        let mut b = SummaryBuilder::default();
+        for r in rows {
+            b.add(r);
+        }
+        b.finish(run_id, submitted, location)
     }
 
     /// A human-readable table.
@@ -217,6 +268,13 @@ impl Summary {
             "  deferrals   {} ({} jobs)   escalations {}",
             self.deferrals, self.deferred_jobs, self.escalations
         );
+        if self.deadline_misses > 0 {
+            let _ = writeln!(
+                o,
+                "  late        {} jobs finished after their deadline",
+                self.deadline_misses
+            );
+        }
         let _ = writeln!(
             o,
             "  latency     p50 {} ms   p95 {} ms",
