@@ -17,9 +17,17 @@ pub struct Capacity {
     pub providers: HashMap<String, ProviderState>,
     reservations: HashMap<String, Reservation>,
     pruned_at: DateTime<Utc>,
+    /// With other planners in the fleet, a deferred job may wake at any of them: a reservation
+    /// whose job has not come back this long after its turn is taken as gone elsewhere.
+    orphan_after: Option<Duration>,
+    swept_at: DateTime<Utc>,
     /// Batch turnarounds observed, per (provider, model): the latest few.
     turnarounds: HashMap<(String, String), VecDeque<Duration>>,
 }
+
+/// Seconds past its turn after which a reservation whose job has not come back is dropped, in
+/// a planner that shares the fleet's jobs with others.
+const ORPHAN_AFTER_S: i64 = 30;
 
 /// Batch turnarounds remembered per (provider, model); the expectation is their maximum.
 const TURNAROUNDS_KEPT: usize = 16;
@@ -57,6 +65,8 @@ impl Capacity {
             providers,
             reservations: HashMap::new(),
             pruned_at: now,
+            orphan_after: None,
+            swept_at: now,
             turnarounds: HashMap::new(),
         }
     }
@@ -160,6 +170,32 @@ impl Capacity {
         self.reservations.len()
     }
 
+    /// Whether this planner shares the fleet's jobs with others (see `orphan_after`).
+    pub fn set_shared(&mut self, shared: bool) {
+        self.orphan_after = shared.then(|| Duration::seconds(ORPHAN_AFTER_S));
+    }
+
+    /// Gives back, about once a second, the capacity reserved for jobs whose turn passed
+    /// `orphan_after` ago without them (another planner of the fleet took them).
+    pub fn sweep_orphans(&mut self, now: DateTime<Utc>) {
+        let Some(after) = self.orphan_after else {
+            return;
+        };
+        if now - self.swept_at < Duration::seconds(1) {
+            return;
+        }
+        self.swept_at = now;
+        let gone: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.at + after < now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.cancel_reservation(&k);
+        }
+    }
+
     /// Drops pools that have ended, and reservations a quarter of an hour past their deadline:
     /// their jobs went to another worker or were lost, and must not hold capacity for ever.
     fn prune(&mut self, now: DateTime<Utc>) {
@@ -227,6 +263,50 @@ impl CapacityView for JobView<'_> {
         match (kept, fresh) {
             (Some(k), Some(f)) => Some(if f.0 < k.0 { f } else { k }),
             (k, f) => k.or(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_shared_planner_drops_reservations_whose_job_went_elsewhere() {
+        let catalog = Catalog::from_toml(
+            "c.toml",
+            r#"
+[[providers]]
+name = "p"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+limits = { rpm = 60 }
+[[providers.models]]
+model = "m"
+id = "m"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+"#,
+        )
+        .unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let at = t0 + Duration::minutes(2);
+        let by = t0 + Duration::hours(1);
+        for shared in [false, true] {
+            let mut cap = Capacity::new(&catalog, t0);
+            cap.set_shared(shared);
+            cap.reserve("job-1", "p", 100, at, by, t0);
+            // Its turn came and went, and the job never came back here.
+            cap.sweep_orphans(at + Duration::seconds(ORPHAN_AFTER_S - 1));
+            assert_eq!(
+                cap.reservations(),
+                1,
+                "kept until {ORPHAN_AFTER_S}s past its turn"
+            );
+            cap.sweep_orphans(at + Duration::seconds(ORPHAN_AFTER_S + 1));
+            // Alone, every deferred job comes back here: its place is kept.
+            assert_eq!(cap.reservations(), usize::from(!shared), "shared: {shared}");
         }
     }
 }

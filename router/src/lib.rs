@@ -124,6 +124,7 @@ impl Router {
     pub fn decide(&self, t: &Ticket<'_>, now: DateTime<Utc>) -> Decision<'_> {
         let tokens = t.tokens();
         let mut cap = self.capacity();
+        cap.sweep_orphans(now);
         let p = policy::plan(
             t.job,
             &t.history,
@@ -210,7 +211,9 @@ impl Router {
     /// Plans with this planner's share of every provider's limits from now on: one of
     /// `fleet.members` planners sharing the accounts (see [`FleetShare`]).
     pub fn set_fleet(&self, fleet: FleetShare) {
-        for s in self.capacity().providers.values_mut() {
+        let mut cap = self.capacity();
+        cap.set_shared(fleet.members > 1);
+        for s in cap.providers.values_mut() {
             s.set_fleet(fleet);
         }
     }
