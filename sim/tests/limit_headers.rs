@@ -77,11 +77,12 @@ async fn openai_answers_report_the_account_buckets_to_every_caller_until_the_429
         let r = report(&a).expect("the planner reads the headers");
         let req = r.requests.unwrap();
         assert_eq!((req.limit, req.remaining), (4.0, (3 - i) as f64));
-        // 4 a minute refill one every 15 s: full again after 15 s per request used.
+        // 4 a minute refill one every 15 s: full again after 15 s per request used, less the
+        // time since the server started (seconds at most on a loaded machine).
         let want = 15_000 * (i as i64 + 1);
         let got = req.reset.num_milliseconds();
         assert!(
-            (want - 500..=want + 1).contains(&got),
+            (want - 5_000..=want + 1).contains(&got),
             "reset {got} ms, want about {want}"
         );
         assert_eq!(r.tokens.unwrap().limit, 100_000.0);
@@ -98,10 +99,15 @@ async fn openai_answers_report_the_account_buckets_to_every_caller_until_the_429
         Some("0")
     );
     let reset = a.header("x-ratelimit-reset-requests").unwrap();
-    assert!(reset.starts_with("59.") || reset == "1m0s", "reset {reset}");
+    // Full again in a minute, less the few seconds since the server started.
+    let full_in = router::fleet::parse_go_duration(&reset).unwrap();
+    assert!(
+        (55_000..=60_000).contains(&full_in.num_milliseconds()),
+        "reset {reset}"
+    );
     let wait = report(&a).unwrap().requests.unwrap().wait_for(1.0);
     assert!(
-        (14_000..=15_001).contains(&wait.num_milliseconds()),
+        (13_750..=15_001).contains(&wait.num_milliseconds()),
         "wait {wait}"
     );
     h.shutdown().await;
@@ -137,7 +143,7 @@ async fn anthropic_answers_report_full_again_instants_in_rfc_3339() {
         let ahead = (at.with_timezone(&Utc) - Utc::now()).num_milliseconds();
         let want = 20_000 * (i as i64 + 1);
         assert!(
-            (want - 1_500..=want + 1_000).contains(&ahead),
+            (want - 5_000..=want + 1_000).contains(&ahead),
             "reset in {ahead} ms"
         );
         let tokens: u64 = a
