@@ -7,6 +7,13 @@
 //! rule), fed with outcomes exactly as the worker feeds it. `gateway`, `diy-batch` and
 //! `dearest` are the baselines.
 //!
+//! A fleet of several workers (`PlannerConfig::workers`) runs one planner per worker, as
+//! production does: each with its own router planning with its share of every provider's
+//! account-wide limits ([`FleetShare`]), the fleet's slots divided among them, a job taken by a
+//! slot decided by that slot's worker, a deferred job back on the shared queue for whichever
+//! worker takes it next, and the routers' findings (faults, rate-limit blocks) shared every
+//! heartbeat. The simulated providers stay one shared market: their limits are account-wide.
+//!
 //! Routes: a flex dispatch goes to the provider's flex tier (a server of its own); a batch
 //! decision frees the job's slot and hands the job to the fleet's gatherer for its (provider,
 //! model) ([`crate::batch`]); when the batch ends, its done lines are served at the batch price
@@ -20,8 +27,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use router::policy::{candidates, capacity_key, realtime_candidates};
 use router::{
-    Availability, CallOutcome, Decision, ErrorClass, GiveUp, History, PolicyConfig, Retry, Router,
-    RouterConfig, Ticket,
+    Availability, CallOutcome, Decision, ErrorClass, FleetShare, GiveUp, History, PolicyConfig,
+    Retry, Router, RouterConfig, SharedFault, Ticket,
 };
 use schemas::catalog::Price;
 use schemas::{Priority, Route, Usd};
@@ -36,6 +43,16 @@ pub struct PlannerConfig {
     /// Waits up to this long are taken in place, holding the slot (seconds); longer ones go
     /// back to the broker.
     pub inline_wait_s: f64,
+    /// Workers the fleet's slots are divided among, each with a planner of its own (a policy
+    /// that holds state holds it per worker). 1: one planner for the whole fleet.
+    pub workers: usize,
+    /// Whether each worker's router plans with its share of the account-wide limits
+    /// ([`FleetShare`], as production does). `false` gives every worker the whole limits, as
+    /// before the fleet shared them: the comparison that shows what the share is worth.
+    pub share_limits: bool,
+    /// How often the workers share their findings (faults, rate-limit blocks), in simulated
+    /// seconds: the production heartbeat.
+    pub heartbeat_s: f64,
 }
 
 impl Default for PlannerConfig {
@@ -43,6 +60,20 @@ impl Default for PlannerConfig {
         PlannerConfig {
             router: RouterConfig::default(),
             inline_wait_s: 0.5,
+            workers: 1,
+            share_limits: true,
+            heartbeat_s: 2.0,
+        }
+    }
+}
+
+impl PlannerConfig {
+    /// Worker `rank`'s place in the fleet, as its router is told it.
+    fn share(&self, rank: usize) -> FleetShare {
+        if self.share_limits {
+            FleetShare::new(self.workers.max(1) as u32, rank as u32)
+        } else {
+            FleetShare::default()
         }
     }
 }
@@ -108,6 +139,8 @@ pub struct ProviderTally {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub policy: PolicyKind,
+    /// Workers (planners) the fleet ran with.
+    pub workers: usize,
     pub jobs: usize,
     pub cost: Usd,
     pub completed: usize,
@@ -142,6 +175,15 @@ impl RunReport {
     pub fn route(&self, route: Route) -> RouteTally {
         self.routes[route_index(route)]
     }
+
+    /// The part of the requests sent that came back 429 (0 when none was sent).
+    pub fn rate_limited_share(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.rate_limited as f64 / self.requests as f64
+        }
+    }
 }
 
 fn route_index(route: Route) -> usize {
@@ -172,6 +214,8 @@ pub(crate) struct JobState {
     /// Provider batches that carried the job and gave it back.
     batches: u32,
     done: bool,
+    /// The worker whose slot holds the job (meaningful while it holds one).
+    worker: usize,
 }
 
 /// What a policy does with a job now.
@@ -242,13 +286,22 @@ pub(crate) trait SimPolicy {
 }
 
 /// Runs one policy over the scenario. `cfg` supplies the policy, breaker, attempts and inline
-/// wait of the production worker.
+/// wait of the production worker, and how many workers the fleet has.
 pub fn run(sc: &MarketScenario, kind: PolicyKind, cfg: &PlannerConfig) -> RunReport {
+    let workers = 0..cfg.workers.max(1);
     match kind {
-        PolicyKind::Offpeak => Sim::new(sc, kind, cfg, Offpeak::new(sc, cfg)).run(),
-        PolicyKind::Gateway => Sim::new(sc, kind, cfg, Gateway).run(),
-        PolicyKind::Dearest => Sim::new(sc, kind, cfg, Dearest::new(sc, cfg)).run(),
-        PolicyKind::DiyBatch => Sim::new(sc, kind, cfg, DiyBatch(Gateway)).run(),
+        PolicyKind::Offpeak => {
+            let each = workers.map(|w| Offpeak::new(sc, cfg, cfg.share(w)));
+            Sim::new(sc, kind, cfg, each.collect()).run()
+        }
+        PolicyKind::Gateway => Sim::new(sc, kind, cfg, workers.map(|_| Gateway).collect()).run(),
+        PolicyKind::Dearest => {
+            let each = workers.map(|w| Dearest::new(sc, cfg, cfg.share(w)));
+            Sim::new(sc, kind, cfg, each.collect()).run()
+        }
+        PolicyKind::DiyBatch => {
+            Sim::new(sc, kind, cfg, workers.map(|_| DiyBatch(Gateway)).collect()).run()
+        }
     }
 }
 
@@ -267,11 +320,14 @@ enum Ev {
     BatchEnd(usize),
     /// Its jobs' earliest safe time: cancel the batch if it still runs.
     BatchSafe(usize),
+    /// The workers share what their routers found (only with more than one worker).
+    Heartbeat,
 }
 
 struct Sim<'s, P> {
     sc: &'s MarketScenario,
-    policy: P,
+    /// One policy per worker; `free[w]` is worker `w`'s free slots.
+    policies: Vec<P>,
     policy_cfg: PolicyConfig,
     /// Realtime servers (one per provider) then flex tiers; `flex_of[p]` indexes provider
     /// `p`'s flex server, `provider_of[s]` the provider of server `s`.
@@ -290,7 +346,10 @@ struct Sim<'s, P> {
     events: BinaryHeap<Reverse<(i64, u64, Ev)>>,
     seq: u64,
     ready: VecDeque<usize>,
-    free: usize,
+    free: Vec<usize>,
+    /// The worker offered the next job first: the workers take turns at the queue.
+    turn: usize,
+    heartbeat: Duration,
     states: Vec<JobState>,
     max_attempts: u32,
     inline_ms: i64,
@@ -300,7 +359,12 @@ struct Sim<'s, P> {
 }
 
 impl<'s, P: SimPolicy> Sim<'s, P> {
-    fn new(sc: &'s MarketScenario, kind: PolicyKind, cfg: &PlannerConfig, policy: P) -> Self {
+    fn new(
+        sc: &'s MarketScenario,
+        kind: PolicyKind,
+        cfg: &PlannerConfig,
+        policies: Vec<P>,
+    ) -> Self {
         let mut servers: Vec<Server> = sc
             .servers
             .iter()
@@ -317,9 +381,14 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 servers.push(Server::new(f.clone(), sc.start, seed));
             }
         }
+        // The fleet's slots dealt out to the workers: slot `s` is worker `s % n`'s.
+        let (slots, n) = (sc.fleet.concurrency.max(1), policies.len().max(1));
+        let free = (0..n)
+            .map(|w| slots / n + usize::from(w < slots % n))
+            .collect();
         Sim {
             sc,
-            policy,
+            policies,
             policy_cfg: cfg.router.policy.clone(),
             servers,
             flex_of,
@@ -335,12 +404,15 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             events: BinaryHeap::new(),
             seq: 0,
             ready: VecDeque::new(),
-            free: sc.fleet.concurrency.max(1),
+            free,
+            turn: 0,
+            heartbeat: Duration::milliseconds((cfg.heartbeat_s.max(0.001) * 1000.0) as i64),
             states: vec![JobState::default(); sc.jobs.len()],
             max_attempts: cfg.router.max_attempts.max(1),
             inline_ms: (cfg.inline_wait_s * 1000.0) as i64,
             r: RunReport {
                 policy: kind,
+                workers: n,
                 jobs: sc.jobs.len(),
                 cost: Usd::ZERO,
                 completed: 0,
@@ -393,6 +465,10 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             self.first_arrival = Some(self.first_arrival.map_or(j.arrival, |f| f.min(j.arrival)));
             self.push(j.arrival, Ev::Arrive(i));
         }
+        if self.policies.len() > 1 {
+            let first = self.first_arrival.unwrap_or(self.sc.start);
+            self.push(first + self.heartbeat, Ev::Heartbeat);
+        }
         while let Some(Reverse((ms, _, ev))) = self.events.pop() {
             self.r.events += 1;
             let now = self.at(ms);
@@ -407,12 +483,17 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 }
                 Ev::BatchEnd(b) => self.batch_over(b, now, false),
                 Ev::BatchSafe(b) => self.batch_over(b, now, true),
+                Ev::Heartbeat => self.share_findings(now),
             }
-            while self.free > 0 {
+            while !self.ready.is_empty() {
+                let Some(w) = self.worker_with_a_free_slot() else {
+                    break;
+                };
                 let Some(j) = self.ready.pop_front() else {
                     break;
                 };
-                self.free -= 1;
+                self.free[w] -= 1;
+                self.states[j].worker = w;
                 self.task(j, now);
             }
         }
@@ -422,13 +503,44 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
         self.r
     }
 
+    /// The next worker, in turn, that has a slot free to take a job from the queue.
+    fn worker_with_a_free_slot(&mut self) -> Option<usize> {
+        let n = self.free.len();
+        let w = (0..n)
+            .map(|k| (self.turn + k) % n)
+            .find(|&w| self.free[w] > 0)?;
+        self.turn = (w + 1) % n;
+        Some(w)
+    }
+
+    /// Job `j` gives its worker's slot back.
+    fn release(&mut self, j: usize) {
+        self.free[self.states[j].worker] += 1;
+    }
+
+    /// The heartbeat: every router's findings go to every router, as the workers' heartbeats
+    /// carry them over the broker; the next one follows while anything else is still to happen.
+    fn share_findings(&mut self, now: DateTime<Utc>) {
+        let routers: Vec<&Router> = self.policies.iter().filter_map(|p| p.router()).collect();
+        let found: Vec<SharedFault> = routers.iter().flat_map(|r| r.findings(now)).collect();
+        if !found.is_empty() {
+            for r in &routers {
+                r.apply_findings(&found, now);
+            }
+        }
+        if !self.events.is_empty() {
+            self.push(now + self.heartbeat, Ev::Heartbeat);
+        }
+    }
+
     /// The job holds a slot: route it; it is sent, waits, or ends.
     fn task(&mut self, j: usize, now: DateTime<Utc>) {
         let st = &mut self.states[j];
         if let Some(at) = st.deferred_at.take() {
             st.waited += now - at;
         }
-        match self.policy.step(self.sc, j, &mut self.states[j], now) {
+        let w = st.worker;
+        match self.policies[w].step(self.sc, j, &mut self.states[j], now) {
             Step::Send {
                 provider,
                 price,
@@ -452,7 +564,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             }
             Step::Batch { provider, offer } => {
                 // The job is recorded with the gathering and acknowledged: its slot frees.
-                self.free += 1;
+                self.release(j);
                 self.gather(j, provider, offer, now);
             }
             Step::Wait(until) => {
@@ -465,7 +577,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 }
             }
             Step::Fail(why) => {
-                self.free += 1;
+                self.release(j);
                 self.end(j, now, false, why);
             }
         }
@@ -490,9 +602,8 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 self.r.providers[p].errors += 1;
             }
         }
-        let after = self
-            .policy
-            .outcome(self.sc, j, &mut self.states[j], p, &answer, now);
+        let w = self.states[j].worker;
+        let after = self.policies[w].outcome(self.sc, j, &mut self.states[j], p, &answer, now);
         match after {
             After::Done => {
                 let tj = &self.sc.jobs[j];
@@ -507,7 +618,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                     self.r.escalated += 1;
                 }
                 self.bill(p, route, cost);
-                self.free += 1;
+                self.release(j);
                 self.end(j, now, true, String::new());
             }
             After::Retry => self.task(j, now),
@@ -534,7 +645,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                                 "gave up after {} attempts: {:?}",
                                 st.attempt, answer.reply
                             );
-                            self.free += 1;
+                            self.release(j);
                             self.end(j, now, false, why);
                             return;
                         }
@@ -552,7 +663,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
     /// Back to the broker until `until`: the slot frees, the wait counts as deferred.
     fn defer(&mut self, j: usize, until: DateTime<Utc>, now: DateTime<Utc>) {
         self.r.deferrals += 1;
-        self.free += 1;
+        self.release(j);
         self.states[j].deferred_at = Some(now);
         self.push(until, Ev::Wake(j));
     }
@@ -642,7 +753,7 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
         });
         self.r.batches.submitted += 1;
         self.push(ends, Ev::BatchEnd(b));
-        if self.policy.cancels_late_batches() && safe < ends {
+        if self.policies[0].cancels_late_batches() && safe < ends {
             self.push(safe.max(now), Ev::BatchSafe(b));
         }
     }
@@ -669,8 +780,9 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             }
         };
         let spec = &self.sc.catalog.providers[batch.provider];
-        if let Some(router) = self.policy.router() {
-            let model = &spec.models[batch.offer].model;
+        // The fleet gathers batches as one here: every worker's router learns the turnaround.
+        let model = &spec.models[batch.offer].model;
+        for router in self.policies.iter().filter_map(|p| p.router()) {
             router.observe_turnaround(&spec.name, model, now - batch.created);
         }
         let line_errors = self.sc.servers[batch.provider]
@@ -768,9 +880,12 @@ struct Offpeak {
 }
 
 impl Offpeak {
-    fn new(sc: &MarketScenario, cfg: &PlannerConfig) -> Self {
+    /// A worker's planner, with its share of the fleet.
+    fn new(sc: &MarketScenario, cfg: &PlannerConfig, share: FleetShare) -> Self {
+        let router = Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start);
+        router.set_fleet(share);
         Offpeak {
-            router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
+            router,
             index: provider_index(sc),
         }
     }
@@ -893,10 +1008,11 @@ struct Dearest {
 }
 
 impl Dearest {
-    fn new(sc: &MarketScenario, cfg: &PlannerConfig) -> Self {
-        Dearest {
-            router: Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start),
-        }
+    /// A worker's pacing, with its share of the fleet.
+    fn new(sc: &MarketScenario, cfg: &PlannerConfig, share: FleetShare) -> Self {
+        let router = Router::new(Arc::new(sc.catalog.clone()), cfg.router.clone(), sc.start);
+        router.set_fleet(share);
+        Dearest { router }
     }
 }
 

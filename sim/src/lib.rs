@@ -16,6 +16,7 @@
 mod anthropic;
 mod anthropic_batch;
 mod batch;
+mod limit_headers;
 mod limiter;
 mod openai;
 mod openai_batch;

@@ -48,6 +48,41 @@ impl TokenBucket {
     pub(crate) fn take(&mut self, n: f64) {
         self.tokens -= n;
     }
+
+    /// The bucket as the rate-limit headers report it at `now`.
+    fn window(&mut self, now: Instant) -> Window {
+        self.refill(now);
+        let missing = (self.capacity - self.tokens).max(0.0);
+        Window {
+            limit: self.capacity.round() as u64,
+            remaining: self.tokens.max(0.0).floor() as u64,
+            full_in: if self.per_s > 0.0 {
+                Duration::from_secs_f64(missing / self.per_s)
+            } else {
+                Duration::ZERO
+            },
+        }
+    }
+}
+
+/// One bucket as an answer's rate-limit headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// The limit per minute.
+    pub limit: u64,
+    /// What is left of it now (whole units, rounded down).
+    pub remaining: u64,
+    /// How long until the bucket is full again if nothing more is taken.
+    pub full_in: Duration,
+}
+
+/// The state of a provider's buckets right after a request was admitted or refused: what the
+/// answer's `x-ratelimit-*` or `anthropic-ratelimit-*` headers say (a limit the provider does
+/// not have is not reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub requests: Option<Window>,
+    pub tokens: Option<Window>,
 }
 
 /// The request and token buckets of one provider, checked and taken together so a request
@@ -64,6 +99,14 @@ impl Limits {
         Limits {
             requests: rpm.map(|r| TokenBucket::per_minute(f64::from(r), now)),
             tokens: tpm.map(|t| TokenBucket::per_minute(t as f64, now)),
+        }
+    }
+
+    /// The buckets as they stand at `now`, for the answer's headers.
+    pub(crate) fn snapshot(&mut self, now: Instant) -> Snapshot {
+        Snapshot {
+            requests: self.requests.as_mut().map(|b| b.window(now)),
+            tokens: self.tokens.as_mut().map(|b| b.window(now)),
         }
     }
 

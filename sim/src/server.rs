@@ -4,17 +4,18 @@
 //! the dialect module (OpenAI or Anthropic) writes the answer in its API's shape.
 
 use crate::batch::{LineResult, Store};
-use crate::limiter::{retry_after_secs, InFlight, Limits};
+use crate::limiter::{retry_after_secs, InFlight, Limits, Snapshot};
 use crate::reply::{self, Answer, Reply};
 use crate::scenario::{Scenario, SimKind, SimProvider};
 use crate::text::{self, fnv1a, SplitMix};
-use crate::{anthropic, anthropic_batch, openai, openai_batch, sse, ProviderStats};
+use crate::{anthropic, anthropic_batch, limit_headers, openai, openai_batch, sse, ProviderStats};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -278,7 +279,8 @@ async fn complete(
         }
     };
     p.requests.fetch_add(1, Ordering::SeqCst);
-    let result = serve(st, p, kind, headers, body).await;
+    let mut limits = None;
+    let result = serve(st, p, kind, headers, body, &mut limits).await;
     if let Err(Refusal::FlexUnavailable) = &result {
         p.flex_rejected.fetch_add(1, Ordering::SeqCst);
     }
@@ -289,7 +291,16 @@ async fn complete(
         Err(_) => &p.failed,
     }
     .fetch_add(1, Ordering::SeqCst);
-    finish(st, kind, result)
+    let mut resp = finish(st, kind, result);
+    if let Some((snap, at)) = limits {
+        limit_headers::insert(resp.headers_mut(), kind, &snap, at);
+    }
+    resp
+}
+
+/// The buckets of `limits` now, with the wall clock they were read at.
+fn snapshot_of(limits: &mut Limits, now: Instant) -> (Snapshot, DateTime<Utc>) {
+    (limits.snapshot(now), Utc::now())
 }
 
 pub(crate) fn authorized(kind: SimKind, spec: &SimProvider, headers: &HeaderMap) -> bool {
@@ -311,12 +322,15 @@ pub(crate) fn authorized(kind: SimKind, spec: &SimProvider, headers: &HeaderMap)
         .any(|g| g.trim() == key)
 }
 
+/// Serves one completion request. Once the request reaches the rate limits, `limits` is set to
+/// the buckets it met (right after its admission or refusal), for the answer's headers.
 async fn serve(
     st: &SimState,
     p: &ProviderState,
     kind: SimKind,
     headers: &HeaderMap,
     body: &[u8],
+    limits: &mut Option<(Snapshot, DateTime<Utc>)>,
 ) -> Result<Response, Refusal> {
     if !authorized(kind, &p.spec, headers) {
         return Err(Refusal::Unauthorized);
@@ -347,7 +361,17 @@ async fn serve(
     if p.spec.outages.iter().any(|w| w.contains(t)) {
         return Err(Refusal::Status(503));
     }
+    // Flex answers report the flex tier's own buckets.
+    let buckets = if flex.is_some() {
+        &p.flex_limits
+    } else {
+        &p.limits
+    };
     if let Some(w) = p.spec.rate_limited.iter().find(|w| w.contains(t)) {
+        *limits = Some(snapshot_of(
+            &mut buckets.lock().unwrap_or_else(PoisonError::into_inner),
+            Instant::now(),
+        ));
         let left = Duration::from_secs_f64((w.to_s - t).max(0.0));
         return Err(Refusal::RateLimited {
             retry_after_s: retry_after_secs(left),
@@ -356,29 +380,33 @@ async fn serve(
     }
     let prompt_tokens = text::prompt_tokens(&req.texts);
     // Flex has its own capacity: the realtime limits neither admit nor count it.
-    let slot = if let Some(f) = flex {
-        let slot = InFlight::acquire(&p.flex_in_flight, Some(f.concurrency))
-            .ok_or(Refusal::FlexUnavailable)?;
-        let mut limits = p.flex_limits.lock().unwrap_or_else(PoisonError::into_inner);
-        limits
-            .admit(0, Instant::now())
-            .map_err(|_| Refusal::FlexUnavailable)?;
-        slot
-    } else {
-        let slot = InFlight::acquire(&p.in_flight, p.spec.concurrency).ok_or_else(|| {
-            Refusal::RateLimited {
-                retry_after_s: 1,
-                what: "concurrent requests".into(),
+    // Admission and the headers' snapshot under one lock: concurrent callers each see the
+    // account as their own request left it.
+    let slot = {
+        let mut b = buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let admitted = if let Some(f) = flex {
+            match InFlight::acquire(&p.flex_in_flight, Some(f.concurrency)) {
+                Some(slot) if b.admit(0, now).is_ok() => Ok(slot),
+                _ => Err(Refusal::FlexUnavailable),
             }
-        })?;
-        let mut limits = p.limits.lock().unwrap_or_else(PoisonError::into_inner);
-        limits
-            .admit(prompt_tokens + req.max_tokens * req.n, Instant::now())
-            .map_err(|(wait, what)| Refusal::RateLimited {
-                retry_after_s: retry_after_secs(wait),
-                what: what.into(),
-            })?;
-        slot
+        } else {
+            match InFlight::acquire(&p.in_flight, p.spec.concurrency) {
+                None => Err(Refusal::RateLimited {
+                    retry_after_s: 1,
+                    what: "concurrent requests".into(),
+                }),
+                Some(slot) => b
+                    .admit(prompt_tokens + req.max_tokens * req.n, now)
+                    .map(|()| slot)
+                    .map_err(|(wait, what)| Refusal::RateLimited {
+                        retry_after_s: retry_after_secs(wait),
+                        what: what.into(),
+                    }),
+            }
+        };
+        *limits = Some(snapshot_of(&mut b, now));
+        admitted?
     };
     let mut roll = p.uniform();
     for (status, prob) in &p.errors {

@@ -37,6 +37,11 @@ pub struct Args {
     /// as `<stem>.catalog.toml`), to replay or edit it with `--scenario`.
     #[arg(long, requires = "random_seed")]
     save: Option<PathBuf>,
+    /// Workers the fleet's slots are divided among, each with a planner of its own that plans
+    /// with its share of every provider's account-wide limits, sharing findings every 2 s; the
+    /// simulated providers stay one market.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: u32,
 }
 
 pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
@@ -44,6 +49,8 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
     let planner = PlannerConfig {
         router: cfg.worker.router(),
         inline_wait_s: cfg.worker.inline_wait_s,
+        workers: args.workers as usize,
+        ..PlannerConfig::default()
     };
     let opts = BoundOptions {
         standard_wait_s: Some(planner.router.policy.standard_max_defer_s),
@@ -230,9 +237,15 @@ fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: 
         sc.start.format("%Y-%m-%d %H:%M"),
         end.format("%Y-%m-%d %H:%M")
     );
+    let workers = runs.first().map_or(1, |(r, _)| r.workers);
+    if workers > 1 {
+        println!(
+            "fleet: {workers} workers, each planning with 1/{workers} of every provider's limits, findings shared every 2 s"
+        );
+    }
     println!();
     println!(
-        "{:<12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7}",
+        "{:<12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6} {:>6} {:>9} {:>7}",
         "policy",
         "cost_usd",
         "vs_lb",
@@ -243,13 +256,14 @@ fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: 
         "escalated",
         "deferrals",
         "429s",
+        "429%",
         "5xx",
         "requests",
         "wall_s"
     );
     for (r, w) in runs {
         println!(
-            "{:<12} {:>12.4} {:>7.3} {:>7} {:>7} {:>6} {:>8.2}h {:>9} {:>9} {:>7} {:>6} {:>9} {:>7.2}",
+            "{:<12} {:>12.4} {:>7.3} {:>7} {:>7} {:>6} {:>8.2}h {:>9} {:>9} {:>7} {:>6.2} {:>6} {:>9} {:>7.2}",
             r.policy.as_str(),
             r.cost.0,
             ratio(r.cost.0, lb.usd.0),
@@ -260,6 +274,7 @@ fn print(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &Bounds, wall: 
             r.escalated,
             r.deferrals,
             r.rate_limited,
+            100.0 * r.rate_limited_share(),
             r.errors,
             r.requests,
             w
@@ -342,7 +357,7 @@ fn print_summary_line(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &B
     };
     println!();
     println!(
-        "bench=market scenario={} jobs={} dearest_usd={:.4} gateway_usd={:.4} diy_batch_usd={:.4} offpeak_usd={:.4} offpeak_realtime_usd={:.4} offpeak_flex_usd={:.4} offpeak_batch_usd={:.4} offpeak_batches={} offpeak_batch_lines_back={} lower_bound_usd={:.4} lower_bound_deadlines_usd={:.4} offpeak_over_lb={:.3} offpeak_vs_gateway={:.3} offpeak_vs_diy_batch={:.3} offpeak_vs_dearest={:.3} misses={} gateway_misses={} diy_batch_misses={} dearest_misses={} offpeak_makespan_h={:.2} gateway_makespan_h={:.2} diy_batch_makespan_h={:.2} dearest_makespan_h={:.2} wall_s={:.1}",
+        "bench=market scenario={} jobs={} dearest_usd={:.4} gateway_usd={:.4} diy_batch_usd={:.4} offpeak_usd={:.4} offpeak_realtime_usd={:.4} offpeak_flex_usd={:.4} offpeak_batch_usd={:.4} offpeak_batches={} offpeak_batch_lines_back={} lower_bound_usd={:.4} lower_bound_deadlines_usd={:.4} offpeak_over_lb={:.3} offpeak_vs_gateway={:.3} offpeak_vs_diy_batch={:.3} offpeak_vs_dearest={:.3} misses={} gateway_misses={} diy_batch_misses={} dearest_misses={} offpeak_makespan_h={:.2} gateway_makespan_h={:.2} diy_batch_makespan_h={:.2} dearest_makespan_h={:.2} workers={} offpeak_requests={} offpeak_429s={} offpeak_429_share={:.4} offpeak_deferrals={} wall_s={:.1}",
         sc.name,
         sc.jobs.len(),
         d.cost.0,
@@ -368,6 +383,11 @@ fn print_summary_line(sc: &MarketScenario, runs: &[(RunReport, f64)], bounds: &B
         hours(g.makespan),
         hours(y.makespan),
         hours(d.makespan),
+        o.workers,
+        o.requests,
+        o.rate_limited,
+        o.rate_limited_share(),
+        o.deferrals,
         wall
     );
 }
