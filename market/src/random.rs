@@ -67,11 +67,11 @@ pub fn random_spec(catalog: &Catalog, seed: u64, jobs: usize) -> (ScenarioSpec, 
             if m.schedule.is_empty() && rng.random_bool(0.35) {
                 let from = rng.random_range(0..48u32) * 30;
                 let len = rng.random_range(4..=16u32) * 30;
-                m.schedule.push(PriceWindow {
+                m.schedule.push(PriceWindow::daily(
                     from,
-                    to: (from + len) % 1440,
-                    multiplier: (rng.random_range(0.4..0.85f64) * 100.0).round() / 100.0,
-                });
+                    (from + len) % 1440,
+                    (rng.random_range(0.4..0.85f64) * 100.0).round() / 100.0,
+                ));
             }
         }
     }

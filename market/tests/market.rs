@@ -19,9 +19,23 @@ fn catalog() -> Catalog {
     .unwrap()
 }
 
+/// The example catalog of 2025, whose DeepSeek was half price from 16:30 to 00:30 UTC: the
+/// window scenario keeps it as a synthetic cheap window (DeepSeek withdrew it).
+fn night_window_catalog() -> Catalog {
+    Catalog::from_toml(
+        "market-offpeak-window-outage.catalog.toml",
+        include_str!("../../examples/scenarios/market-offpeak-window-outage.catalog.toml"),
+    )
+    .unwrap()
+}
+
 fn scenario(spec: serde_json::Value) -> MarketScenario {
+    scenario_on(&catalog(), spec)
+}
+
+fn scenario_on(catalog: &Catalog, spec: serde_json::Value) -> MarketScenario {
     let spec: ScenarioSpec = serde_json::from_value(spec).unwrap();
-    spec.build(&catalog(), "test").unwrap()
+    spec.build(catalog, "test").unwrap()
 }
 
 fn all(sc: &MarketScenario) -> [RunReport; 3] {
@@ -121,23 +135,27 @@ fn providers_hold_their_true_limits_when_the_worker_believes_more() {
 
 #[test]
 fn offpeak_waits_for_the_price_window_and_meets_deadlines_through_an_outage() {
-    // DeepSeek is half price from 16:30 (example catalog) and down from 16:00 to 17:00.
-    let sc = scenario(json!({
-        "seed": 9,
-        "providers": ["deepseek", "together"],
-        "market": [{
-            "provider": "deepseek", "latency_ms": 500, "per_output_token_ms": 5,
-            "outages": [{ "from": "16:00", "to": "17:00" }]
-        }],
-        "jobs": [
-            { "name": "reports", "count": 150, "model": "deepseek-v3", "arrival": "uniform",
-              "from": "09:00", "to": "12:00", "deadline_in": "12h",
-              "input_tokens": [1000, 3000], "max_tokens": 400 },
-            { "name": "alerts", "count": 20, "model": "deepseek-v3", "priority": "critical",
-              "arrival": "uniform", "from": "15:30", "to": "17:30", "deadline_in": "10m",
-              "input_tokens": 300, "max_tokens": 100 }
-        ]
-    }));
+    // DeepSeek is half price from 16:30 (the window scenario's catalog) and down from 16:00 to
+    // 17:00.
+    let sc = scenario_on(
+        &night_window_catalog(),
+        json!({
+            "seed": 9,
+            "providers": ["deepseek", "together"],
+            "market": [{
+                "provider": "deepseek", "latency_ms": 500, "per_output_token_ms": 5,
+                "outages": [{ "from": "16:00", "to": "17:00" }]
+            }],
+            "jobs": [
+                { "name": "reports", "count": 150, "model": "deepseek-v3", "arrival": "uniform",
+                  "from": "09:00", "to": "12:00", "deadline_in": "12h",
+                  "input_tokens": [1000, 3000], "max_tokens": 400 },
+                { "name": "alerts", "count": 20, "model": "deepseek-v3", "priority": "critical",
+                  "arrival": "uniform", "from": "15:30", "to": "17:30", "deadline_in": "10m",
+                  "input_tokens": 300, "max_tokens": 100 }
+            ]
+        }),
+    );
     let [_, gateway, offpeak] = all(&sc);
     assert_eq!(offpeak.misses(), 0, "{:?}", offpeak.missed);
     // The alerts during the outage went to together at once; the reports waited for the window.
@@ -155,6 +173,38 @@ fn offpeak_waits_for_the_price_window_and_meets_deadlines_through_an_outage() {
     assert!(
         offpeak.cost.0 <= 1.05 * lb,
         "offpeak {} vs bound {lb}",
+        offpeak.cost.0
+    );
+}
+
+#[test]
+fn offpeak_waits_out_deepseeks_peak_from_the_example_catalog() {
+    // Monday 2026-01-05: DeepSeek doubles 01:00-04:00 and 06:00-10:00 UTC (09:00-12:00 and
+    // 14:00-18:00 Beijing). Reports land in the morning peak, due in 12 h; the gateway pays
+    // the peak price, offpeak waits for 04:00 (and the bound agrees that is what it costs).
+    let sc = scenario(json!({
+        "seed": 5,
+        "providers": ["deepseek", "together"],
+        "market": [{ "provider": "deepseek", "latency_ms": 500, "per_output_token_ms": 5 }],
+        "jobs": [
+            { "name": "reports", "count": 200, "model": "deepseek-v3", "arrival": "uniform",
+              "from": "01:00", "to": "03:00", "deadline_in": "12h",
+              "input_tokens": [1000, 3000], "max_tokens": 400 }
+        ]
+    }));
+    let [_, gateway, offpeak] = all(&sc);
+    assert_eq!(offpeak.misses(), 0, "{:?}", offpeak.missed);
+    assert_eq!(jobs_at(&gateway, "deepseek"), 200, "{gateway:?}");
+    assert_eq!(jobs_at(&offpeak, "deepseek"), 200, "{offpeak:?}");
+    // Double the price in the peak: waiting it out halves the bill.
+    assert!(
+        offpeak.cost.0 < 0.55 * gateway.cost.0,
+        "{offpeak:?} {gateway:?}"
+    );
+    let lb = bound(&sc, true);
+    assert!(
+        lb <= offpeak.cost.0 + 1e-9,
+        "bound {lb} over {}",
         offpeak.cost.0
     );
 }

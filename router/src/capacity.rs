@@ -48,10 +48,12 @@ impl Capacity {
     pub fn new(catalog: &Catalog, now: DateTime<Utc>) -> Self {
         let mut providers = HashMap::new();
         for p in &catalog.providers {
+            // Minutes of the UTC day where a price may change: the schedules' edges under
+            // each offset their zones use (Beijing's 09:00 is 01:00 UTC).
             let edges: Vec<u32> = p
                 .models
                 .iter()
-                .flat_map(|m| m.schedule.iter().flat_map(|w| [w.from, w.to]))
+                .flat_map(|m| m.utc_price_edges(now))
                 .collect();
             let state = ProviderState::new(&p.limits, now).with_price_edges(edges.iter().copied());
             if p.models.iter().any(|m| m.flex.is_some()) {

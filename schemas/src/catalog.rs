@@ -1,9 +1,13 @@
 //! The provider catalog (DESIGN §4): which providers exist, how to reach them, their limits and
-//! their prices, including time-of-day price windows and GPU-hour pricing for self-hosted models.
+//! their prices, including price schedules (see [`crate::schedule`]), prompt-cache prices and
+//! GPU-hour pricing for self-hosted models.
 
-use chrono::{DateTime, Timelike, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+
+use crate::schedule::{de_dates, Calendar};
+pub use crate::schedule::{parse_hhmm, CachePrices, Days, PriceChange, PriceWindow, Zone};
 
 /// Errors found while reading a catalog file.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +75,7 @@ pub struct Limits {
 }
 
 /// One model as sold by one provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelOffer {
     /// The canonical model name jobs ask for.
@@ -93,9 +97,36 @@ pub struct ModelOffer {
     /// Context window in tokens.
     #[serde(default)]
     pub context: Option<u32>,
-    /// Time-of-day price windows (UTC).
+    /// The clock of `schedule`, `holidays`, `working_days` and `changes`: an IANA time zone
+    /// (`"Asia/Shanghai"`). Absent: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<Zone>,
+    /// Public holidays: not working days, so windows of `days = "working"` stay shut on them.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_dates"
+    )]
+    pub holidays: Vec<NaiveDate>,
+    /// Make-up working days (a Saturday worked to bridge a holiday): working days whatever
+    /// their weekday.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_dates"
+    )]
+    pub working_days: Vec<NaiveDate>,
+    /// Prompt-cache prices (read, 5-minute and 1-hour writes); each left out takes the provider
+    /// kind's default (see [`ModelOffer::cache_price_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePrices>,
+    /// Time-of-day price windows, on the clock of `time_zone`; the first open one applies.
     #[serde(default)]
     pub schedule: Vec<PriceWindow>,
+    /// Dated price changes, oldest first: from its `effective_from` day on, each replaces the
+    /// prices, cache prices or schedule it names; before its day the earlier ones hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PriceChange>,
     /// The provider's batch API for this model, if it has one: a cheaper route for work that
     /// can wait (DESIGN §5, Routes).
     #[serde(default)]
@@ -253,45 +284,6 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     (n.is_finite() && n >= 0.0).then_some((n * k) as u64)
 }
 
-/// A daily UTC window in which prices are multiplied by `multiplier`. `to` before `from` wraps
-/// past midnight.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceWindow {
-    #[serde(deserialize_with = "de_hhmm", serialize_with = "ser_hhmm")]
-    pub from: u32,
-    #[serde(deserialize_with = "de_hhmm", serialize_with = "ser_hhmm")]
-    pub to: u32,
-    pub multiplier: f64,
-}
-
-fn de_hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_hhmm(&s).ok_or_else(|| serde::de::Error::custom(format!("expected HH:MM, got {s:?}")))
-}
-
-fn ser_hhmm<S: serde::Serializer>(m: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{:02}:{:02}", m / 60, m % 60))
-}
-
-/// Minutes after midnight of an `HH:MM` string.
-pub fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
-}
-
-impl PriceWindow {
-    /// Whether minute-of-day `m` falls in the window.
-    pub fn contains(&self, m: u32) -> bool {
-        if self.from <= self.to {
-            m >= self.from && m < self.to
-        } else {
-            m >= self.from || m < self.to
-        }
-    }
-}
-
 /// Dollars per million tokens, input and output, at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
@@ -307,43 +299,129 @@ impl Price {
     }
 }
 
+/// Prompt-cache prices in dollars per million tokens at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CachePrice {
+    /// A cached input token read back.
+    pub read_per_mtok: f64,
+    /// An input token written to a 5-minute cache.
+    pub write_5m_per_mtok: f64,
+    /// An input token written to a 1-hour cache.
+    pub write_1h_per_mtok: f64,
+}
+
+impl CachePrice {
+    fn scaled(self, k: f64) -> CachePrice {
+        CachePrice {
+            read_per_mtok: self.read_per_mtok * k,
+            write_5m_per_mtok: self.write_5m_per_mtok * k,
+            write_1h_per_mtok: self.write_1h_per_mtok * k,
+        }
+    }
+}
+
+/// The prices of an offer in force on one day: its own, with every change effective by then
+/// applied.
+struct Tariff<'a> {
+    input_per_mtok: Option<f64>,
+    output_per_mtok: Option<f64>,
+    cache: CachePrices,
+    schedule: &'a [PriceWindow],
+}
+
+/// Days past the last dated entry of a calendar after which a schedule only repeats weekly: a
+/// price that has not changed by then never will.
+const WEEK_AND_A_DAY: i64 = 8;
+
 impl ModelOffer {
-    /// Base prices without any time window; GPU-hour pricing turned into $/Mtok.
+    /// List prices as written at the top of the offer, before any dated change and without any
+    /// window; GPU-hour pricing turned into $/Mtok.
     pub fn base_price(&self) -> Price {
+        self.list_price(self.input_per_mtok, self.output_per_mtok)
+    }
+
+    fn list_price(&self, input: Option<f64>, output: Option<f64>) -> Price {
         if let (Some(gpu), Some(tps)) = (self.gpu_per_hour, self.tokens_per_second) {
             let per_mtok = gpu / (tps * 3600.0) * 1_000_000.0;
             return Price {
-                input_per_mtok: self.input_per_mtok.unwrap_or(per_mtok),
-                output_per_mtok: self.output_per_mtok.unwrap_or(per_mtok),
+                input_per_mtok: input.unwrap_or(per_mtok),
+                output_per_mtok: output.unwrap_or(per_mtok),
             };
         }
         Price {
-            input_per_mtok: self.input_per_mtok.unwrap_or(0.0),
-            output_per_mtok: self.output_per_mtok.unwrap_or(0.0),
+            input_per_mtok: input.unwrap_or(0.0),
+            output_per_mtok: output.unwrap_or(0.0),
         }
     }
 
-    /// The multiplier in force at `now` (the first window that contains it, else 1).
-    pub fn multiplier_at(&self, now: DateTime<Utc>) -> f64 {
-        let m = now.hour() * 60 + now.minute();
-        self.schedule
+    /// The clock and working days the schedule is written in.
+    pub fn calendar(&self) -> Calendar<'_> {
+        Calendar {
+            zone: self.time_zone.map_or(chrono_tz::Tz::UTC, |z| z.0),
+            holidays: &self.holidays,
+            working_days: &self.working_days,
+        }
+    }
+
+    fn tariff_on(&self, date: NaiveDate) -> Tariff<'_> {
+        let mut t = Tariff {
+            input_per_mtok: self.input_per_mtok,
+            output_per_mtok: self.output_per_mtok,
+            cache: self.cache.unwrap_or_default(),
+            schedule: &self.schedule,
+        };
+        for c in self.changes.iter().take_while(|c| c.effective_from <= date) {
+            t.input_per_mtok = c.input_per_mtok.or(t.input_per_mtok);
+            t.output_per_mtok = c.output_per_mtok.or(t.output_per_mtok);
+            t.cache = c.cache.map_or(t.cache, |new| new.over(t.cache));
+            if let Some(s) = &c.schedule {
+                t.schedule = s;
+            }
+        }
+        t
+    }
+
+    /// The tariff in force at `now` and its window multiplier.
+    fn rate_at(&self, now: DateTime<Utc>) -> (Tariff<'_>, f64) {
+        let cal = self.calendar();
+        let (date, m) = cal.local(now);
+        let t = self.tariff_on(date);
+        let k = t
+            .schedule
             .iter()
-            .find(|w| w.contains(m))
-            .map_or(1.0, |w| w.multiplier)
+            .find(|w| w.open_at(date, m, &cal))
+            .map_or(1.0, |w| w.multiplier);
+        (t, k)
+    }
+
+    /// The window multiplier in force at `now`: the first window open then, else 1. Dated
+    /// changes of the list price are not in it (see [`price_at`](Self::price_at)).
+    pub fn multiplier_at(&self, now: DateTime<Utc>) -> f64 {
+        self.rate_at(now).1
+    }
+
+    /// List prices in force at `now` (the dated changes applied, no window).
+    pub fn list_price_at(&self, now: DateTime<Utc>) -> Price {
+        let (t, _) = self.rate_at(now);
+        self.list_price(t.input_per_mtok, t.output_per_mtok)
     }
 
     /// Prices in force at `now` on `route`: the realtime price times the flex multiplier or
     /// less the batch discount (`None` when the pair has no such route).
     pub fn route_price_at(&self, route: Route, now: DateTime<Utc>) -> Option<Price> {
         let p = self.price_at(now);
-        let k = match route {
-            Route::Realtime => 1.0,
-            Route::Flex => self.flex?.multiplier,
-            Route::Batch => 1.0 - self.batch.as_ref()?.discount,
-        };
+        let k = self.route_factor(route)?;
         Some(Price {
             input_per_mtok: p.input_per_mtok * k,
             output_per_mtok: p.output_per_mtok * k,
+        })
+    }
+
+    fn route_factor(&self, route: Route) -> Option<f64> {
+        Some(match route {
+            Route::Realtime => 1.0,
+            Route::Flex => self.flex?.multiplier,
+            Route::Batch => 1.0 - self.batch.as_ref()?.discount,
         })
     }
 
@@ -358,33 +436,157 @@ impl ModelOffer {
             })
     }
 
-    /// Prices in force at `now`.
+    /// Prices in force at `now`: the list price of the day times the window multiplier.
     pub fn price_at(&self, now: DateTime<Utc>) -> Price {
-        let b = self.base_price();
-        let k = self.multiplier_at(now);
+        let (t, k) = self.rate_at(now);
+        let b = self.list_price(t.input_per_mtok, t.output_per_mtok);
         Price {
             input_per_mtok: b.input_per_mtok * k,
             output_per_mtok: b.output_per_mtok * k,
         }
     }
 
-    /// The next instant after `now` at which the price multiplier changes, if it ever does.
+    /// Prompt-cache prices in force at `now` for a provider of `kind`, under the same window
+    /// multiplier as the input price. A price the catalog leaves out takes the kind's default:
+    /// for `anthropic`, its published multiples of the input price (read 0.1 ×, 5-minute write
+    /// 1.25 ×, 1-hour write 2 ×); for OpenAI-compatible hosts, whose discounts differ by model
+    /// and host, the input price itself (no discount assumed, no write surcharge — automatic
+    /// caching has none).
+    pub fn cache_price_at(&self, kind: ProviderKind, now: DateTime<Utc>) -> CachePrice {
+        let (t, k) = self.rate_at(now);
+        let input = self
+            .list_price(t.input_per_mtok, t.output_per_mtok)
+            .input_per_mtok;
+        let (read, w5, w1) = match kind {
+            ProviderKind::Anthropic => (0.1, 1.25, 2.0),
+            ProviderKind::Openai | ProviderKind::Gemini => (1.0, 1.0, 1.0),
+        };
+        CachePrice {
+            read_per_mtok: t.cache.read_per_mtok.unwrap_or(input * read),
+            write_5m_per_mtok: t.cache.write_5m_per_mtok.unwrap_or(input * w5),
+            write_1h_per_mtok: t.cache.write_1h_per_mtok.unwrap_or(input * w1),
+        }
+        .scaled(k)
+    }
+
+    /// [`cache_price_at`](Self::cache_price_at) on `route` (the batch discount and the flex
+    /// multiplier apply to cached tokens too); `None` when the pair has no such route.
+    pub fn route_cache_price_at(
+        &self,
+        kind: ProviderKind,
+        route: Route,
+        now: DateTime<Utc>,
+    ) -> Option<CachePrice> {
+        Some(
+            self.cache_price_at(kind, now)
+                .scaled(self.route_factor(route)?),
+        )
+    }
+
+    /// Everything that prices a token at `now`, to tell whether the price changed.
+    fn rate_key(&self, now: DateTime<Utc>) -> [f64; 6] {
+        let (t, k) = self.rate_at(now);
+        let opt = |v: Option<f64>| v.unwrap_or(-1.0);
+        [
+            opt(t.input_per_mtok),
+            opt(t.output_per_mtok),
+            opt(t.cache.read_per_mtok),
+            opt(t.cache.write_5m_per_mtok),
+            opt(t.cache.write_1h_per_mtok),
+            k,
+        ]
+    }
+
+    /// The next instant after `now` at which any price of the offer changes, if it ever does.
+    ///
+    /// Prices change only at a window's edge, at midnight (weekday, holiday or dated change)
+    /// or when the zone changes its clocks, so those instants are tried day by day in order.
+    /// Past the last dated entry (holiday, make-up day, change) the schedule repeats weekly,
+    /// so the search ends a week and a day after it: a few days' edges in practice.
     pub fn next_price_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.schedule.is_empty() {
+        if self.schedule.is_empty() && self.changes.is_empty() {
             return None;
         }
-        let m = now.hour() * 60 + now.minute();
-        let delta = self
-            .schedule
+        let cal = self.calendar();
+        let current = self.rate_key(now);
+        let (mut day, _) = cal.local(now);
+        let last_dated = self
+            .holidays
             .iter()
-            .flat_map(|w| [w.from, w.to])
-            .map(|b| (b + 1440 - m - 1) % 1440 + 1)
-            .min()?;
-        let start_of_minute = now
-            .with_second(0)
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(now);
-        Some(start_of_minute + chrono::Duration::minutes(i64::from(delta)))
+            .chain(&self.working_days)
+            .chain(self.changes.iter().map(|c| &c.effective_from))
+            .max()
+            .copied()
+            .unwrap_or(day);
+        let last = day.max(last_dated) + Duration::days(WEEK_AND_A_DAY);
+        let mut instants = Vec::with_capacity(16);
+        while day <= last {
+            let next_day = day.succ_opt()?;
+            instants.clear();
+            let edges = self
+                .tariff_on(day)
+                .schedule
+                .iter()
+                .flat_map(|w| [w.from, w.to]);
+            for m in std::iter::once(0).chain(edges) {
+                instants.extend(cal.instants(day, m).filter(|t| *t > now));
+            }
+            let midnights = (
+                cal.instants(day, 0).next(),
+                cal.instants(next_day, 0).next(),
+            );
+            if let (Some(a), Some(b)) = midnights {
+                instants.extend(cal.offset_change(a, b).filter(|t| *t > now));
+            }
+            instants.sort_unstable();
+            if let Some(t) = instants.iter().find(|t| self.rate_key(**t) != current) {
+                return Some(*t);
+            }
+            day = next_day;
+        }
+        None
+    }
+
+    /// Minutes of the UTC day at which this offer's price may change (a superset: every
+    /// window edge and local midnight under each UTC offset the zone uses in the year from
+    /// `around`). The capacity plan splits its pools there.
+    pub fn utc_price_edges(&self, around: DateTime<Utc>) -> Vec<u32> {
+        if self.schedule.is_empty() && self.changes.is_empty() {
+            return Vec::new();
+        }
+        let cal = self.calendar();
+        let mut offsets: Vec<i32> = (0..13)
+            .map(|k| {
+                let t = around + Duration::days(30 * k);
+                use chrono::{Offset, TimeZone};
+                cal.zone
+                    .offset_from_utc_datetime(&t.naive_utc())
+                    .fix()
+                    .local_minus_utc()
+            })
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let local: Vec<u32> = std::iter::once(0)
+            .chain(self.schedule.iter().flat_map(|w| [w.from, w.to]))
+            .chain(
+                self.changes
+                    .iter()
+                    .flat_map(|c| c.schedule.iter().flatten())
+                    .flat_map(|w| [w.from, w.to]),
+            )
+            .collect();
+        let mut out: Vec<u32> = offsets
+            .iter()
+            .flat_map(|o| {
+                local
+                    .iter()
+                    .map(move |m| (i64::from(*m) - i64::from(*o) / 60).rem_euclid(1440) as u32)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -456,10 +658,59 @@ impl Catalog {
                 if m.context == Some(0) {
                     return Err(at("context", "at least 1", 0.0));
                 }
-                for (i, w) in m.schedule.iter().enumerate() {
-                    if !(w.multiplier.is_finite() && w.multiplier > 0.0) {
-                        let field = format!("schedule[{i}].multiplier");
-                        return Err(at(&field, "a finite number above 0", w.multiplier));
+                let changes = m.changes.iter().enumerate();
+                let schedules = std::iter::once((String::new(), Some(&m.schedule))).chain(
+                    changes
+                        .clone()
+                        .map(|(i, c)| (format!("changes[{i}]."), c.schedule.as_ref())),
+                );
+                for (prefix, schedule) in schedules {
+                    for (i, w) in schedule.into_iter().flatten().enumerate() {
+                        if !(w.multiplier.is_finite() && w.multiplier > 0.0) {
+                            let field = format!("{prefix}schedule[{i}].multiplier");
+                            return Err(at(&field, "a finite number above 0", w.multiplier));
+                        }
+                    }
+                }
+                let caches = std::iter::once((String::new(), m.cache.as_ref())).chain(
+                    changes
+                        .clone()
+                        .map(|(i, c)| (format!("changes[{i}]."), c.cache.as_ref())),
+                );
+                for (prefix, cache) in caches {
+                    let Some(c) = cache else { continue };
+                    let fields = [
+                        ("read_per_mtok", c.read_per_mtok),
+                        ("write_5m_per_mtok", c.write_5m_per_mtok),
+                        ("write_1h_per_mtok", c.write_1h_per_mtok),
+                    ];
+                    for (field, v) in fields {
+                        if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                            let field = format!("{prefix}cache.{field}");
+                            return Err(at(&field, "a finite number 0 or more", v));
+                        }
+                    }
+                }
+                for (i, c) in changes {
+                    let fields = [
+                        ("input_per_mtok", c.input_per_mtok),
+                        ("output_per_mtok", c.output_per_mtok),
+                    ];
+                    for (field, v) in fields {
+                        if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                            let field = format!("changes[{i}].{field}");
+                            return Err(at(&field, "a finite number 0 or more", v));
+                        }
+                    }
+                    let prev = i.checked_sub(1).map(|j| m.changes[j].effective_from);
+                    if prev.is_some_and(|p| p >= c.effective_from) {
+                        return Err(format!(
+                            "provider {:?} model {:?}: changes[{i}].effective_from {} must come after the change before it ({})",
+                            p.name,
+                            m.model,
+                            c.effective_from,
+                            prev.map_or(String::new(), |d| d.to_string())
+                        ));
                     }
                 }
                 if let Some(b) = &m.batch {
@@ -526,6 +777,9 @@ impl Catalog {
 }
 
 #[cfg(test)]
+mod schedule_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
@@ -536,22 +790,14 @@ mod tests {
             id: "m".into(),
             input_per_mtok: Some(1.0),
             output_per_mtok: Some(2.0),
-            gpu_per_hour: None,
-            tokens_per_second: None,
-            context: None,
             schedule,
-            batch: None,
-            flex: None,
+            ..ModelOffer::default()
         }
     }
 
     #[test]
     fn price_window_wrapping_midnight_applies_on_both_sides() {
-        let o = offer(vec![PriceWindow {
-            from: 16 * 60 + 30,
-            to: 30,
-            multiplier: 0.5,
-        }]);
+        let o = offer(vec![PriceWindow::daily(16 * 60 + 30, 30, 0.5)]);
         let at = |h, m| Utc.with_ymd_and_hms(2026, 1, 1, h, m, 0).unwrap();
         assert_eq!(o.price_at(at(17, 0)).input_per_mtok, 0.5);
         assert_eq!(o.price_at(at(0, 10)).output_per_mtok, 1.0);

@@ -7,12 +7,13 @@ pub mod ids;
 pub mod job;
 pub mod money;
 pub mod result;
+pub mod schedule;
 pub mod signing;
 pub mod wire;
 
 pub use catalog::{
-    BatchOffer, Catalog, CatalogError, FlexOffer, Limits, ModelOffer, PriceWindow, ProviderKind,
-    ProviderSpec, Route,
+    BatchOffer, CachePrice, CachePrices, Catalog, CatalogError, Days, FlexOffer, Limits,
+    ModelOffer, PriceChange, PriceWindow, ProviderKind, ProviderSpec, Route, Zone,
 };
 pub use ids::{JobId, RunId};
 pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};

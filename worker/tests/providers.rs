@@ -50,9 +50,7 @@ fn spec(
             gpu_per_hour: None,
             tokens_per_second: None,
             context: None,
-            schedule: vec![],
-            batch: None,
-            flex: None,
+            ..ModelOffer::default()
         }],
     }
 }

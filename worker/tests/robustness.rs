@@ -146,9 +146,7 @@ fn spec(base_url: String, kind: ProviderKind) -> ProviderSpec {
             gpu_per_hour: None,
             tokens_per_second: None,
             context: None,
-            schedule: vec![],
-            batch: None,
-            flex: None,
+            ..ModelOffer::default()
         }],
     }
 }
