@@ -82,6 +82,9 @@ enum BeatState {
 
 const KIND: &str = "offpeak-fleet";
 
+/// How long a joining worker listens for the members' answers before routing its first job.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// How a member is told apart: its id, then its process instance.
 fn member(id: &str, instance: u64) -> String {
     format!("{id}#{instance:016x}")
@@ -95,6 +98,8 @@ struct View {
     echo: Option<Instant>,
     /// Members counted when the broadcast last worked.
     known: u32,
+    /// Whether the first listening after joining is over.
+    joined: bool,
 }
 
 impl View {
@@ -130,10 +135,13 @@ impl View {
 /// Keeps `worker`'s share of the providers' limits in step with the fleet heard on `queue`,
 /// until `stop`; then says goodbye. Returns at once if the backend has no broadcast (the worker
 /// then plans with the whole limits, alone by construction).
+/// `joined` is notified once the worker knows the fleet (or gave up learning it), so the
+/// caller can hold its first jobs until their routing counts on the right share.
 pub(crate) async fn keep_in_step(
     worker: Arc<Worker>,
     queue: Arc<dyn Queue>,
     stop: CancellationToken,
+    joined: Arc<tokio::sync::Notify>,
 ) {
     let cfg = worker.cfg.fleet.clone();
     let instance: u64 = rand::random();
@@ -142,13 +150,13 @@ pub(crate) async fn keep_in_step(
         peers: HashMap::new(),
         echo: None,
         known: 1,
+        joined: false,
     };
     let apply = |view: &mut View| {
         let share = view.share(&cfg);
         worker.router.set_fleet(share);
         worker.stats.fleet_members.set(u64::from(share.members));
     };
-    worker.router.start_empty(Utc::now());
     apply(&mut view);
     let mut failures = 0u32;
     loop {
@@ -160,12 +168,19 @@ pub(crate) async fn keep_in_step(
             Ok(Some(ch)) => ch,
             Ok(None) => {
                 worker.router.set_fleet(FleetShare::default());
+                joined.notify_one();
                 return;
             }
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(30) {
                     tracing::warn!(worker = %view.me, error = %e, "cannot join the fleet's broadcast; planning with a safe share of the providers' limits");
+                }
+                if !view.joined {
+                    // Others may be using the accounts: no burst.
+                    view.joined = true;
+                    worker.router.start_empty(Utc::now());
+                    joined.notify_one();
                 }
                 apply(&mut view);
                 tokio::select! {
@@ -175,7 +190,7 @@ pub(crate) async fn keep_in_step(
             }
         };
         failures = 0;
-        if talk(&worker, &cfg, &mut view, ch, &stop, &apply).await {
+        if talk(&worker, &cfg, &mut view, ch, &stop, &apply, &joined).await {
             return;
         }
     }
@@ -189,6 +204,7 @@ async fn talk(
     mut ch: FleetChannel,
     stop: &CancellationToken,
     apply: &impl Fn(&mut View),
+    joined: &tokio::sync::Notify,
 ) -> bool {
     let (id, instance) = (worker.id.clone(), view.instance());
     let say = |state: BeatState| {
@@ -206,8 +222,21 @@ async fn talk(
     }
     let mut tick = tokio::time::interval(cfg.interval());
     tick.tick().await;
+    // The members answer a hello at once: listen that long before the first jobs are routed.
+    let settle = tokio::time::sleep(SETTLE);
+    tokio::pin!(settle);
     loop {
         tokio::select! {
+            _ = &mut settle, if !view.joined => {
+                view.joined = true;
+                if !view.peers.is_empty() || view.echo.is_none() {
+                    // Others use the accounts (or the fleet is not heard): how much of their
+                    // burst is left is unknown, so pace from empty buckets.
+                    worker.router.start_empty(Utc::now());
+                }
+                apply(view);
+                joined.notify_one();
+            }
             _ = stop.cancelled() => {
                 let _ = ch.sender.send(say(BeatState::Leaving)).await;
                 return true;
@@ -271,6 +300,7 @@ mod tests {
             peers: HashMap::new(),
             echo: None,
             known: 1,
+            joined: true,
         };
         // Not heard the fleet yet: the fallback.
         assert_eq!(v.share(&cfg).members, 4);

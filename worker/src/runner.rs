@@ -363,13 +363,19 @@ impl Worker {
     ) {
         // The fleet's share of the providers' limits is kept until the last call has ended.
         let fleet_stop = CancellationToken::new();
+        let joined = Arc::new(tokio::sync::Notify::new());
         let fleet = queue.clone().map(|q| {
             tokio::spawn(crate::fleet::keep_in_step(
                 self.clone(),
                 q,
                 fleet_stop.clone(),
+                joined.clone(),
             ))
         });
+        if fleet.is_some() {
+            // The first jobs are routed with the fleet's share, not the fallback's.
+            let _ = tokio::time::timeout(Duration::from_secs(2), joined.notified()).await;
+        }
         let batcher = Batcher::new(self.clone(), sink.clone(), queue);
         if batcher.enabled() {
             let learn = batcher.learn_from_store();
