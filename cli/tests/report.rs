@@ -225,8 +225,8 @@ fn report_of_a_simulated_run_has_the_status_figures_and_opens_offline_with_chart
     }
     assert!(html.contains("rep.jsonl"), "the job file is named");
     assert!(html.contains(store::OFFPEAK_VERSION));
-    // The catalog's off-peak window (deepseek ×0.5) is listed for the timeline's shading.
-    assert!(html.contains("×0.5 16:30–00:30"), "price windows not shown");
+    // The catalog's price windows (deepseek's ×2 peaks) are listed for the timeline's shading.
+    assert!(html.contains("×2 09:00–12:00"), "price windows not shown");
 
     // Self-contained: nothing to fetch, a policy that forbids fetching, no script.
     assert!(

@@ -115,6 +115,24 @@ impl Capacity {
             own: self.reservations.get(job),
             tokens,
             now,
+            woken: false,
+        }
+    }
+
+    /// [`view`](Self::view) for a job that has waited already (deferred at least once). In a
+    /// planner that shares the fleet's jobs, such a job without a reservation here was deferred
+    /// by another planner, whose turn for it has come: it goes ahead of the reservations here
+    /// as its own reservation's turn would, not to the end of this planner's line.
+    pub fn view_woken<'c>(
+        &'c self,
+        job: &'c str,
+        tokens: u64,
+        now: DateTime<Utc>,
+        woken: bool,
+    ) -> JobView<'c> {
+        JobView {
+            woken: woken && self.orphan_after.is_some(),
+            ..self.view(job, tokens, now)
         }
     }
 
@@ -226,6 +244,8 @@ pub struct JobView<'c> {
     own: Option<&'c Reservation>,
     tokens: u64,
     now: DateTime<Utc>,
+    /// Deferred by another planner of the fleet, its turn come (see [`Capacity::view_woken`]).
+    woken: bool,
 }
 
 impl CapacityView for JobView<'_> {
@@ -249,6 +269,13 @@ impl CapacityView for JobView<'_> {
         let s = self.cap.providers.get(provider)?;
         let fresh = s.earliest(self.tokens, from, by, self.now);
         let Some(own) = self.own.filter(|r| r.provider == provider) else {
+            if self.woken && self.own.is_none() {
+                let head = s.head_of_queue(self.tokens, by, self.now);
+                return match (head, fresh) {
+                    (Some(h), Some(f)) => Some(if f.0 < h.0 { f } else { h }),
+                    (h, f) => h.or(f),
+                };
+            }
             return fresh;
         };
         if own.at < from.max(self.now) - Duration::minutes(1) && own.at > self.now || own.at > by {

@@ -129,7 +129,7 @@ impl Router {
             t.job,
             &t.history,
             &self.catalog,
-            &cap.view(t.key, tokens, now),
+            &cap.view_woken(t.key, tokens, now, t.history.waited > Duration::zero()),
             now,
             &self.cfg.policy,
         );
