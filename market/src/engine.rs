@@ -31,7 +31,7 @@ use router::{
     Retry, Router, RouterConfig, SharedFault, Ticket,
 };
 use schemas::catalog::Price;
-use schemas::{Priority, Route, Usd};
+use schemas::{Priority, Route, Turn, Usd};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -213,6 +213,10 @@ pub(crate) struct JobState {
     escalated: bool,
     /// Provider batches that carried the job and gave it back.
     batches: u32,
+    /// The turn the job was promised when it was last deferred through the queue (the
+    /// envelope's `turn`), and the one the latest decision holds (carried if it goes back).
+    turn: Option<Turn>,
+    next_turn: Option<Turn>,
     done: bool,
     /// The worker whose slot holds the job (meaningful while it holds one).
     worker: usize,
@@ -664,7 +668,9 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
     fn defer(&mut self, j: usize, until: DateTime<Utc>, now: DateTime<Utc>) {
         self.r.deferrals += 1;
         self.release(j);
-        self.states[j].deferred_at = Some(now);
+        let st = &mut self.states[j];
+        st.deferred_at = Some(now);
+        st.turn = st.next_turn.take();
         self.push(until, Ev::Wake(j));
     }
 
@@ -909,8 +915,14 @@ impl SimPolicy for Offpeak {
                 failures: st.attempt,
                 batches: st.batches,
             },
+            turn: st.turn.as_ref(),
         };
-        match self.router.decide(&ticket, now) {
+        let decision = self.router.decide(&ticket, now);
+        st.next_turn = decision.turn().cloned();
+        if !matches!(decision, Decision::Defer { .. }) {
+            st.turn = None;
+        }
+        match decision {
             Decision::Batch { to, reason } => {
                 st.escalated = reason.is_escalation();
                 let provider = self.index[to.provider.name.as_str()];

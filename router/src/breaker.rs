@@ -2,6 +2,7 @@
 //! while (doubling on each re-open, one trial request when half-open); an answer that says the
 //! account is unusable (auth, credit, model missing) leaves the provider out for minutes.
 
+use crate::fleet::UP_NEWS;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,8 @@ pub(crate) struct Breaker {
     pub(crate) probing: bool,
     /// When the last transient failure came back.
     failed_at: Option<DateTime<Utc>>,
+    /// When the circuit last closed after being open (a trial request succeeded).
+    pub(crate) closed_at: Option<DateTime<Utc>>,
 }
 
 impl Breaker {
@@ -60,6 +63,18 @@ impl Breaker {
     /// Leaves the provider out until `until` (another planner found it unusable).
     pub(crate) fn exclude_until(&mut self, until: DateTime<Utc>) {
         self.fault_until = Some(self.fault_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Opens the circuit until `until` (another planner's circuit opened: the provider is
+    /// failing), unless it is open longer already; when it half-opens, one trial request goes,
+    /// as after a streak of its own.
+    /// A circuit closed by a success moments ago (here or at another planner) stays closed:
+    /// the news of the open circuit is older than that of the success.
+    pub(crate) fn open_until_peer(&mut self, until: DateTime<Utc>, now: DateTime<Utc>) {
+        let just_closed = self.closed_at.is_some_and(|c| now - c < UP_NEWS);
+        if !just_closed && self.open_until.is_none_or(|t| t < until) {
+            self.open_until = Some(until);
+        }
     }
 
     /// Until when the circuit is open, if it is at `now`.
@@ -80,8 +95,20 @@ impl Breaker {
             self.probing = false;
             return false;
         }
+        if self.open_until.is_some() {
+            self.closed_at = Some(started);
+        }
         self.on_success();
         true
+    }
+
+    /// Another planner's trial request, sent at `at`, succeeded: the provider answers again.
+    /// Closes this circuit unless a failure came back here after that request was sent.
+    pub(crate) fn close_from_peer(&mut self, at: DateTime<Utc>) {
+        if self.open_until.is_some() && self.failed_at.is_none_or(|f| f <= at) {
+            self.closed_at = Some(at);
+            self.on_success();
+        }
     }
 
     pub(crate) fn on_success(&mut self) {

@@ -7,7 +7,7 @@ use crate::policy::{capacity_key, Availability, Busy, CapacityView};
 use crate::provider_state::ProviderState;
 use crate::timeline::minutes;
 use chrono::{DateTime, Duration, Utc};
-use schemas::{Catalog, Route};
+use schemas::{Catalog, Route, Turn};
 use std::collections::{HashMap, VecDeque};
 
 /// Every provider's state in one worker, and the capacity reserved for deferred jobs.
@@ -29,15 +29,22 @@ pub struct Capacity {
 /// a planner that shares the fleet's jobs with others.
 const ORPHAN_AFTER_S: i64 = 30;
 
+/// Seconds past a promised turn during which another planner may still send the job on it (the
+/// broker's redelivery, a busy gate); later, the capacity set aside has passed unused, and the
+/// job plans afresh where it is (sent then, it would come on top of what the account serves).
+pub(crate) const TURN_LATE_S: i64 = 10;
+
 /// Batch turnarounds remembered per (provider, model); the expectation is their maximum.
 const TURNAROUNDS_KEPT: usize = 16;
 
 /// Capacity set aside for one deferred job (keyed by job id in [`Capacity`]).
 #[derive(Debug, Clone)]
 struct Reservation {
-    provider: String,
-    /// The job's turn, as promised when it was reserved.
-    at: DateTime<Utc>,
+    /// The job's turn, as promised when it was reserved: the capacity key and the instant.
+    turn: Turn,
+    /// In a planner sharing the fleet's jobs: the turn has come and its capacity is counted
+    /// as used (taken from the buckets and the plan), wherever the job is sent on it.
+    paid: bool,
     pool: i64,
     idx: usize,
     demand: [f64; 3],
@@ -116,23 +123,42 @@ impl Capacity {
             tokens,
             now,
             woken: false,
+            promised: None,
         }
     }
 
-    /// [`view`](Self::view) for a job that has waited already (deferred at least once). In a
-    /// planner that shares the fleet's jobs, such a job without a reservation here was deferred
-    /// by another planner, whose turn for it has come: it goes ahead of the reservations here
-    /// as its own reservation's turn would, not to the end of this planner's line.
+    /// [`view`](Self::view) for a job as it comes back from the broker: `woken` when it has
+    /// waited already (deferred at least once), `turn` the turn it was promised then. In a
+    /// planner that shares the fleet's jobs, a job without a reservation here was deferred by
+    /// another planner. If it carries that planner's turn, the turn is kept as if it were
+    /// reserved here: the other planner set the capacity aside and pays for it at the turn (see
+    /// [`sweep_orphans`](Self::sweep_orphans)), so at its turn only the gates hold the job back
+    /// (for [`TURN_LATE_S`] at most). A turn of this planner's own that it has paid for already
+    /// is kept the same way.
+    /// Without a turn, a woken job goes ahead of the reservations here as its own reservation's
+    /// turn would, not to the end of this planner's line.
     pub fn view_woken<'c>(
         &'c self,
         job: &'c str,
         tokens: u64,
         now: DateTime<Utc>,
         woken: bool,
+        turn: Option<&'c Turn>,
     ) -> JobView<'c> {
+        let v = self.view(job, tokens, now);
+        let shared = self.orphan_after.is_some();
+        // A turn of this planner's own that has been paid for is kept as any promised turn.
+        let (own, turn) = match v.own {
+            Some(r) if r.paid => (None, Some(&r.turn)),
+            Some(r) => (Some(r), None),
+            None => (None, turn),
+        };
+        let promised = turn.filter(|t| shared && now <= t.at + Duration::seconds(TURN_LATE_S));
         JobView {
-            woken: woken && self.orphan_after.is_some(),
-            ..self.view(job, tokens, now)
+            own,
+            woken: woken && shared && own.is_none() && promised.is_none(),
+            promised,
+            ..v
         }
     }
 
@@ -150,7 +176,7 @@ impl Capacity {
         let was_due = self
             .reservations
             .get(job)
-            .is_some_and(|r| r.provider == provider && r.at <= now);
+            .is_some_and(|r| r.turn.provider == provider && r.turn.at <= now);
         self.cancel_reservation(job);
         if now - self.pruned_at >= Duration::minutes(1) {
             self.prune(now);
@@ -166,8 +192,11 @@ impl Capacity {
         self.reservations.insert(
             job.to_string(),
             Reservation {
-                provider: provider.to_string(),
-                at,
+                turn: Turn {
+                    provider: provider.to_string(),
+                    at,
+                },
+                paid: false,
                 pool,
                 idx,
                 demand,
@@ -178,8 +207,8 @@ impl Capacity {
 
     /// Gives back the capacity reserved for `job`, if any (it is being routed again).
     pub fn cancel_reservation(&mut self, job: &str) {
-        if let Some(r) = self.reservations.remove(job) {
-            if let Some(s) = self.providers.get_mut(&r.provider) {
+        if let Some(r) = self.reservations.remove(job).filter(|r| !r.paid) {
+            if let Some(s) = self.providers.get_mut(&r.turn.provider) {
                 s.plan.unreserve(r.pool, r.idx, &r.demand);
             }
         }
@@ -195,8 +224,12 @@ impl Capacity {
         self.orphan_after = shared.then(|| Duration::seconds(ORPHAN_AFTER_S));
     }
 
-    /// Gives back, about once a second, the capacity reserved for jobs whose turn passed
-    /// `orphan_after` ago without them (another planner of the fleet took them).
+    /// In a planner that shares the fleet's jobs, about once a second: counts the capacity
+    /// reserved for jobs whose turn has come as used — taken from the buckets and the plan as a
+    /// request sent at the turn — since whichever worker takes the job sends it on this
+    /// capacity without paying for it (see [`view_woken`](Self::view_woken)); and forgets such
+    /// turns `orphan_after` past them (the job went elsewhere, was sent, or routed afresh,
+    /// leaving the capacity unused: the safe side).
     pub fn sweep_orphans(&mut self, now: DateTime<Utc>) {
         let Some(after) = self.orphan_after else {
             return;
@@ -205,14 +238,31 @@ impl Capacity {
             return;
         }
         self.swept_at = now;
-        let gone: Vec<String> = self
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.at + after < now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut gone = Vec::new();
+        for (k, r) in self.reservations.iter_mut() {
+            if r.turn.at > now {
+                continue;
+            }
+            if !r.paid {
+                let Some(s) = self.providers.get_mut(&r.turn.provider) else {
+                    continue;
+                };
+                s.plan.unreserve(r.pool, r.idx, &r.demand);
+                if s.refusing(now) {
+                    // Down or rate-limited: nobody can send the job on this turn; it plans
+                    // afresh wherever it wakes, and the capacity is not counted as used.
+                    gone.push(k.clone());
+                    continue;
+                }
+                s.charge(&r.demand, r.turn.at, now);
+                r.paid = true;
+            }
+            if r.turn.at + after < now {
+                gone.push(k.clone());
+            }
+        }
         for k in gone {
-            self.cancel_reservation(&k);
+            self.reservations.remove(&k);
         }
     }
 
@@ -246,6 +296,15 @@ pub struct JobView<'c> {
     now: DateTime<Utc>,
     /// Deferred by another planner of the fleet, its turn come (see [`Capacity::view_woken`]).
     woken: bool,
+    /// The turn another planner of the fleet promised the job (see [`Capacity::view_woken`]).
+    promised: Option<&'c Turn>,
+}
+
+impl JobView<'_> {
+    /// The turn another planner promised the job, kept by this view.
+    pub fn promised(&self) -> Option<&Turn> {
+        self.promised
+    }
 }
 
 impl CapacityView for JobView<'_> {
@@ -268,7 +327,13 @@ impl CapacityView for JobView<'_> {
     ) -> Option<(DateTime<Utc>, Option<Busy>)> {
         let s = self.cap.providers.get(provider)?;
         let fresh = s.earliest(self.tokens, from, by, self.now);
-        let Some(own) = self.own.filter(|r| r.provider == provider) else {
+        let promised = self.promised.filter(|t| t.provider == provider);
+        let own = self
+            .own
+            .filter(|r| r.turn.provider == provider)
+            .map(|r| (r.turn.at, false))
+            .or(promised.map(|t| (t.at, true)));
+        let Some((at, foreign)) = own else {
             if self.woken && self.own.is_none() {
                 let head = s.head_of_queue(self.tokens, by, self.now);
                 return match (head, fresh) {
@@ -278,12 +343,20 @@ impl CapacityView for JobView<'_> {
             }
             return fresh;
         };
-        if own.at < from.max(self.now) - Duration::minutes(1) && own.at > self.now || own.at > by {
+        if at < from.max(self.now) - Duration::minutes(1) && at > self.now || at > by {
             return fresh;
         }
-        let kept = if own.at > self.now {
+        let kept = if at > self.now {
             // Not its turn yet: keep the place (or take an earlier one that has come free).
-            Some((own.at, Some(Busy::RateLimited)))
+            Some((at, Some(Busy::RateLimited)))
+        } else if foreign {
+            // Another planner's turn, come: its capacity is set aside there; the gates here
+            // (circuit, blocks, requests in flight) are all that hold the job back.
+            s.promised_gates(
+                self.tokens,
+                by.min(at + Duration::seconds(TURN_LATE_S)),
+                self.now,
+            )
         } else {
             // Its turn has come: only the gates and capacity already used hold it back. Behind
             // a backlog it queues afresh, so waiting jobs do not all wake at the same instant.

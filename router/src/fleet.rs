@@ -191,7 +191,15 @@ pub enum FaultKind {
     Fault,
     /// The account is rate-limited until then (a 429's `Retry-After`, or no budget left).
     Blocked,
+    /// The provider is failing (a streak of 5xx, timeouts): its circuit is open until then.
+    Down,
+    /// The provider answers again: a trial request sent [`UP_NEWS`] before `until` succeeded
+    /// and closed the circuit.
+    Up,
 }
+
+/// How long a closed circuit is news for the fleet (more than two heartbeats).
+pub const UP_NEWS: Duration = Duration::seconds(5);
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,7 @@ pub use retry::{after_error, backoff, ErrorClass, GiveUp, Retry};
 
 use chrono::{DateTime, Duration, Utc};
 use schemas::catalog::Price;
-use schemas::{Catalog, Job};
+use schemas::{Catalog, Job, Turn};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -62,6 +62,9 @@ pub struct Ticket<'j> {
     pub job: &'j Job,
     pub key: &'j str,
     pub history: History,
+    /// The turn the job was promised when it was last deferred (the envelope's `turn`), by
+    /// this planner or another of the fleet.
+    pub turn: Option<&'j Turn>,
 }
 
 impl Ticket<'_> {
@@ -125,33 +128,70 @@ impl Router {
         let tokens = t.tokens();
         let mut cap = self.capacity();
         cap.sweep_orphans(now);
-        let p = policy::plan(
+        let view = cap.view_woken(
+            t.key,
+            tokens,
+            now,
+            t.history.waited > Duration::zero(),
+            t.turn,
+        );
+        let promised = view.promised().cloned();
+        let mut p = policy::plan(
             t.job,
             &t.history,
             &self.catalog,
-            &cap.view_woken(t.key, tokens, now, t.history.waited > Duration::zero()),
+            &view,
             now,
             &self.cfg.policy,
         );
         // A job deferred for a pair's capacity keeps its turn there; any other decision gives
-        // its place up.
+        // its place up. A turn another planner promised stays that planner's: kept, it is
+        // carried on, not reserved twice.
+        let mut held = None;
         match (&p.decision, p.hold) {
             (Decision::Defer { .. }, Some(h)) => {
-                cap.reserve(t.key, &h.provider, tokens, h.at, h.by, now)
+                let turn = Turn {
+                    provider: h.provider.into_owned(),
+                    at: h.at,
+                };
+                // Held at another planner's turn, or at the gates here once it has come.
+                let kept = promised.as_ref().is_some_and(|pr| {
+                    let late = pr.at + Duration::seconds(capacity::TURN_LATE_S);
+                    pr.provider == turn.provider
+                        && (pr.at == turn.at || (pr.at <= now && turn.at <= late))
+                });
+                if kept {
+                    held = promised.clone();
+                } else {
+                    cap.reserve(t.key, &turn.provider, tokens, h.at, h.by, now);
+                    held = Some(turn);
+                }
             }
             _ => cap.cancel_reservation(t.key),
         }
+        if let Decision::Defer { turn, .. } = &mut p.decision {
+            *turn = held;
+        }
         if let Decision::Dispatch { to, .. } = &p.decision {
             let key = to.key();
-            let acquired = cap
-                .get_mut(&key)
-                .is_some_and(|s| s.try_acquire(tokens, now));
+            // Sent on a turn another planner promised (and pays for): only the gates hold it.
+            let on_promise = promised
+                .as_ref()
+                .is_some_and(|turn| turn.provider == key && turn.at <= now);
+            let acquired = cap.get_mut(&key).is_some_and(|s| {
+                if on_promise {
+                    s.try_acquire_promised(tokens, now)
+                } else {
+                    s.try_acquire(tokens, now)
+                }
+            });
             if !acquired {
                 return Decision::Defer {
                     until: now + Duration::milliseconds(CONTENDED_WAIT_MS),
                     reason: DeferReason::Contended {
                         provider: key.into_owned(),
                     },
+                    turn: None,
                 };
             }
         }
@@ -255,18 +295,10 @@ impl Router {
         let cap = self.capacity();
         let mut out = Vec::new();
         for (key, s) in &cap.providers {
-            let (fault, blocked) = s.findings(now);
-            if let Some(until) = fault {
+            for (kind, until) in s.findings(now) {
                 out.push(SharedFault {
                     key: key.clone(),
-                    kind: FaultKind::Fault,
-                    until,
-                });
-            }
-            if let Some(until) = blocked {
-                out.push(SharedFault {
-                    key: key.clone(),
-                    kind: FaultKind::Blocked,
+                    kind,
                     until,
                 });
             }
@@ -284,6 +316,8 @@ impl Router {
                 match f.kind {
                     FaultKind::Fault => s.exclude_until(f.until),
                     FaultKind::Blocked => s.block_until(f.until),
+                    FaultKind::Down => s.open_until(f.until, now),
+                    FaultKind::Up => s.close_circuit(f.until - fleet::UP_NEWS),
                 }
             }
         }

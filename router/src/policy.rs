@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use schemas::catalog::Price;
-use schemas::{Catalog, Job, ModelOffer, Priority, ProviderSpec, Route, Usd};
+use schemas::{Catalog, Job, ModelOffer, Priority, ProviderSpec, Route, Turn, Usd};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -112,10 +112,13 @@ pub enum Decision<'a> {
         to: Candidate<'a>,
         reason: RouteReason,
     },
-    /// Put it back on the broker until `until`.
+    /// Put it back on the broker until `until`; `turn`, when the deferral holds capacity, is
+    /// the turn it holds (the envelope carries it, so whichever worker takes the job sends it
+    /// on that capacity: see [`crate::Capacity::view`]).
     Defer {
         until: DateTime<Utc>,
         reason: DeferReason,
+        turn: Option<Turn>,
     },
     /// Hand it to this pair's batch API: gather it with others into a provider batch.
     Batch {
@@ -130,6 +133,15 @@ impl Decision<'_> {
     /// Whether the job is sent to a dearer pair than the cheapest.
     pub fn escalated(&self) -> bool {
         matches!(self, Decision::Dispatch { reason, .. } | Decision::Batch { reason, .. } if reason.is_escalation())
+    }
+
+    /// The turn a deferral holds, for the envelope (`None` for any other decision: a job
+    /// sent, batched or failed gives its turn up).
+    pub fn turn(&self) -> Option<&Turn> {
+        match self {
+            Decision::Defer { turn, .. } => turn.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -711,5 +723,9 @@ fn defer<'a>(
     reason: DeferReason,
 ) -> Decision<'a> {
     let until = until.min(now + secs(cfg.max_defer_s)).max(now);
-    Decision::Defer { until, reason }
+    Decision::Defer {
+        until,
+        reason,
+        turn: None,
+    }
 }

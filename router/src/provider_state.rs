@@ -3,7 +3,7 @@
 //! passed in, so the same state machine runs on real or simulated time.
 
 use crate::breaker::{Breaker, BreakerConfig};
-use crate::fleet::{FleetShare, LimitReport};
+use crate::fleet::{FaultKind, FleetShare, LimitReport, UP_NEWS};
 use crate::gates::Bucket;
 use crate::policy::{Availability, Busy};
 use crate::timeline::{
@@ -37,6 +37,9 @@ pub struct ProviderState {
     rate_limit_streak: u32,
     breaker: Breaker,
     pub(crate) plan: Timeline,
+    /// The virtual clocks (minutes, per resource) of the jobs sent here on turns other
+    /// planners promised: paced at this planner's share, apart from its own plan.
+    promised_tat: [f64; 3],
 }
 
 impl ProviderState {
@@ -58,6 +61,7 @@ impl ProviderState {
             rate_limit_streak: 0,
             breaker: Breaker::default(),
             plan: Timeline::new(limits, now),
+            promised_tat: [minutes(now); 3],
         }
     }
 
@@ -340,8 +344,94 @@ impl ProviderState {
         (at <= hi).then(|| (from_minutes(at), busy))
     }
 
-    /// Whether a request of `tokens` may go now, and if not, when it may.
-    pub fn availability(&self, tokens: u64, now: DateTime<Utc>) -> Availability {
+    /// For a job sent on a turn another planner promised (that planner's plan and buckets
+    /// count it): when the gates allow, behind the other promised jobs sent here (paced at this
+    /// planner's share, since turns promised for the same instant wake together); `None` if
+    /// not by `by`.
+    pub(crate) fn promised_gates(
+        &self,
+        tokens: u64,
+        by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Option<Busy>)> {
+        let d = self.demand(tokens);
+        let mut at = now;
+        let mut busy = None;
+        for r in 0..3 {
+            if self.plan.rates[r].is_some() {
+                // The clock may run one request ahead of now: a turn's own request goes at once.
+                let t = from_minutes(self.promised_tat[r] - self.promise_lead(&d, r));
+                if t > at {
+                    at = t;
+                    busy = Some(if r == SLOT {
+                        Busy::Concurrency
+                    } else {
+                        Busy::RateLimited
+                    });
+                }
+            }
+        }
+        match self.gates(now) {
+            Availability::Now => {}
+            Availability::At(t, b) => {
+                if t > at {
+                    (at, busy) = (t, Some(b));
+                }
+            }
+            Availability::Excluded => return None,
+        }
+        (at <= by).then_some((at, busy))
+    }
+
+    /// How far ahead of now the promised clock of resource `r` may run.
+    fn promise_lead(&self, d: &[f64; 3], r: usize) -> f64 {
+        self.plan.rates[r].map_or(0.0, |rate| d[r] / rate)
+    }
+
+    /// Takes a slot for a request of `tokens` sent on another planner's promised turn (see
+    /// [`promised_gates`](Self::promised_gates)): the gates and the promised clocks only, no
+    /// bucket or plan capacity.
+    pub fn try_acquire_promised(&mut self, tokens: u64, now: DateTime<Utc>) -> bool {
+        if self
+            .promised_gates(tokens, now, now)
+            .is_none_or(|(t, _)| t > now)
+        {
+            return false;
+        }
+        let d = self.demand(tokens);
+        let m = minutes(now);
+        for r in 0..3 {
+            if let Some(rate) = self.plan.rates[r] {
+                self.promised_tat[r] = self.promised_tat[r].max(m) + d[r] / rate;
+            }
+        }
+        self.in_flight += 1;
+        self.breaker.probing = self.breaker.is_open_or_half_open();
+        true
+    }
+
+    /// Counts capacity reserved for a turn at `at` as used, at `now`: what
+    /// [`try_acquire`](Self::try_acquire) takes from the buckets and the plan, without a slot.
+    pub(crate) fn charge(&mut self, d: &[f64; 3], at: DateTime<Utc>, now: DateTime<Utc>) {
+        if let Some(b) = &mut self.rpm {
+            b.take(d[0], now);
+        }
+        if let Some(b) = &mut self.tpm {
+            b.take(d[1], now);
+        }
+        self.plan.advance(d, minutes(at));
+    }
+
+    /// Whether the provider is refusing work at `now`: left out, its circuit open, or blocked
+    /// by a rate limit.
+    pub(crate) fn refusing(&self, now: DateTime<Utc>) -> bool {
+        self.breaker.excluded(now)
+            || self.breaker.open_until(now).is_some()
+            || self.blocked_until.is_some_and(|t| t > now)
+    }
+
+    /// The gates other than the token buckets: circuit, blocks, requests in flight.
+    fn gates(&self, now: DateTime<Utc>) -> Availability {
         if self.breaker.excluded(now) {
             return Availability::Excluded;
         }
@@ -359,6 +449,15 @@ impl ProviderState {
         if self.concurrency.is_some_and(|c| self.in_flight >= c) {
             // Unknown when a slot frees; re-checking shortly is cheap and waits inline, not on the broker.
             return Availability::At(now + Duration::milliseconds(200), Busy::Concurrency);
+        }
+        Availability::Now
+    }
+
+    /// Whether a request of `tokens` may go now, and if not, when it may.
+    pub fn availability(&self, tokens: u64, now: DateTime<Utc>) -> Availability {
+        let gates = self.gates(now);
+        if gates != Availability::Now {
+            return gates;
         }
         let ready = [
             self.rpm.as_ref().map(|b| b.ready_at(self.k[0], now)),
@@ -462,18 +561,43 @@ impl ProviderState {
     }
 
     /// What this planner found that the fleet should know: until when the provider is left
-    /// out, and until when it is rate-limited (only waits of a second or more are news).
-    pub fn findings(&self, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-        (
-            self.breaker.excluded_until(now),
-            self.blocked_until
-                .filter(|t| *t >= now + Duration::seconds(1)),
-        )
+    /// out, until when it is rate-limited (only waits of a second or more are news), and until
+    /// when its circuit is open.
+    pub fn findings(&self, now: DateTime<Utc>) -> Vec<(FaultKind, DateTime<Utc>)> {
+        [
+            (FaultKind::Fault, self.breaker.excluded_until(now)),
+            (
+                FaultKind::Blocked,
+                self.blocked_until
+                    .filter(|t| *t >= now + Duration::seconds(1)),
+            ),
+            (FaultKind::Down, self.breaker.open_until(now)),
+            (
+                FaultKind::Up,
+                self.breaker
+                    .closed_at
+                    .map(|t| t + UP_NEWS)
+                    .filter(|t| *t > now && !self.breaker.is_open_or_half_open()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, t)| t.map(|t| (k, t)))
+        .collect()
     }
 
     /// Another planner found the provider unusable until `until`.
     pub fn exclude_until(&mut self, until: DateTime<Utc>) {
         self.breaker.exclude_until(until);
+    }
+
+    /// Another planner's circuit for the provider is open until `until`.
+    pub fn open_until(&mut self, until: DateTime<Utc>, now: DateTime<Utc>) {
+        self.breaker.open_until_peer(until, now);
+    }
+
+    /// Another planner's trial request sent at `at` succeeded: the provider answers again.
+    pub fn close_circuit(&mut self, at: DateTime<Utc>) {
+        self.breaker.close_from_peer(at);
     }
 
     /// Another planner found the account rate-limited until `until`.

@@ -101,7 +101,7 @@ fn deferrable_job_waits_for_rate_limited_cheapest_instead_of_escalating() {
         &cfg(),
     );
     match d {
-        Decision::Defer { until, reason } => {
+        Decision::Defer { until, reason, .. } => {
             assert_eq!(until, now() + Duration::seconds(600));
             assert!(reason.to_string().contains("cheap"), "{reason}");
         }
@@ -221,7 +221,7 @@ fn deferrable_job_waits_for_a_cheaper_price_window_within_its_slack() {
     c.providers[2].models[0].schedule[0].from = 13 * 60;
     c.providers[2].models[0].schedule[0].to = 14 * 60;
     match route(&job(""), &c, &|_| Availability::Now, now(), &cfg()) {
-        Decision::Defer { until, reason } => {
+        Decision::Defer { until, reason, .. } => {
             assert_eq!(until, now() + Duration::hours(1));
             assert!(
                 matches!(reason, DeferReason::CheaperWindow { .. }),
@@ -300,6 +300,8 @@ fn decide<'r>(r: &'r Router, id: &str, extra: &str, at: DateTime<Utc>) -> Decisi
         job: &j,
         key: id,
         history: History::default(),
+
+        turn: None,
     };
     r.decide(&t, at)
 }

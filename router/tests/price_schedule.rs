@@ -100,6 +100,7 @@ fn route_all(jobs: Vec<(Job, DateTime<Utc>)>) -> Vec<Served> {
                 waited: now - *arrival,
                 ..History::default()
             },
+            turn: None,
         };
         match router.decide(&ticket, now) {
             Decision::Dispatch { to, .. } => {

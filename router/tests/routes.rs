@@ -80,6 +80,8 @@ fn decide<'r>(r: &'r Router, j: &Job, history: History) -> Decision<'r> {
         job: j,
         key: &j.id.0,
         history,
+
+        turn: None,
     };
     r.decide(&t, now())
 }

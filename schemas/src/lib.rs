@@ -20,7 +20,7 @@ pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};
 pub use money::Usd;
 pub use result::{ResultRow, ResultStatus};
 pub use signing::{SignatureError, SigningKey};
-pub use wire::{Envelope, SCHEMA_VERSION};
+pub use wire::{Envelope, Turn, SCHEMA_VERSION};
 
 /// An error and its causes, `: `-separated (`dispatch failure: io error: … Connection refused`):
 /// the top-level message of many client errors ("error sending request") leaves out what went

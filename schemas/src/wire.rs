@@ -32,7 +32,19 @@ pub struct Envelope {
     /// Provider batches that carried the job and gave it back (failed, expired or cancelled
     /// lines): such a job finishes realtime.
     pub batches: u32,
+    /// The turn a planner of the fleet promised the job when it deferred it: the capacity it
+    /// set aside for the job at that provider (a capacity key) from that instant. Whichever
+    /// worker takes the job at its turn sends it there on the promising planner's capacity.
+    pub turn: Option<Turn>,
     pub job: Job,
+}
+
+/// A deferred job's promised turn (see [`Envelope::turn`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The capacity key: the provider's name, or `<name>/flex` for its flex tier.
+    pub provider: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Envelope {
@@ -48,6 +60,7 @@ impl Envelope {
             deferred_at: None,
             cheapest_at_submit_usd: None,
             batches: 0,
+            turn: None,
             job,
         }
     }
@@ -89,6 +102,8 @@ struct WireIn {
     cheapest_at_submit_usd: Option<f64>,
     #[serde(default)]
     batches: u32,
+    #[serde(default)]
+    turn: Option<Turn>,
     id: JobId,
     models: Vec<String>,
     messages: Vec<ChatMessage>,
@@ -125,6 +140,8 @@ struct WireOut<'a> {
     cheapest_at_submit_usd: Option<f64>,
     #[serde(skip_serializing_if = "is_zero")]
     batches: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turn: &'a Option<Turn>,
     id: &'a JobId,
     models: &'a [String],
     messages: &'a [ChatMessage],
@@ -162,6 +179,7 @@ impl Serialize for Envelope {
             deferred_at: &self.deferred_at,
             cheapest_at_submit_usd: self.cheapest_at_submit_usd,
             batches: self.batches,
+            turn: &self.turn,
             id: &j.id,
             models: &j.models,
             messages: &j.messages,
@@ -192,6 +210,7 @@ impl<'de> Deserialize<'de> for Envelope {
             deferred_at: w.deferred_at,
             cheapest_at_submit_usd: w.cheapest_at_submit_usd,
             batches: w.batches,
+            turn: w.turn,
             job: Job {
                 id: w.id,
                 models: w.models,

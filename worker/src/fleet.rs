@@ -93,6 +93,8 @@ fn member(id: &str, instance: u64) -> String {
 /// The members a worker has heard, and the share it plans with.
 struct View {
     me: String,
+    /// This process's instance (part of `me`).
+    instance: u64,
     peers: HashMap<String, Instant>,
     /// When this worker last heard its own heartbeat (the broadcast works).
     echo: Option<Instant>,
@@ -103,14 +105,6 @@ struct View {
 }
 
 impl View {
-    /// This process's instance, from its member name.
-    fn instance(&self) -> u64 {
-        self.me
-            .rsplit_once('#')
-            .and_then(|(_, i)| u64::from_str_radix(i, 16).ok())
-            .unwrap_or(0)
-    }
-
     /// This worker's share now: among the members heard lately; while its own heartbeats do not
     /// come back, as one of twice the members it last knew (at least the fallback).
     fn share(&mut self, cfg: &FleetConfig) -> FleetShare {
@@ -147,6 +141,7 @@ pub(crate) async fn keep_in_step(
     let instance: u64 = rand::random();
     let mut view = View {
         me: member(&worker.id, instance),
+        instance,
         peers: HashMap::new(),
         echo: None,
         known: 1,
@@ -206,7 +201,7 @@ async fn talk(
     apply: &impl Fn(&mut View),
     joined: &tokio::sync::Notify,
 ) -> bool {
-    let (id, instance) = (worker.id.clone(), view.instance());
+    let (id, instance) = (worker.id.clone(), view.instance);
     let say = |state: BeatState| {
         let beat = Beat {
             kind: KIND.into(),
@@ -297,6 +292,7 @@ mod tests {
         };
         let mut v = View {
             me: "b".into(),
+            instance: 0,
             peers: HashMap::new(),
             echo: None,
             known: 1,

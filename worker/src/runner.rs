@@ -621,8 +621,20 @@ impl Worker {
                         u32::MAX
                     },
                 },
+                turn: job.env.turn.as_ref(),
             };
-            let call = match self.router.decide(&ticket, now) {
+            let decision = self.router.decide(&ticket, now);
+            // The turn goes back with a deferral through the broker; a job sent, batched or
+            // failed has none (a wait in place keeps the one it came with).
+            match &decision {
+                Decision::Defer { until, turn, .. } => {
+                    if (*until - now).num_milliseconds() as f64 / 1000.0 > self.cfg.inline_wait_s {
+                        job.env.turn = turn.clone();
+                    }
+                }
+                _ => job.env.turn = None,
+            }
+            let call = match decision {
                 Decision::Fail { kind, reason } => {
                     let (kind, reason) = match last_error.take() {
                         Some(e) => (e.class.as_str(), format!("{reason}; last error: {e}")),
@@ -630,7 +642,7 @@ impl Worker {
                     };
                     return self.fail(job, kind, reason, tx).await;
                 }
-                Decision::Defer { until, reason } => {
+                Decision::Defer { until, reason, .. } => {
                     let wait = (until - now).to_std().unwrap_or_default();
                     if wait.as_secs_f64() <= self.cfg.inline_wait_s {
                         tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
