@@ -235,7 +235,9 @@ pub(crate) enum Step {
         provider: usize,
         offer: usize,
     },
-    Wait(DateTime<Utc>),
+    /// Wait until then; `true` when the job's turn has come and it waits only for the
+    /// planner's pacing (waited in place up to [`router::DUE_INLINE_WAIT_S`]).
+    Wait(DateTime<Utc>, bool),
     Fail(String),
 }
 
@@ -571,9 +573,15 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
                 self.release(j);
                 self.gather(j, provider, offer, now);
             }
-            Step::Wait(until) => {
+            Step::Wait(until, due) => {
                 let wait = (until - now).num_milliseconds();
-                if wait <= self.inline_ms {
+                let inline_ms = if due {
+                    self.inline_ms
+                        .max((router::DUE_INLINE_WAIT_S * 1000.0) as i64)
+                } else {
+                    self.inline_ms
+                };
+                if wait <= inline_ms {
                     // The runner sleeps short waits in place, holding its slot.
                     self.push(now + Duration::milliseconds(wait.max(5)), Ev::Resume(j));
                 } else {
@@ -940,7 +948,7 @@ impl SimPolicy for Offpeak {
                     route: to.route,
                 }
             }
-            Decision::Defer { until, .. } => Step::Wait(until),
+            Decision::Defer { until, due, .. } => Step::Wait(until, due),
             Decision::Fail { kind, reason } => Step::Fail(format!("{kind}: {reason}")),
         }
     }
@@ -1064,8 +1072,8 @@ impl SimPolicy for Dearest {
                 escalated: false,
                 route: Route::Realtime,
             },
-            Availability::At(t, _) => Step::Wait(t),
-            Availability::Excluded => Step::Wait(now + Duration::seconds(60)),
+            Availability::At(t, _) => Step::Wait(t, false),
+            Availability::Excluded => Step::Wait(now + Duration::seconds(60), false),
         }
     }
 

@@ -169,7 +169,10 @@ impl Router {
             }
             _ => cap.cancel_reservation(t.key),
         }
-        if let Decision::Defer { turn, .. } = &mut p.decision {
+        if let Decision::Defer { turn, due, .. } = &mut p.decision {
+            *due = held
+                .as_ref()
+                .is_some_and(|h| h.at <= now && promised.as_ref() == Some(h));
             *turn = held;
         }
         if let Decision::Dispatch { to, .. } = &p.decision {
@@ -192,6 +195,7 @@ impl Router {
                         provider: key.into_owned(),
                     },
                     turn: None,
+                    due: false,
                 };
             }
         }
@@ -384,3 +388,9 @@ impl Router {
 /// How long a job waits after another took the capacity it was planned for, before it is
 /// routed again.
 const CONTENDED_WAIT_MS: i64 = 50;
+
+/// How long a runner waits in place for a job whose turn has come and that waits only for the
+/// planner's pacing ([`Decision::Defer`]'s `due`): sent round the broker instead, it would land
+/// at any worker and meet that one's pacing again (a 6-worker local run deferred such jobs up
+/// to 20 times, 1.2 s each).
+pub const DUE_INLINE_WAIT_S: f64 = 5.0;

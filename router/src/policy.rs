@@ -92,6 +92,12 @@ impl<'a> Candidate<'a> {
     pub fn key(&self) -> Cow<'a, str> {
         capacity_key(&self.provider.name, self.route)
     }
+
+    /// Its prompt-cache prices on its route at `now`, to bill cached tokens with.
+    pub fn cache_price(&self, now: DateTime<Utc>) -> Option<schemas::CachePrice> {
+        self.offer
+            .route_cache_price_at(self.provider.kind, self.route, now)
+    }
 }
 
 /// The name a provider's capacity on `route` is planned under: the provider's name for
@@ -119,6 +125,10 @@ pub enum Decision<'a> {
         until: DateTime<Utc>,
         reason: DeferReason,
         turn: Option<Turn>,
+        /// The job is on a turn that has come (promised by another planner of the fleet, or
+        /// paid for here) and waits only for this planner's pacing: the runner waits up to
+        /// [`crate::DUE_INLINE_WAIT_S`] in place rather than sending it round the broker again.
+        due: bool,
     },
     /// Hand it to this pair's batch API: gather it with others into a provider batch.
     Batch {
@@ -727,5 +737,6 @@ fn defer<'a>(
         until,
         reason,
         turn: None,
+        due: false,
     }
 }

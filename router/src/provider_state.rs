@@ -400,9 +400,9 @@ impl ProviderState {
         }
         let d = self.demand(tokens);
         let m = minutes(now);
-        for r in 0..3 {
-            if let Some(rate) = self.plan.rates[r] {
-                self.promised_tat[r] = self.promised_tat[r].max(m) + d[r] / rate;
+        for ((tat, rate), need) in self.promised_tat.iter_mut().zip(self.plan.rates).zip(d) {
+            if let Some(rate) = rate {
+                *tat = tat.max(m) + need / rate;
             }
         }
         self.in_flight += 1;

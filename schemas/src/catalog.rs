@@ -297,10 +297,42 @@ impl Price {
         crate::Usd::for_tokens(input_tokens, self.input_per_mtok)
             + crate::Usd::for_tokens(output_tokens, self.output_per_mtok)
     }
+
+    /// What the provider bills for `usage`: the prompt's uncached tokens at the input price,
+    /// its cache reads and writes at `cache`'s prices, the output at the output price. Without
+    /// cache prices every prompt token is billed at the input price.
+    pub fn bill(&self, usage: &TokenUsage, cache: Option<&CachePrice>) -> crate::Usd {
+        let Some(c) = cache else {
+            return self.cost(usage.input, usage.output);
+        };
+        let cached = usage.cache_read + usage.cache_write_5m + usage.cache_write_1h;
+        crate::Usd::for_tokens(usage.input.saturating_sub(cached), self.input_per_mtok)
+            + crate::Usd::for_tokens(usage.cache_read, c.read_per_mtok)
+            + crate::Usd::for_tokens(usage.cache_write_5m, c.write_5m_per_mtok)
+            + crate::Usd::for_tokens(usage.cache_write_1h, c.write_1h_per_mtok)
+            + crate::Usd::for_tokens(usage.output, self.output_per_mtok)
+    }
+}
+
+/// The tokens one answer was billed for, as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Every prompt token, cached or not (OpenAI's `prompt_tokens`; Anthropic's `input_tokens`
+    /// plus its cache reads and writes).
+    pub input: u64,
+    /// Of `input`, the tokens read from the provider's prompt cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
+    pub cache_read: u64,
+    /// Of `input`, the tokens written to a 5-minute cache (Anthropic's
+    /// `cache_creation.ephemeral_5m_input_tokens`).
+    pub cache_write_5m: u64,
+    /// Of `input`, the tokens written to a 1-hour cache.
+    pub cache_write_1h: u64,
+    pub output: u64,
 }
 
 /// Prompt-cache prices in dollars per million tokens at one instant.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CachePrice {
     /// A cached input token read back.
     pub read_per_mtok: f64,
@@ -793,6 +825,40 @@ mod tests {
             schedule,
             ..ModelOffer::default()
         }
+    }
+
+    #[test]
+    fn a_bill_prices_cache_reads_and_writes_apart_from_the_uncached_prompt() {
+        let price = Price {
+            input_per_mtok: 3.0,
+            output_per_mtok: 15.0,
+        };
+        let usage = TokenUsage {
+            input: 3_000_000,
+            cache_read: 1_000_000,
+            cache_write_5m: 500_000,
+            cache_write_1h: 250_000,
+            output: 100_000,
+        };
+        let cache = CachePrice {
+            read_per_mtok: 0.3,
+            write_5m_per_mtok: 3.75,
+            write_1h_per_mtok: 6.0,
+        };
+        // 1.25 M uncached at 3, 1 M read at 0.3, 0.5 M at 3.75, 0.25 M at 6, 0.1 M out at 15.
+        let want = 3.75 + 0.3 + 1.875 + 1.5 + 1.5;
+        assert!((price.bill(&usage, Some(&cache)).0 - want).abs() < 1e-9);
+        // Without cache prices the whole prompt is billed at the input price.
+        assert!((price.bill(&usage, None).0 - (9.0 + 1.5)).abs() < 1e-9);
+        // Anthropic's defaults from the offer: read 0.1x, writes 1.25x and 2x of the input.
+        let o = ModelOffer {
+            input_per_mtok: Some(3.0),
+            output_per_mtok: Some(15.0),
+            ..offer(vec![])
+        };
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
+        let c = o.cache_price_at(ProviderKind::Anthropic, now);
+        assert!((price.bill(&usage, Some(&c)).0 - want).abs() < 1e-9);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod wire;
 
 pub use catalog::{
     BatchOffer, CachePrice, CachePrices, Catalog, CatalogError, Days, FlexOffer, Limits,
-    ModelOffer, PriceChange, PriceWindow, ProviderKind, ProviderSpec, Route, Zone,
+    ModelOffer, PriceChange, PriceWindow, ProviderKind, ProviderSpec, Route, TokenUsage, Zone,
 };
 pub use ids::{JobId, RunId};
 pub use job::{ChatMessage, Job, JobDefaults, JobError, JobParser, Priority};

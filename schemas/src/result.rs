@@ -74,6 +74,12 @@ pub struct ResultRow {
     pub route: Option<String>,
     /// The provider's batch id, for a job served through its batch API.
     pub batch_id: Option<String>,
+    /// Of `input_tokens`, those the provider read from its prompt cache (billed at its cache
+    /// read price).
+    pub cached_input_tokens: u64,
+    /// Of `input_tokens`, those the provider wrote to its prompt cache (billed at its cache
+    /// write price; Anthropic only).
+    pub cache_write_tokens: u64,
 }
 
 /// One vocabulary for why generation stopped, whichever API answered: `stop` (a natural end or
@@ -127,6 +133,8 @@ impl ResultRow {
             escalated: false,
             route: None,
             batch_id: None,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
         }
     }
 
@@ -178,6 +186,8 @@ pub fn arrow_schema() -> SchemaRef {
                 Field::new("escalated", DataType::Boolean, false),
                 s("route", true),
                 s("batch_id", true),
+                u64f("cached_input_tokens"),
+                u64f("cache_write_tokens"),
             ]))
         })
         .clone()
@@ -247,6 +257,8 @@ pub fn to_record_batch(rows: &[ResultRow]) -> Result<RecordBatch, ArrowError> {
         )),
         strs(rows, |r| r.route.as_deref()),
         strs(rows, |r| r.batch_id.as_deref()),
+        u64s(rows, |r| r.cached_input_tokens),
+        u64s(rows, |r| r.cache_write_tokens),
     ];
     RecordBatch::try_new(arrow_schema(), cols)
 }
@@ -301,6 +313,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
     let provider_finish_reason = s("provider_finish_reason").ok();
     let escalated = col::<BooleanArray>(batch, "escalated").ok();
     let (route, batch_id) = (s("route").ok(), s("batch_id").ok());
+    let (cache_read, cache_write) = (u("cached_input_tokens").ok(), u("cache_write_tokens").ok());
     let opt = |a: &StringArray, i| (!a.is_null(i)).then(|| a.value(i).to_string());
     let time = |a: &TimestampMillisecondArray, i| {
         DateTime::from_timestamp_millis(a.value(i)).unwrap_or_default()
@@ -343,6 +356,8 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<Vec<ResultRow>, ArrowErr
                 escalated: escalated.is_some_and(|a| a.value(i)),
                 route: route.and_then(|a| opt(a, i)),
                 batch_id: batch_id.and_then(|a| opt(a, i)),
+                cached_input_tokens: cache_read.map_or(0, |a| a.value(i)),
+                cache_write_tokens: cache_write.map_or(0, |a| a.value(i)),
             })
         })
         .collect()
@@ -386,6 +401,8 @@ mod tests {
             escalated: true,
             route: Some("batch".into()),
             batch_id: Some("batch_1".into()),
+            cached_input_tokens: 2,
+            cache_write_tokens: 1,
         };
         let b = to_record_batch(std::slice::from_ref(&row)).unwrap();
         assert_eq!(b.num_columns(), arrow_schema().fields().len());

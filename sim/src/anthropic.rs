@@ -1,14 +1,18 @@
 //! The Anthropic dialect: reads `POST /v1/messages` bodies and writes messages, model lists and
 //! errors in the shapes the official `anthropic` client parses.
 
+use crate::cache::{Breakpoint, Mark, PromptShape, PromptTokens, Ttl};
 use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
 use crate::server::{json, Parsed, Refusal};
 use crate::sse::Frame;
-use crate::text::content_text;
+use crate::text::{content_text, fnv1a};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
+
+/// Most `cache_control` breakpoints a request may carry.
+const MAX_BREAKPOINTS: usize = 4;
 
 /// Reads and checks a messages request (headers and body).
 pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal> {
@@ -39,9 +43,14 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal>
         return Err(bad("messages: at least one message is required"));
     }
     let mut texts = Vec::with_capacity(messages.len() + 1);
+    let mut shape = PromptShape::default();
     match obj.get("system") {
         None | Some(Value::Null) => {}
-        Some(s @ (Value::String(_) | Value::Array(_))) => texts.push(content_text(s)),
+        Some(s @ (Value::String(_) | Value::Array(_))) => {
+            texts.push(content_text(s));
+            shape.roles.push("system".into());
+            blocks(&texts, s, "system", &mut shape)?;
+        }
         Some(_) => {
             return Err(bad(
                 "system: Input should be a valid string or list of text blocks",
@@ -58,8 +67,26 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal>
             }
             None => return Err(Refusal::BadRequest(format!("messages.{i}.role: Field required"))),
         }
-        texts.push(content_text(m.get("content").unwrap_or(&Value::Null)));
+        let content = m.get("content").unwrap_or(&Value::Null);
+        texts.push(content_text(content));
+        shape
+            .roles
+            .push(m["role"].as_str().unwrap_or_default().to_string());
+        blocks(
+            &texts,
+            content,
+            &format!("messages.{i}.content"),
+            &mut shape,
+        )?;
     }
+    let (tools, tool_breakpoints) = tools_key(obj)?;
+    let found = shape.breakpoints.len() + tool_breakpoints;
+    if found > MAX_BREAKPOINTS {
+        return Err(Refusal::BadRequest(format!(
+            "A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}."
+        )));
+    }
+    shape.head = fnv1a(&[model.as_bytes(), tools.as_bytes()]);
     let after_tool_result = messages
         .last()
         .and_then(|m| m.get("content"))
@@ -75,7 +102,97 @@ pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Refusal>
         stream: obj.get("stream").and_then(Value::as_bool) == Some(true),
         include_usage: false,
         flex: false,
+        shape,
     })
+}
+
+/// Records the content blocks of the last of `texts`, whose content is `content` (a string or
+/// a list of blocks; `at` names it in errors): where each block ends in the text, and which
+/// carry a `cache_control` breakpoint.
+fn blocks(
+    texts: &[String],
+    content: &Value,
+    at: &str,
+    shape: &mut PromptShape,
+) -> Result<(), Refusal> {
+    let index = texts.len() - 1;
+    let Value::Array(parts) = content else {
+        let t = &texts[index];
+        shape.block_ends.push(Mark {
+            text: index,
+            bytes: t.len(),
+            chars: t.chars().count(),
+        });
+        return Ok(());
+    };
+    // Offsets in the text `content_text` made of the blocks: their texts joined by newlines.
+    let (mut bytes, mut chars, mut any) = (0, 0, false);
+    for (j, part) in parts.iter().enumerate() {
+        if let Some(t) = part.get("text").and_then(Value::as_str) {
+            if any {
+                bytes += 1;
+                chars += 1;
+            }
+            bytes += t.len();
+            chars += t.chars().count();
+            any = true;
+        }
+        shape.block_ends.push(Mark {
+            text: index,
+            bytes,
+            chars,
+        });
+        if let Some(ttl) = cache_control(part, &format!("{at}.{j}"))? {
+            shape.breakpoints.push(Breakpoint {
+                block: shape.block_ends.len() - 1,
+                ttl,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The breakpoint a block's `cache_control` asks for, if any (`at` names the block in errors).
+fn cache_control(block: &Value, at: &str) -> Result<Option<Ttl>, Refusal> {
+    let cc = match block.get("cache_control") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(cc) => cc,
+    };
+    if cc.get("type").and_then(Value::as_str) != Some("ephemeral") {
+        return Err(Refusal::BadRequest(format!(
+            "{at}.cache_control.type: Input should be 'ephemeral'"
+        )));
+    }
+    match cc.get("ttl") {
+        None | Some(Value::Null) => Ok(Some(Ttl::FiveMinutes)),
+        Some(Value::String(t)) if t == "5m" => Ok(Some(Ttl::FiveMinutes)),
+        Some(Value::String(t)) if t == "1h" => Ok(Some(Ttl::OneHour)),
+        Some(_) => Err(Refusal::BadRequest(format!(
+            "{at}.cache_control.ttl: Input should be '5m' or '1h'"
+        ))),
+    }
+}
+
+/// The tool definitions as the cache keys them (without their `cache_control` marks), and how
+/// many breakpoints they carry. Tools come first in the cached prefix but cost no simulated
+/// tokens, so a breakpoint on a tool alone never reaches the minimum length.
+fn tools_key(obj: &Map<String, Value>) -> Result<(String, usize), Refusal> {
+    let Some(Value::Array(tools)) = obj.get("tools") else {
+        return Ok((String::new(), 0));
+    };
+    let mut marks = 0;
+    let mut key = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if cache_control(t, &format!("tools.{i}"))?.is_some() {
+            marks += 1;
+        }
+        let mut t = t.clone();
+        if let Some(o) = t.as_object_mut() {
+            o.remove("cache_control");
+        }
+        key.push(t);
+    }
+    Ok((Value::Array(key).to_string(), marks))
 }
 
 /// The answer's shape from `tools` and `tool_choice`.
@@ -113,12 +230,17 @@ fn reply_of(obj: &Map<String, Value>, after_tool_result: bool) -> Result<Reply, 
 }
 
 /// A `message` answer (the simulator gives Anthropic requests exactly one answer).
-pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
-    json(200, message(id, req, answers, prompt_tokens))
+pub(crate) fn success(
+    id: &str,
+    req: &Parsed,
+    answers: &[Answer],
+    prompt: &PromptTokens,
+) -> Response {
+    json(200, message(id, req, answers, prompt))
 }
 
 /// A `message` object (the simulator gives Anthropic requests exactly one answer).
-pub(crate) fn message(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Value {
+pub(crate) fn message(id: &str, req: &Parsed, answers: &[Answer], prompt: &PromptTokens) -> Value {
     let a = first(answers);
     let content = match &a.body {
         Body::Text(t) | Body::Json(t) => json!([{ "type": "text", "text": t }]),
@@ -134,19 +256,19 @@ pub(crate) fn message(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens:
         "content": content,
         "stop_reason": stop_reason(&a),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": prompt_tokens,
-            "output_tokens": a.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0
-        }
+        "usage": usage(prompt, a.output_tokens)
     })
 }
 
 /// The events of a streamed message: `message_start`, one content block (start, a `ping`, a
 /// delta per token, stop), `message_delta` with the stop reason and output tokens,
 /// `message_stop`.
-pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Vec<Frame> {
+pub(crate) fn stream(
+    id: &str,
+    req: &Parsed,
+    answers: &[Answer],
+    prompt: &PromptTokens,
+) -> Vec<Frame> {
     let a = first(answers);
     let event = |v: Value| {
         let name = v["type"].as_str().unwrap_or_default().to_string();
@@ -162,12 +284,7 @@ pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: 
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {
-                "input_tokens": prompt_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0
-            }
+            "usage": usage(prompt, 1)
         }
     }))];
     let block = match &a.body {
@@ -197,6 +314,21 @@ pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: 
     })));
     frames.push(event(json!({ "type": "message_stop" })));
     frames
+}
+
+/// The `usage` object: `input_tokens` are the prompt tokens after the last cache breakpoint,
+/// so with the cache reads and writes they make the whole prompt.
+fn usage(prompt: &PromptTokens, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": prompt.uncached(),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": prompt.written(),
+        "cache_read_input_tokens": prompt.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": prompt.write_5m,
+            "ephemeral_1h_input_tokens": prompt.write_1h
+        }
+    })
 }
 
 fn first(answers: &[Answer]) -> Answer {

@@ -5,6 +5,8 @@
 //! written (OpenAI files) and its succeeded lines are billed, so the counters never pay a batch
 //! twice.
 
+use crate::bill::Tally;
+use crate::cache::PromptTokens;
 use crate::scenario::SimBatch;
 use crate::text::{fnv1a, SplitMix};
 use serde_json::Value;
@@ -20,11 +22,13 @@ const PHASE_MAX_S: f64 = 0.2;
 /// What a line's request got, exactly as the realtime endpoint would have answered it.
 #[derive(Debug, Clone)]
 pub(crate) enum LineResult {
-    /// A completion (a `chat.completion` or a `message`) and its usage.
+    /// A completion (a `chat.completion` or a `message`), its usage, and what it is billed
+    /// if it succeeds (the batch discount applied).
     Ok {
         body: Value,
-        input_tokens: u64,
+        prompt: PromptTokens,
         output_tokens: u64,
+        cost: schemas::Usd,
     },
     /// An error status and the provider's error body.
     Err { status: u16, body: Value },
@@ -291,14 +295,6 @@ impl Batch {
     }
 }
 
-/// Totals added to a provider's stats when its batches settle.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Billed {
-    pub lines: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
 /// A stored file (OpenAI): batch inputs uploaded by clients, outputs and errors written by the
 /// simulator.
 #[derive(Debug, Clone)]
@@ -319,7 +315,8 @@ pub(crate) struct Store {
     pub created: u64,
     /// Batches whose cancel took effect.
     pub cancelled: u64,
-    pub billed: Billed,
+    /// The succeeded lines of the settled batches.
+    pub billed: Tally,
 }
 
 impl Store {
@@ -340,15 +337,14 @@ impl Store {
                 if let (
                     LineState::Succeeded,
                     LineResult::Ok {
-                        input_tokens,
+                        prompt,
                         output_tokens,
+                        cost,
                         ..
                     },
                 ) = (b.line_state(l, age), &l.result)
                 {
-                    self.billed.lines += 1;
-                    self.billed.input_tokens += input_tokens;
-                    self.billed.output_tokens += output_tokens;
+                    self.billed.add(prompt, *output_tokens, *cost);
                 }
             }
             write(b, &mut self.files, age);
@@ -470,8 +466,9 @@ mod tests {
     fn batch(spec: &SimBatch, number: u64, n: usize) -> Batch {
         let ok = LineResult::Ok {
             body: Value::Null,
-            input_tokens: 10,
+            prompt: PromptTokens::plain(10),
             output_tokens: 5,
+            cost: schemas::Usd::ZERO,
         };
         let new = NewBatch {
             id: format!("b{number}"),

@@ -6,8 +6,10 @@
 //! provider does is set by a [`Scenario`]. Completions are deterministic: the text is a function
 //! of the model id, the prompt and the scenario's seed, and streamed (`stream: true`), JSON-mode,
 //! tool-call and `n`-choice answers are built from that same text (`docs/simulator.md`).
-//! `GET /_sim/stats` answers every provider's counters as JSON (for tests that drive the
-//! simulator as a separate process).
+//! Each provider keeps a prompt cache (OpenAI's automatic prefix caching, Anthropic's
+//! `cache_control` breakpoints) and reports cached tokens in its usage as the real API does.
+//! `GET /_sim/stats` answers every provider's counters and its bill (tokens by kind and dollars
+//! at the scenario's prices) as JSON (for tests that drive the simulator as a separate process).
 //!
 //! A provider with a `batch` section also serves its batch API (OpenAI `files` and `batches`,
 //! Anthropic `messages/batches`), whose batches finish on a simulated clock; one with `flex`
@@ -16,6 +18,8 @@
 mod anthropic;
 mod anthropic_batch;
 mod batch;
+mod bill;
+mod cache;
 mod limit_headers;
 mod limiter;
 mod openai;
@@ -27,7 +31,9 @@ mod server;
 mod sse;
 mod text;
 
-pub use scenario::{Chaos, Scenario, SimBatch, SimFlex, SimKind, SimProvider, Window};
+pub use scenario::{
+    Chaos, Scenario, SimBatch, SimCache, SimFlex, SimKind, SimPrice, SimProvider, Window,
+};
 
 use server::SimState;
 use std::net::SocketAddr;
@@ -66,9 +72,9 @@ pub enum SimError {
     },
 }
 
-/// Counters of one simulated provider's completion requests (model lists are not counted) and
-/// of its batches and flex tier.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// Counters of one simulated provider's completion requests (model lists are not counted), of
+/// its batches and flex tier, and its bill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ProviderStats {
     /// Completion requests received.
     pub requests: u64,
@@ -97,6 +103,26 @@ pub struct ProviderStats {
     /// Flex requests refused with 429 "Resource Unavailable" for want of capacity (also counted
     /// in `rate_limited`; not billed).
     pub flex_rejected: u64,
+    /// Requests billed: completions answered 2xx (`ok`) plus billed batch lines. The token
+    /// and dollar fields below sum over these; errors, 429s and unfinished lines cost nothing.
+    pub billed_requests: u64,
+    /// Billed prompt tokens neither read from nor written to the prompt cache (OpenAI:
+    /// `prompt_tokens - cached_tokens`; Anthropic: `input_tokens`).
+    pub input_tokens: u64,
+    /// Billed prompt tokens read from the prompt cache (OpenAI
+    /// `prompt_tokens_details.cached_tokens`, Anthropic `cache_read_input_tokens`).
+    pub cached_tokens: u64,
+    /// Billed prompt tokens written to the prompt cache, 5-minute and 1-hour (Anthropic
+    /// `cache_creation_input_tokens`; always 0 for the OpenAI kind).
+    pub cache_write_tokens: u64,
+    /// Of `cache_write_tokens`, those written with a 1-hour lifetime.
+    pub cache_write_1h_tokens: u64,
+    /// Billed output tokens, every choice counted.
+    pub output_tokens: u64,
+    /// What the provider charged, in dollars: each billed request at its model's `prices`
+    /// (uncached input, cache reads and writes, output), times the flex multiplier or less the
+    /// batch discount; models without prices are free.
+    pub bill_usd: schemas::Usd,
 }
 
 /// A running simulator. Dropping it leaves the server running until the runtime stops; call

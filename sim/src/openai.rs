@@ -1,11 +1,12 @@
 //! The OpenAI dialect: reads `POST /v1/chat/completions` bodies and writes chat completions,
 //! model lists and errors in the shapes the official `openai` client parses.
 
+use crate::cache::{PromptShape, PromptTokens};
 use crate::reply::{self, Answer, Body, Reply, ToolChoice};
 use crate::scenario::SimProvider;
 use crate::server::{json, Parsed, Refusal};
 use crate::sse::Frame;
-use crate::text::{content_text, DEFAULT_MAX_TOKENS};
+use crate::text::{content_text, fnv1a, DEFAULT_MAX_TOKENS};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
@@ -39,13 +40,15 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
         return Err(bad("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead."));
     }
     let mut texts = Vec::with_capacity(messages.len());
+    let mut roles = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
-        if !role.is_some_and(|r| ROLES.contains(&r)) {
+        let Some(role) = role.filter(|r| ROLES.contains(r)) else {
             return Err(Refusal::BadRequest(format!(
                 "Invalid value for 'messages[{i}].role': expected one of {ROLES:?}."
             )));
-        }
+        };
+        roles.push(role.to_string());
         texts.push(content_text(m.get("content").unwrap_or(&Value::Null)));
     }
     let mut max_tokens = DEFAULT_MAX_TOKENS;
@@ -88,6 +91,13 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
         }
         Some(_) => return Err(bad("Invalid value for 'service_tier': expected one of 'auto', 'default', 'flex', 'scale' or 'priority'.")),
     };
+    // The tool definitions come first in the cached prefix, as OpenAI serializes them.
+    let tools = obj.get("tools").map(Value::to_string).unwrap_or_default();
+    let shape = PromptShape {
+        head: fnv1a(&[model.as_bytes(), tools.as_bytes()]),
+        roles,
+        ..PromptShape::default()
+    };
     Ok(Parsed {
         model: model.to_string(),
         texts,
@@ -97,6 +107,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
         stream,
         include_usage,
         flex,
+        shape,
     })
 }
 
@@ -177,8 +188,13 @@ fn reply_of(
 }
 
 /// A `chat.completion` answer with one choice per answer.
-pub(crate) fn success(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Response {
-    json(200, completion(id, req, answers, prompt_tokens))
+pub(crate) fn success(
+    id: &str,
+    req: &Parsed,
+    answers: &[Answer],
+    prompt: &PromptTokens,
+) -> Response {
+    json(200, completion(id, req, answers, prompt))
 }
 
 /// The tier an answer says it was served on.
@@ -191,7 +207,12 @@ fn tier(req: &Parsed) -> &'static str {
 }
 
 /// A `chat.completion` object with one choice per answer.
-pub(crate) fn completion(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Value {
+pub(crate) fn completion(
+    id: &str,
+    req: &Parsed,
+    answers: &[Answer],
+    prompt: &PromptTokens,
+) -> Value {
     let choices: Vec<Value> = answers
         .iter()
         .enumerate()
@@ -229,7 +250,7 @@ pub(crate) fn completion(id: &str, req: &Parsed, answers: &[Answer], prompt_toke
         "created": chrono::Utc::now().timestamp(),
         "model": req.model,
         "choices": choices,
-        "usage": usage(prompt_tokens, answers),
+        "usage": usage(prompt, answers),
         "service_tier": tier(req),
         "system_fingerprint": "fp_offpeak_sim"
     })
@@ -239,7 +260,12 @@ pub(crate) fn completion(id: &str, req: &Parsed, answers: &[Answer], prompt_toke
 /// role, one chunk per token, a chunk with the finish reason; then, with `include_usage`, a
 /// chunk without choices carrying the usage (every other chunk then has `"usage": null`); then
 /// `[DONE]`.
-pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: u64) -> Vec<Frame> {
+pub(crate) fn stream(
+    id: &str,
+    req: &Parsed,
+    answers: &[Answer],
+    prompt: &PromptTokens,
+) -> Vec<Frame> {
     let created = chrono::Utc::now().timestamp();
     let chunk = |choices: Value, usage: Option<Value>| {
         let mut v = json!({
@@ -288,7 +314,7 @@ pub(crate) fn stream(id: &str, req: &Parsed, answers: &[Answer], prompt_tokens: 
         frames.push(chunk(delta(i, json!({}), Some(finish_reason(a))), None));
     }
     if req.include_usage {
-        frames.push(chunk(json!([]), Some(usage(prompt_tokens, answers))));
+        frames.push(chunk(json!([]), Some(usage(prompt, answers))));
     }
     frames.push(Frame::done());
     frames
@@ -306,14 +332,15 @@ fn finish_reason(a: &Answer) -> &'static str {
     }
 }
 
-/// The `usage` object: completion tokens count every choice.
-fn usage(prompt_tokens: u64, answers: &[Answer]) -> Value {
+/// The `usage` object: prompt tokens count the cached ones too; completion tokens count every
+/// choice.
+fn usage(prompt: &PromptTokens, answers: &[Answer]) -> Value {
     let completion: u64 = answers.iter().map(|a| a.output_tokens).sum();
     json!({
-        "prompt_tokens": prompt_tokens,
+        "prompt_tokens": prompt.total,
         "completion_tokens": completion,
-        "total_tokens": prompt_tokens + completion,
-        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+        "total_tokens": prompt.total + completion,
+        "prompt_tokens_details": { "cached_tokens": prompt.read, "audio_tokens": 0 },
         "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0 }
     })
 }

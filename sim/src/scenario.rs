@@ -76,12 +76,20 @@ pub struct SimProvider {
     /// Misbehaviour beyond error statuses: hung requests, malformed and oversized answers.
     #[serde(default)]
     pub chaos: Chaos,
-    /// Informational price in dollars per million input tokens.
+    /// Informational price in dollars per million input tokens (the bill uses `prices`).
     #[serde(default)]
     pub input_per_mtok: Option<f64>,
-    /// Informational price in dollars per million output tokens.
+    /// Informational price in dollars per million output tokens (the bill uses `prices`).
     #[serde(default)]
     pub output_per_mtok: Option<f64>,
+    /// Prices per model id, for the provider's bill (`GET /_sim/stats`, `bill_usd`). A model
+    /// left out is served free.
+    #[serde(default)]
+    pub prices: BTreeMap<String, SimPrice>,
+    /// The prompt cache: automatic prefix caching for the OpenAI kind, `cache_control`
+    /// breakpoints for the Anthropic kind.
+    #[serde(default)]
+    pub cache: SimCache,
     /// The provider's batch API (OpenAI files + batches, Anthropic message batches). Absent: the
     /// batch and file endpoints answer 404, like a provider without them.
     #[serde(default)]
@@ -115,7 +123,8 @@ pub struct SimBatch {
     pub expire_done: f64,
     /// Windows (seconds since server start) in which the batch and file endpoints answer 503.
     pub outages: Vec<Window>,
-    /// Informational: fraction off the list price for batch lines (0.5: half price).
+    /// Fraction off the list price for batch lines (0.5: half price), cache tokens included;
+    /// the bill charges batch lines at `1 - discount` times their model's prices.
     pub discount: f64,
 }
 
@@ -147,7 +156,8 @@ pub struct SimFlex {
     pub models: Vec<String>,
     /// Base latency of a flex answer in milliseconds (flex is slower); none: `latency_ms`.
     pub latency_ms: Option<f64>,
-    /// Informational price multiplier of flex answers (0.5: half the list price).
+    /// Price multiplier of flex answers (0.5: half the list price), cache tokens included;
+    /// the bill charges flex answers at `multiplier` times their model's prices.
     pub multiplier: f64,
 }
 
@@ -159,6 +169,94 @@ impl Default for SimFlex {
             models: Vec::new(),
             latency_ms: None,
             multiplier: 0.5,
+        }
+    }
+}
+
+/// A model's prices in dollars per million tokens. A cache price left out takes the kind's
+/// default, as the real providers charge: `anthropic` reads at 0.1 ×, 5-minute writes at
+/// 1.25 × and 1-hour writes at 2 × the input price; `openai` (automatic caching, no write
+/// surcharge) reads at 0.5 × and writes at 1 × the input price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimPrice {
+    /// An uncached input token.
+    pub input_per_mtok: f64,
+    /// An output token.
+    pub output_per_mtok: f64,
+    /// An input token read from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// An input token written to a 5-minute cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_5m_per_mtok: Option<f64>,
+    /// An input token written to a 1-hour cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h_per_mtok: Option<f64>,
+}
+
+impl SimPrice {
+    /// The price of a cache read on a provider of `kind`.
+    pub fn cache_read(&self, kind: SimKind) -> f64 {
+        let k = match kind {
+            SimKind::Anthropic => 0.1,
+            SimKind::Openai => 0.5,
+        };
+        self.cache_read_per_mtok.unwrap_or(self.input_per_mtok * k)
+    }
+
+    /// The price of a 5-minute cache write on a provider of `kind`.
+    pub fn cache_write_5m(&self, kind: SimKind) -> f64 {
+        let k = match kind {
+            SimKind::Anthropic => 1.25,
+            SimKind::Openai => 1.0,
+        };
+        self.cache_write_5m_per_mtok
+            .unwrap_or(self.input_per_mtok * k)
+    }
+
+    /// The price of a 1-hour cache write on a provider of `kind`.
+    pub fn cache_write_1h(&self, kind: SimKind) -> f64 {
+        let k = match kind {
+            SimKind::Anthropic => 2.0,
+            SimKind::Openai => 1.0,
+        };
+        self.cache_write_1h_per_mtok
+            .unwrap_or(self.input_per_mtok * k)
+    }
+}
+
+/// How a provider caches prompts. OpenAI kind: every answered request of at least
+/// `min_tokens` prompt tokens stores its prefixes, and a later request reports its longest
+/// stored prefix still alive as `prompt_tokens_details.cached_tokens`, in steps of
+/// `block_tokens` beyond `min_tokens`. Anthropic kind: only `cache_control` breakpoints cache,
+/// a prefix of at least `min_tokens` tokens, reported as `cache_creation_input_tokens` when
+/// written and `cache_read_input_tokens` when read. A prefix lives `ttl_s` (Anthropic `"1h"`
+/// breakpoints: `ttl_1h_s`) from its last use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimCache {
+    /// `false`: nothing is ever cached (Anthropic's `cache_control` is still accepted).
+    pub enabled: bool,
+    /// The shortest prefix cached, in tokens (OpenAI and Claude Sonnet/Opus: 1024).
+    pub min_tokens: u64,
+    /// OpenAI kind: cache hits grow in steps of this many tokens beyond `min_tokens` (128).
+    pub block_tokens: u64,
+    /// Seconds a prefix lives after its last use: OpenAI-kind prefixes and Anthropic's default
+    /// (`"5m"`) breakpoints (300).
+    pub ttl_s: f64,
+    /// Seconds an Anthropic `"ttl": "1h"` breakpoint's prefix lives after its last use (3600).
+    pub ttl_1h_s: f64,
+}
+
+impl Default for SimCache {
+    fn default() -> Self {
+        SimCache {
+            enabled: true,
+            min_tokens: 1024,
+            block_tokens: 128,
+            ttl_s: 300.0,
+            ttl_1h_s: 3600.0,
         }
     }
 }
@@ -236,6 +334,8 @@ impl SimProvider {
             chaos: Chaos::default(),
             input_per_mtok: None,
             output_per_mtok: None,
+            prices: BTreeMap::new(),
+            cache: SimCache::default(),
             batch: None,
             flex: None,
         }
@@ -285,6 +385,7 @@ impl Scenario {
                 let price = p.models.first().map(|m| m.base_price());
                 sp.input_per_mtok = price.map(|p| p.input_per_mtok);
                 sp.output_per_mtok = price.map(|p| p.output_per_mtok);
+                sp.prices = catalog_prices(p);
                 sp.batch = catalog_batch(p);
                 sp.flex = catalog_flex(p);
                 sp
@@ -372,6 +473,7 @@ impl Scenario {
                 }
             }
             check_batch_and_flex(p)?;
+            check_prices_and_cache(p)?;
         }
         Ok(())
     }
@@ -410,6 +512,65 @@ fn catalog_flex(p: &schemas::ProviderSpec) -> Option<SimFlex> {
         multiplier,
         ..SimFlex::default()
     })
+}
+
+/// The prices of catalog provider `p`'s models whose price never changes (no time-of-day
+/// windows, no dated changes): list and cache prices, the catalog's cache defaults applied.
+/// The scenario's prices are flat, so a model priced by the clock is left out (served free).
+fn catalog_prices(p: &schemas::ProviderSpec) -> BTreeMap<String, SimPrice> {
+    p.models
+        .iter()
+        .filter(|m| m.schedule.is_empty() && m.changes.is_empty())
+        .map(|m| {
+            let list = m.base_price();
+            let cache = m.cache_price_at(p.kind, chrono::DateTime::UNIX_EPOCH);
+            let price = SimPrice {
+                input_per_mtok: list.input_per_mtok,
+                output_per_mtok: list.output_per_mtok,
+                cache_read_per_mtok: Some(cache.read_per_mtok),
+                cache_write_5m_per_mtok: Some(cache.write_5m_per_mtok),
+                cache_write_1h_per_mtok: Some(cache.write_1h_per_mtok),
+            };
+            (m.id.clone(), price)
+        })
+        .collect()
+}
+
+/// Checks a provider's `prices` and `cache`.
+fn check_prices_and_cache(p: &SimProvider) -> Result<(), String> {
+    let n = &p.name;
+    let price_ok = |v: f64| v.is_finite() && v >= 0.0;
+    for (model, price) in &p.prices {
+        if !p.models.contains(model) {
+            return Err(format!(
+                "provider {n:?}: prices name model {model:?}, which is not in models"
+            ));
+        }
+        let all = [
+            Some(price.input_per_mtok),
+            Some(price.output_per_mtok),
+            price.cache_read_per_mtok,
+            price.cache_write_5m_per_mtok,
+            price.cache_write_1h_per_mtok,
+        ];
+        if !all.into_iter().flatten().all(price_ok) {
+            return Err(format!(
+                "provider {n:?}: prices of {model:?} must be finite and >= 0"
+            ));
+        }
+    }
+    let c = &p.cache;
+    if c.min_tokens == 0 || c.block_tokens == 0 {
+        return Err(format!(
+            "provider {n:?}: cache.min_tokens and cache.block_tokens must be > 0"
+        ));
+    }
+    if !(c.ttl_s.is_finite() && c.ttl_s > 0.0 && c.ttl_1h_s.is_finite() && c.ttl_1h_s > 0.0) {
+        return Err(format!(
+            "provider {n:?}: cache.ttl_s and cache.ttl_1h_s must be > 0"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a provider's `batch` and `flex` sections.
@@ -493,6 +654,8 @@ outages = [{ from_s = 30, to_s = 60 }]
 chaos = { hang = 0.1, hang_s = 30, malformed = 0.05, huge = 0.01, huge_bytes = 1000 }
 input_per_mtok = 0.27
 output_per_mtok = 1.10
+prices = { "deepseek-chat" = { input_per_mtok = 0.27, output_per_mtok = 1.10, cache_read_per_mtok = 0.07, cache_write_5m_per_mtok = 0.27, cache_write_1h_per_mtok = 0.27 } }
+cache = { enabled = true, min_tokens = 64, block_tokens = 64, ttl_s = 600, ttl_1h_s = 7200 }
 [providers.batch]
 turnaround_s = 3.0
 tail = 0.1
@@ -522,6 +685,13 @@ multiplier = 0.5
         assert_eq!(b.outages.len(), 1);
         let f = s.providers[0].flex.as_ref().unwrap();
         assert_eq!((f.concurrency, f.rpm, f.multiplier), (8, Some(600), 0.5));
+        let price = &s.providers[0].prices["deepseek-chat"];
+        assert_eq!(price.cache_read(SimKind::Openai), 0.07);
+        let c = &s.providers[0].cache;
+        assert_eq!(
+            (c.min_tokens, c.block_tokens, c.ttl_s, c.ttl_1h_s),
+            (64, 64, 600.0, 7200.0)
+        );
         assert_eq!(
             s.providers[0].outages[0],
             Window {
@@ -549,6 +719,47 @@ multiplier = 0.5
         assert!(get("anthropic").batch.is_some());
         assert!(get("anthropic").flex.is_none());
         assert!(get("vllm-local").batch.is_none());
+    }
+
+    #[test]
+    fn catalog_scenario_prices_the_flat_priced_models_with_the_catalogs_cache_prices() {
+        let text = include_str!("../../examples/catalog.toml");
+        let catalog = schemas::Catalog::from_toml("catalog.toml", text).unwrap();
+        let s = Scenario::from_catalog(&catalog);
+        for (p, spec) in s.providers.iter().zip(&catalog.providers) {
+            for m in &spec.models {
+                let flat = m.schedule.is_empty() && m.changes.is_empty();
+                assert_eq!(p.prices.contains_key(&m.id), flat, "{} {}", p.name, m.id);
+                if let Some(price) = p.prices.get(&m.id) {
+                    let at = chrono::DateTime::UNIX_EPOCH;
+                    assert_eq!(price.input_per_mtok, m.price_at(at).input_per_mtok);
+                    let cache = m.cache_price_at(spec.kind, at);
+                    assert_eq!(price.cache_read(p.kind), cache.read_per_mtok);
+                    assert_eq!(price.cache_write_1h(p.kind), cache.write_1h_per_mtok);
+                }
+            }
+        }
+        assert!(s.providers.iter().any(|p| !p.prices.is_empty()));
+    }
+
+    #[test]
+    fn cache_is_on_by_default_and_prices_must_name_served_models() {
+        let on = "[[providers]]\nname='a'\nkind='openai'\nmodels=['m']\n";
+        let s = Scenario::from_toml("s.toml", on).unwrap();
+        assert_eq!(s.providers[0].cache, SimCache::default());
+        assert!(s.providers[0].cache.enabled);
+        let off = format!("{on}cache = {{ enabled = false }}\n");
+        let s = Scenario::from_toml("s.toml", &off).unwrap();
+        assert!(!s.providers[0].cache.enabled);
+        assert_eq!(s.providers[0].cache.min_tokens, 1024);
+        let stray =
+            format!("{on}prices = {{ 'x' = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }} }}\n");
+        let e = Scenario::from_toml("s.toml", &stray)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"x\""), "{e}");
+        let zero = format!("{on}cache = {{ block_tokens = 0 }}\n");
+        assert!(Scenario::from_toml("s.toml", &zero).is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! the dialect module (OpenAI or Anthropic) writes the answer in its API's shape.
 
 use crate::batch::{LineResult, Store};
+use crate::bill::{self, Tally};
+use crate::cache::{PromptCache, PromptShape, PromptTokens};
 use crate::limiter::{retry_after_secs, InFlight, Limits, Snapshot};
 use crate::reply::{self, Answer, Reply};
 use crate::scenario::{Scenario, SimKind, SimProvider};
@@ -41,6 +43,8 @@ pub(crate) struct Parsed {
     pub include_usage: bool,
     /// OpenAI's `service_tier: "flex"`.
     pub flex: bool,
+    /// What the prompt cache keys on beyond the texts (roles, tools, Anthropic breakpoints).
+    pub shape: PromptShape,
 }
 
 /// Why a request is not answered with a completion.
@@ -78,6 +82,10 @@ pub(crate) struct ProviderState {
     flex_in_flight: Arc<InFlight>,
     /// Batches and files (batch API).
     batches: Mutex<Store>,
+    /// Cached prompt prefixes (realtime and batch lines alike).
+    cache: Mutex<PromptCache>,
+    /// The realtime answers billed (batch lines are billed in `batches`).
+    bill: Mutex<Tally>,
     /// The server's start, for batch times.
     start: Instant,
     seed: u64,
@@ -94,8 +102,8 @@ impl ProviderState {
     /// A snapshot of the counters (batches that ended by now are settled first, so their
     /// lines are billed).
     pub(crate) fn stats(&self) -> ProviderStats {
-        let (created, cancelled, billed) =
-            self.with_batches(|s| (s.created, s.cancelled, s.billed));
+        let (created, cancelled, batch) = self.with_batches(|s| (s.created, s.cancelled, s.billed));
+        let bill = lock(&self.bill).plus(batch);
         ProviderStats {
             requests: self.requests.load(Ordering::SeqCst),
             ok: self.ok.load(Ordering::SeqCst),
@@ -104,12 +112,44 @@ impl ProviderState {
             hung: self.hung.load(Ordering::SeqCst),
             batches_created: created,
             batches_cancelled: cancelled,
-            batch_lines_billed: billed.lines,
-            batch_input_tokens: billed.input_tokens,
-            batch_output_tokens: billed.output_tokens,
+            batch_lines_billed: batch.requests,
+            batch_input_tokens: batch.prompt_tokens(),
+            batch_output_tokens: batch.output_tokens,
             flex_requests: self.flex_ok.load(Ordering::SeqCst),
             flex_rejected: self.flex_rejected.load(Ordering::SeqCst),
+            billed_requests: bill.requests,
+            input_tokens: bill.input_tokens,
+            cached_tokens: bill.cached_tokens,
+            cache_write_tokens: bill.cache_write_5m_tokens + bill.cache_write_1h_tokens,
+            cache_write_1h_tokens: bill.cache_write_1h_tokens,
+            output_tokens: bill.output_tokens,
+            bill_usd: bill.usd,
         }
+    }
+
+    /// How `req`'s prompt tokens split between this provider's prompt cache and plain input
+    /// now; stores the prefixes the request caches, readable by others `ready_in` seconds from
+    /// now (once this request's prompt is processed).
+    pub(crate) fn cached(&self, req: &Parsed, ready_in: f64) -> PromptTokens {
+        let now = self.now_s();
+        let mut c = lock(&self.cache);
+        let cfg = &self.spec.cache;
+        match self.spec.kind {
+            SimKind::Openai => c.automatic(cfg, &req.texts, &req.shape, now, ready_in),
+            SimKind::Anthropic => c.explicit(cfg, &req.texts, &req.shape, now, ready_in),
+        }
+    }
+
+    /// The charge for an answer to `req` at its model's prices, times `factor`.
+    fn charge(
+        &self,
+        req: &Parsed,
+        prompt: &PromptTokens,
+        output_tokens: u64,
+        factor: f64,
+    ) -> schemas::Usd {
+        let price = self.spec.prices.get(&req.model);
+        bill::cost(price, self.spec.kind, prompt, output_tokens, factor)
     }
 
     /// Seconds since the server started.
@@ -132,6 +172,12 @@ impl ProviderState {
             }
         });
         f(&mut store)
+    }
+
+    /// Bills a realtime answer to `req` (answered 2xx).
+    fn bill(&self, req: &Parsed, prompt: &PromptTokens, output_tokens: u64, factor: f64) {
+        let usd = self.charge(req, prompt, output_tokens, factor);
+        lock(&self.bill).add(prompt, output_tokens, usd);
     }
 
     /// A uniform number in [0, 1) from this provider's seeded generator.
@@ -169,6 +215,8 @@ impl SimState {
                     )),
                     flex_in_flight: Arc::new(InFlight::default()),
                     batches: Mutex::new(Store::default()),
+                    cache: Mutex::new(PromptCache::default()),
+                    bill: Mutex::new(Tally::default()),
                     start: now,
                     seed,
                     requests: AtomicU64::new(0),
@@ -438,30 +486,37 @@ async fn serve(
     let jitter = p.spec.jitter * (2.0 * p.uniform() - 1.0);
     let base_ms = flex.and_then(|f| f.latency_ms).unwrap_or(p.spec.latency_ms);
     let first_ms = base_ms * (1.0 + jitter);
+    // The prompt is processed by the first token: others read its prefixes from then on.
+    let prompt = p.cached(&req, first_ms / 1000.0);
     let per_token_ms = p.spec.per_output_token_ms;
+    let tokens: u64 = answers.iter().map(|a| a.output_tokens).sum();
+    let factor = flex.map_or(1.0, |f| f.multiplier);
     if req.stream {
         // The base latency is the time to the first event; the tokens then arrive paced.
         sleep_ms(first_ms).await;
         let id = st.new_id();
         let frames = match kind {
-            SimKind::Openai => openai::stream(&id, &req, &answers, prompt_tokens),
-            SimKind::Anthropic => anthropic::stream(&id, &req, &answers, prompt_tokens),
+            SimKind::Openai => openai::stream(&id, &req, &answers, &prompt),
+            SimKind::Anthropic => anthropic::stream(&id, &req, &answers, &prompt),
         };
         let per_token = Duration::from_secs_f64(per_token_ms.max(0.0) / 1000.0);
+        p.bill(&req, &prompt, tokens, factor);
         return Ok(sse::response(frames, per_token, slot));
     }
-    let tokens: u64 = answers.iter().map(|a| a.output_tokens).sum();
     sleep_ms(first_ms + per_token_ms * tokens as f64).await;
     let id = st.new_id();
+    // Billed once answered, like `ok`: a client gone during the latency pays nothing.
+    p.bill(&req, &prompt, tokens, factor);
     Ok(match kind {
-        SimKind::Openai => openai::success(&id, &req, &answers, prompt_tokens),
-        SimKind::Anthropic => anthropic::success(&id, &req, &answers, prompt_tokens),
+        SimKind::Openai => openai::success(&id, &req, &answers, &prompt),
+        SimKind::Anthropic => anthropic::success(&id, &req, &answers, &prompt),
     })
 }
 
 /// What the realtime endpoint would answer `body` (one batch line's request), without its
-/// latency, rate limits or injected errors: a completion with its usage, or the error status
-/// and body (a malformed request, a model not served).
+/// latency, rate limits or injected errors: a completion with its usage and its charge at the
+/// batch price, or the error status and body (a malformed request, a model not served). The
+/// line meets the provider's prompt cache as a realtime request would.
 pub(crate) fn line_result(st: &SimState, p: &ProviderState, body: &Value) -> LineResult {
     let kind = p.spec.kind;
     let bytes = body.to_string().into_bytes();
@@ -492,16 +547,19 @@ pub(crate) fn line_result(st: &SimState, p: &ProviderState, body: &Value) -> Lin
     let answers: Vec<Answer> = (0..req.n)
         .map(|i| reply::answer(&req, st.seed, i))
         .collect();
-    let prompt_tokens = text::prompt_tokens(&req.texts);
+    let prompt = p.cached(&req, 0.0);
     let id = st.new_id();
     let body = match kind {
-        SimKind::Openai => openai::completion(&id, &req, &answers, prompt_tokens),
-        SimKind::Anthropic => anthropic::message(&id, &req, &answers, prompt_tokens),
+        SimKind::Openai => openai::completion(&id, &req, &answers, &prompt),
+        SimKind::Anthropic => anthropic::message(&id, &req, &answers, &prompt),
     };
+    let output_tokens = answers.iter().map(|a| a.output_tokens).sum();
+    let discount = p.spec.batch.as_ref().map_or(0.0, |b| b.discount);
     LineResult::Ok {
         body,
-        input_tokens: prompt_tokens,
-        output_tokens: answers.iter().map(|a| a.output_tokens).sum(),
+        prompt,
+        output_tokens,
+        cost: p.charge(&req, &prompt, output_tokens, 1.0 - discount),
     }
 }
 
@@ -528,6 +586,11 @@ pub(crate) fn batch_provider(
         return Err(Refusal::Status(503));
     }
     Ok(Arc::clone(p))
+}
+
+/// Locks `m`, carrying on past a panic of another holder (the data are counters).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn sleep_ms(ms: f64) {

@@ -105,6 +105,8 @@ mod tests {
                 escalated: false,
                 route: None,
                 batch_id: None,
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
             })
             .collect();
         let bytes = encode_parquet(&rows).unwrap();

@@ -58,6 +58,8 @@ fn row(run_id: &str, n: usize) -> ResultRow {
         escalated: false,
         route: None,
         batch_id: None,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
     }
 }
 

@@ -24,7 +24,7 @@ use crate::runner::{Served, Taken, Worker};
 use chrono::{DateTime, Utc};
 use queue::{Delivery, Queue};
 use router::{Candidate, RouteReason};
-use schemas::catalog::Price;
+use schemas::catalog::{CachePrice, Price};
 use schemas::{Envelope, Route, SigningKey, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -79,6 +79,10 @@ pub struct BatchRecord {
     /// The batch price the lines are charged at.
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// The batch prices of cached input (none in records written before they were kept:
+    /// cached tokens are then billed at the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePrice>,
     pub route_reason: String,
     pub escalated: bool,
     pub created_at: DateTime<Utc>,
@@ -231,6 +235,7 @@ impl Batcher {
                     model: to.offer.model.clone(),
                     model_id: to.offer.id.clone(),
                     price: to.price,
+                    cache: to.cache_price(Utc::now()),
                     reason: reason.to_string(),
                     escalated: reason.is_escalation(),
                     route: Route::Batch,
@@ -338,6 +343,7 @@ impl Batcher {
             model_id: g.served.model_id.clone(),
             input_per_mtok: g.served.price.input_per_mtok,
             output_per_mtok: g.served.price.output_per_mtok,
+            cache: g.served.cache,
             route_reason: g.served.reason.clone(),
             escalated: g.served.escalated,
             created_at: Utc::now(),
@@ -568,6 +574,7 @@ impl Batcher {
                 input_per_mtok: record.input_per_mtok,
                 output_per_mtok: record.output_per_mtok,
             },
+            cache: record.cache,
             reason: record.route_reason.clone(),
             escalated: record.escalated,
             route: Route::Batch,

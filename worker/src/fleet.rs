@@ -68,6 +68,10 @@ struct Beat {
     state: BeatState,
     #[serde(default)]
     findings: Vec<SharedFault>,
+    /// How long the member had been up when it said this (ms): a fleet that starts together
+    /// shares the accounts' burst, a worker joining a running one does not.
+    #[serde(default)]
+    up_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,10 @@ const KIND: &str = "offpeak-fleet";
 
 /// How long a joining worker listens for the members' answers before routing its first job.
 const SETTLE: Duration = Duration::from_millis(300);
+
+/// Members up no longer than this when a worker joins started with it: the fleet starts
+/// together, and its members split the accounts' burst instead of dropping it.
+const TOGETHER: Duration = Duration::from_secs(2);
 
 /// How a member is told apart: its id, then its process instance.
 fn member(id: &str, instance: u64) -> String {
@@ -102,6 +110,11 @@ struct View {
     known: u32,
     /// Whether the first listening after joining is over.
     joined: bool,
+    /// Whether a member heard so far started more than [`TOGETHER`] before this worker (or did
+    /// not say when it started).
+    running_fleet: bool,
+    /// When this worker started keeping in step.
+    up: Instant,
 }
 
 impl View {
@@ -146,6 +159,8 @@ pub(crate) async fn keep_in_step(
         echo: None,
         known: 1,
         joined: false,
+        running_fleet: false,
+        up: Instant::now(),
     };
     let apply = |view: &mut View| {
         let share = view.share(&cfg);
@@ -202,6 +217,7 @@ async fn talk(
     joined: &tokio::sync::Notify,
 ) -> bool {
     let (id, instance) = (worker.id.clone(), view.instance);
+    let up = view.up;
     let say = |state: BeatState| {
         let beat = Beat {
             kind: KIND.into(),
@@ -209,6 +225,7 @@ async fn talk(
             instance,
             state,
             findings: worker.router.findings(Utc::now()),
+            up_ms: Some(up.elapsed().as_millis() as u64),
         };
         Bytes::from(serde_json::to_vec(&beat).unwrap_or_default())
     };
@@ -224,9 +241,11 @@ async fn talk(
         tokio::select! {
             _ = &mut settle, if !view.joined => {
                 view.joined = true;
-                if !view.peers.is_empty() || view.echo.is_none() {
-                    // Others use the accounts (or the fleet is not heard): how much of their
-                    // burst is left is unknown, so pace from empty buckets.
+                if view.running_fleet || view.echo.is_none() {
+                    // Others have been using the accounts (or the fleet is not heard): how much
+                    // of their burst is left is unknown, so pace from empty buckets. Members
+                    // that started with this one have used none of it: each plans with its
+                    // share of it, as of the limits.
                     worker.router.start_empty(Utc::now());
                 }
                 apply(view);
@@ -259,6 +278,12 @@ async fn talk(
                     continue;
                 }
                 worker.router.apply_findings(&beat.findings, Utc::now());
+                let before_me = beat
+                    .up_ms
+                    .is_none_or(|ms| Duration::from_millis(ms) > up.elapsed() + TOGETHER);
+                if !view.joined && before_me {
+                    view.running_fleet = true;
+                }
                 match beat.state {
                     BeatState::Leaving => {
                         view.peers.remove(&who);
@@ -297,6 +322,8 @@ mod tests {
             echo: None,
             known: 1,
             joined: true,
+            running_fleet: false,
+            up: Instant::now(),
         };
         // Not heard the fleet yet: the fallback.
         assert_eq!(v.share(&cfg).members, 4);

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod fleet;
 pub mod flush;
 pub mod lifecycle;
+pub mod prefix;
 pub mod provider;
 pub mod recent;
 pub mod runner;

@@ -16,8 +16,10 @@ use router::{
     BreakerConfig, CallOutcome, Decision, DeferReason, ErrorClass, GiveUp, History, PolicyConfig,
     Retry, RouteReason, Router, RouterConfig, Ticket,
 };
-use schemas::catalog::Price;
-use schemas::{Catalog, Envelope, ResultRow, ResultStatus, Route, SigningKey, SCHEMA_VERSION};
+use schemas::catalog::{CachePrice, Price};
+use schemas::{
+    Catalog, Envelope, ProviderKind, ResultRow, ResultStatus, Route, SigningKey, SCHEMA_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -222,6 +224,8 @@ pub struct Worker {
     quiet: Throttle,
     /// Jobs this worker stored a row for: a message that comes back for one is acked unpaid.
     recent: Arc<RecentlyStored>,
+    /// Long prompt prefixes sent per (provider, model): the first goes alone (see `prefix`).
+    prefixes: crate::prefix::PrefixGate,
 }
 
 impl std::fmt::Debug for Worker {
@@ -252,6 +256,8 @@ pub(crate) struct Served {
     pub model: String,
     pub model_id: String,
     pub price: Price,
+    /// The prompt-cache prices cached tokens are billed at (none: at the input price).
+    pub cache: Option<CachePrice>,
     pub reason: String,
     pub escalated: bool,
     pub route: Route,
@@ -309,6 +315,7 @@ impl Worker {
             store_fault: Arc::default(),
             quiet: Throttle::new(Duration::from_secs(10)),
             recent: Arc::new(RecentlyStored::default()),
+            prefixes: Default::default(),
         }
     }
 
@@ -626,9 +633,15 @@ impl Worker {
             let decision = self.router.decide(&ticket, now);
             // The turn goes back with a deferral through the broker; a job sent, batched or
             // failed has none (a wait in place keeps the one it came with).
+            let inline_s = match &decision {
+                Decision::Defer { due: true, .. } => {
+                    self.cfg.inline_wait_s.max(router::DUE_INLINE_WAIT_S)
+                }
+                _ => self.cfg.inline_wait_s,
+            };
             match &decision {
                 Decision::Defer { until, turn, .. } => {
-                    if (*until - now).num_milliseconds() as f64 / 1000.0 > self.cfg.inline_wait_s {
+                    if (*until - now).num_milliseconds() as f64 / 1000.0 > inline_s {
                         job.env.turn = turn.clone();
                     }
                 }
@@ -644,7 +657,7 @@ impl Worker {
                 }
                 Decision::Defer { until, reason, .. } => {
                     let wait = (until - now).to_std().unwrap_or_default();
-                    if wait.as_secs_f64() <= self.cfg.inline_wait_s {
+                    if wait.as_secs_f64() <= inline_s {
                         tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
                         continue;
                     }
@@ -660,6 +673,7 @@ impl Worker {
                         model: to.offer.model.clone(),
                         model_id: to.offer.id.clone(),
                         price: to.price,
+                        cache: to.cache_price(now),
                         reason: String::new(),
                         escalated: reason.is_escalation(),
                         route: to.route,
@@ -704,10 +718,22 @@ impl Worker {
             req.params
                 .insert("service_tier".into(), serde_json::Value::from("flex"));
         }
+        let automatic = self
+            .router
+            .catalog()
+            .provider(&provider)
+            .is_some_and(|p| p.kind != ProviderKind::Anthropic);
+        let first = match crate::prefix::key(&provider, &req.model_id, &req.messages, automatic) {
+            Some(k) => self.prefixes.enter(k).await,
+            None => None,
+        };
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("request", run_id = %job.env.run_id, job_id = %job.env.job.id, provider = %provider);
         let result = tracing::Instrument::instrument(client.complete(&req), span).await;
         let latency = started.elapsed();
+        if let (Some(first), Ok(_)) = (first, &result) {
+            first.answered();
+        }
         let limits = match &result {
             Ok(c) => c.limits,
             Err(e) => e.limits.as_deref().copied(),
@@ -817,7 +843,7 @@ impl Worker {
         latency: Duration,
     ) -> ResultRow {
         let now = Utc::now();
-        let cost = served.price.cost(c.input_tokens, c.output_tokens);
+        let cost = served.price.bill(&c.usage(), served.cache.as_ref());
         let baseline = self
             .router
             .baseline_price(&env.job, now)
@@ -834,6 +860,8 @@ impl Worker {
         row.provider_finish_reason = c.finish_reason;
         row.input_tokens = c.input_tokens;
         row.output_tokens = c.output_tokens;
+        row.cached_input_tokens = c.cache_read_tokens;
+        row.cache_write_tokens = c.cache_write_5m_tokens + c.cache_write_1h_tokens;
         row.cost_usd = cost.0;
         row.baseline_cost_usd = baseline.0;
         row.latency_ms = latency.as_millis() as u64;

@@ -19,12 +19,16 @@ use std::time::Instant;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// MarketScenario file (TOML): catalog, per-provider true limits, latency, outages, job trace.
-    #[arg(long, required_unless_present = "random_seed")]
+    #[arg(long, required_unless_present_any = ["random_seed", "random"])]
     scenario: Option<PathBuf>,
     /// Instead of a file: a random market and trace built from `--catalog` with this seed.
     #[arg(long, conflicts_with = "scenario")]
     random_seed: Option<u64>,
-    /// Catalog for `--random-seed`.
+    /// Instead of one market: N random markets (seeds 1..=N, or from `--random-seed` on), one
+    /// line each and a summary of offpeak against the bound and the gateway (median, worst).
+    #[arg(long, conflicts_with = "scenario", value_parser = clap::value_parser!(u64).range(1..))]
+    random: Option<u64>,
+    /// Catalog for `--random-seed` and `--random`.
     #[arg(long, default_value = "examples/catalog.toml")]
     catalog: PathBuf,
     /// Jobs in a random scenario.
@@ -45,7 +49,24 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
+    let (planner, opts) = setup(&args, &cfg);
+    if let Some(n) = args.random {
+        let catalog = read_catalog(&args.catalog)?;
+        let first = args.random_seed.unwrap_or(1);
+        tokio::task::block_in_place(|| {
+            sweep(&catalog, first, n, args.jobs.max(1), &planner, &opts)
+        });
+        return Ok(0);
+    }
     let sc = load(&args)?;
+    let started = Instant::now();
+    let (runs, bounds) = tokio::task::block_in_place(|| simulate(&sc, &planner, &opts));
+    print(&sc, &runs, &bounds, started.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+/// The planner's configuration and the bound's options, from the worker's configuration.
+fn setup(args: &Args, cfg: &Config) -> (PlannerConfig, BoundOptions) {
     let planner = PlannerConfig {
         router: cfg.worker.router(),
         inline_wait_s: cfg.worker.inline_wait_s,
@@ -56,10 +77,191 @@ pub async fn run(args: Args, cfg: Config) -> Result<u8, Failure> {
         standard_wait_s: Some(planner.router.policy.standard_max_defer_s),
         ..Default::default()
     };
+    (planner, opts)
+}
+
+/// One random market's figures, for the sweep's summary.
+struct Swept {
+    seed: u64,
+    over_lb: f64,
+    over_gateway: f64,
+    misses: usize,
+    /// Policies whose cost came out under the bound while failing no more jobs than it leaves out.
+    under_bound: Vec<&'static str>,
+    unserved: usize,
+}
+
+/// `--random N`: N random markets, one line each, then the summary of offpeak against the bound
+/// and the gateway, and a `key=value` line.
+fn sweep(
+    catalog: &Catalog,
+    first: u64,
+    n: u64,
+    jobs: usize,
+    planner: &PlannerConfig,
+    opts: &BoundOptions,
+) {
     let started = Instant::now();
-    let (runs, bounds) = tokio::task::block_in_place(|| simulate(&sc, &planner, &opts));
-    print(&sc, &runs, &bounds, started.elapsed().as_secs_f64());
-    Ok(0)
+    println!(
+        "bench market: {n} random markets from {} providers' catalog, {jobs} jobs each, seeds {first}..={}",
+        catalog.providers.len(),
+        first + n - 1
+    );
+    println!(
+        "{:>6} {:>5} {:>10} {:>10} {:>10} {:>7} {:>7} {:>6} {:>8}  notes",
+        "seed", "jobs", "offpeak", "gateway", "bound", "vs_lb", "vs_gw", "misses", "unserved"
+    );
+    let mut all = Vec::new();
+    for seed in first..first + n {
+        let (spec, cat) = random_spec(catalog, seed, jobs);
+        let sc = match spec.build(&cat, &format!("random-{seed}")) {
+            Ok(sc) => sc,
+            Err(e) => {
+                println!("{seed:>6} skipped: {e:#}");
+                continue;
+            }
+        };
+        let (runs, bounds) = simulate(&sc, planner, opts);
+        let lb = &bounds.contract;
+        let get = |k: PolicyKind| runs.iter().map(|(r, _)| r).find(|r| r.policy == k);
+        let (Some(o), Some(g)) = (get(PolicyKind::Offpeak), get(PolicyKind::Gateway)) else {
+            continue;
+        };
+        let under_bound: Vec<&'static str> = runs
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| r.failed <= lb.unserved && r.cost.0 < lb.usd.0 * (1.0 - 1e-9))
+            .map(|r| r.policy.as_str())
+            .collect();
+        let s = Swept {
+            seed,
+            over_lb: ratio(o.cost.0, lb.usd.0),
+            over_gateway: ratio(o.cost.0, g.cost.0),
+            misses: o.misses(),
+            under_bound,
+            unserved: lb.unserved,
+        };
+        let mut notes = Vec::new();
+        if !s.under_bound.is_empty() {
+            notes.push(format!("under the bound: {}", s.under_bound.join(", ")));
+        }
+        if s.over_gateway > 1.01 {
+            notes.push("dearer than the gateway".to_string());
+        }
+        println!(
+            "{:>6} {:>5} {:>10.4} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>6} {:>8}  {}",
+            seed,
+            sc.jobs.len(),
+            o.cost.0,
+            g.cost.0,
+            lb.usd.0,
+            s.over_lb,
+            s.over_gateway,
+            s.misses,
+            s.unserved,
+            notes.join("; ")
+        );
+        all.push(s);
+    }
+    summarise(&all, started.elapsed().as_secs_f64());
+}
+
+/// The sweep's summary: median and worst offpeak/bound (over markets every job of which some
+/// schedule can serve; the others are counted apart), misses, the gateway and the bound's checks.
+fn summarise(all: &[Swept], wall: f64) {
+    let comparable: Vec<&Swept> = all
+        .iter()
+        .filter(|s| s.unserved == 0 && s.over_lb.is_finite())
+        .collect();
+    let mut r: Vec<f64> = comparable.iter().map(|s| s.over_lb).collect();
+    let median = median(&mut r);
+    let worst = comparable
+        .iter()
+        .max_by(|a, b| a.over_lb.total_cmp(&b.over_lb));
+    let worst_gw = all
+        .iter()
+        .filter(|s| s.over_gateway.is_finite())
+        .max_by(|a, b| a.over_gateway.total_cmp(&b.over_gateway));
+    let within = r.iter().filter(|x| **x <= 1.05).count();
+    let missed: Vec<u64> = all
+        .iter()
+        .filter(|s| s.misses > 0)
+        .map(|s| s.seed)
+        .collect();
+    let over_gw: Vec<u64> = all
+        .iter()
+        .filter(|s| s.over_gateway > 1.01)
+        .map(|s| s.seed)
+        .collect();
+    let under: Vec<u64> = all
+        .iter()
+        .filter(|s| !s.under_bound.is_empty())
+        .map(|s| s.seed)
+        .collect();
+    let unservable = all.len() - comparable.len();
+    println!();
+    println!(
+        "offpeak/bound over {} markets every job of which can be served: median {:.3}, worst {:.3}{}; {} within 1.05",
+        comparable.len(),
+        median,
+        worst.map_or(f64::NAN, |s| s.over_lb),
+        worst.map_or(String::new(), |s| format!(" (seed {})", s.seed)),
+        within
+    );
+    if unservable > 0 {
+        println!("{unservable} markets hold jobs no schedule can serve in time; their ratios are left out above");
+    }
+    println!("offpeak misses: {} markets{}", missed.len(), seeds(&missed));
+    println!(
+        "offpeak/gateway: worst {:.3}{}; more than 1 % above the gateway on {} markets{}",
+        worst_gw.map_or(f64::NAN, |s| s.over_gateway),
+        worst_gw.map_or(String::new(), |s| format!(" (seed {})", s.seed)),
+        over_gw.len(),
+        seeds(&over_gw)
+    );
+    println!(
+        "a policy under the bound: {} markets{}",
+        under.len(),
+        seeds(&under)
+    );
+    println!();
+    println!(
+        "bench=market-random markets={} comparable={} median_over_lb={:.4} worst_over_lb={:.4} worst_seed={} within_1_05={} markets_with_misses={} worst_vs_gateway={:.4} over_gateway_1pct={} bound_above_a_policy={} unservable_markets={} wall_s={:.1}",
+        all.len(),
+        comparable.len(),
+        median,
+        worst.map_or(f64::NAN, |s| s.over_lb),
+        worst.map_or(0, |s| s.seed),
+        within,
+        missed.len(),
+        worst_gw.map_or(f64::NAN, |s| s.over_gateway),
+        over_gw.len(),
+        under.len(),
+        unservable,
+        wall
+    );
+}
+
+/// The median of `r` (sorted in place); NaN when empty.
+fn median(r: &mut [f64]) -> f64 {
+    r.sort_by(f64::total_cmp);
+    match r.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => r[n / 2],
+        n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+    }
+}
+
+/// ` (seeds 3, 17, …)` for a list of markets, the first ten.
+fn seeds(list: &[u64]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut shown: Vec<String> = list.iter().take(10).map(u64::to_string).collect();
+    if list.len() > 10 {
+        shown.push("…".into());
+    }
+    format!(" (seeds {})", shown.join(", "))
 }
 
 /// The bound's two readings: honouring the priority contract (the headline), and deadlines only.
@@ -408,6 +610,13 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples/scenarios")
             .join(name)
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert!(median(&mut []).is_nan());
+        assert_eq!(median(&mut [1.3, 1.0, 1.1]), 1.1);
+        assert_eq!(median(&mut [1.4, 1.0, 1.2, 1.1]), 1.15);
     }
 
     #[test]

@@ -115,15 +115,34 @@ pub(crate) fn request_body(req: &ChatRequest) -> Map<String, Value> {
         .map(str::to_string)
         .into_iter()
         .collect();
+    // Text blocks of the system prompt, for when one of them marks a cache breakpoint.
+    let mut blocks: Vec<Value> = system
+        .iter()
+        .map(|t| serde_json::json!({"type": "text", "text": t}))
+        .collect();
+    let mut cached = false;
     let mut messages = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
         if m.role == "system" || m.role == "developer" {
             system.push(m.text());
+            match &m.content {
+                Value::Array(parts) => {
+                    for p in parts.iter().filter(|p| p.get("text").is_some()) {
+                        cached |= p.get("cache_control").is_some();
+                        blocks.push(p.clone());
+                    }
+                }
+                _ => blocks.push(serde_json::json!({"type": "text", "text": m.text()})),
+            }
         } else {
             messages.push(serde_json::to_value(m).unwrap_or(Value::Null));
         }
     }
-    if !system.is_empty() {
+    if cached {
+        // A `cache_control` breakpoint in the system prompt is kept: Anthropic caches the
+        // prompt up to it, and bills later reads of it at a tenth of the input price.
+        body.insert("system".into(), Value::Array(blocks));
+    } else if !system.is_empty() {
         body.insert("system".into(), Value::String(system.join("\n\n")));
     }
     let max_tokens = req
@@ -203,6 +222,16 @@ struct Usage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// The cache writes by lifetime (sent since the 1-hour cache); without it every write is
+    /// taken as a 5-minute one.
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Deserialize)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: u64,
 }
 
 /// Reads a 2xx answer into a [`Completion`]: the text blocks or, when the answer calls tools,
@@ -230,13 +259,23 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
             .join("")
     };
     let u = &resp.usage;
+    let (read, written) = (
+        u.cache_read_input_tokens.unwrap_or(0),
+        u.cache_creation_input_tokens.unwrap_or(0),
+    );
+    let write_1h = u
+        .cache_creation
+        .as_ref()
+        .map_or(0, |c| c.ephemeral_1h_input_tokens)
+        .min(written);
     Ok(Completion {
         text,
         finish_reason: resp.stop_reason,
-        input_tokens: u.input_tokens
-            + u.cache_creation_input_tokens.unwrap_or(0)
-            + u.cache_read_input_tokens.unwrap_or(0),
+        input_tokens: u.input_tokens + written + read,
         output_tokens: u.output_tokens,
+        cache_read_tokens: read,
+        cache_write_5m_tokens: written - write_1h,
+        cache_write_1h_tokens: write_1h,
         response_json: String::from_utf8_lossy(&answer.body).into_owned(),
         request_id: answer.request_id.clone(),
         limits: answer.limits(),
@@ -301,6 +340,51 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}],
                 "temperature": 0.2, "top_k": 5, "stop_sequences": ["END"]
             })
+        );
+    }
+
+    #[test]
+    fn a_cache_breakpoint_in_the_system_prompt_is_kept_as_blocks() {
+        let long = json!([{"type": "text", "text": "the shared few-shot prefix", "cache_control": {"type": "ephemeral"}}]);
+        let r = req(
+            json!([{"role": "system", "content": "be terse"},
+                   {"role": "system", "content": long},
+                   {"role": "user", "content": "q"}]),
+            None,
+            json!({}),
+        );
+        let body = Value::Object(request_body(&r));
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "be terse"},
+                   {"type": "text", "text": "the shared few-shot prefix", "cache_control": {"type": "ephemeral"}}])
+        );
+    }
+
+    #[test]
+    fn cache_reads_and_writes_count_in_the_prompt_and_apart() {
+        let body = json!({
+            "content": [{"type": "text", "text": "A"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 50, "output_tokens": 7, "cache_read_input_tokens": 2000,
+                      "cache_creation_input_tokens": 300,
+                      "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}}
+        });
+        let answer = Answer {
+            status: 200,
+            headers: Default::default(),
+            body: serde_json::to_vec(&body).unwrap(),
+            request_id: None,
+        };
+        let c = parse("anthropic", &answer).unwrap();
+        assert_eq!(
+            (
+                c.input_tokens,
+                c.cache_read_tokens,
+                c.cache_write_5m_tokens,
+                c.cache_write_1h_tokens,
+                c.output_tokens
+            ),
+            (2350, 2000, 200, 100, 7)
         );
     }
 

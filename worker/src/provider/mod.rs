@@ -46,12 +46,31 @@ pub struct Completion {
     pub input_tokens: u64,
     /// Output tokens billed.
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Of `input_tokens`, those written to a 5-minute (Anthropic's default) prompt cache.
+    pub cache_write_5m_tokens: u64,
+    /// Of `input_tokens`, those written to a 1-hour prompt cache.
+    pub cache_write_1h_tokens: u64,
     /// The full response body, for the `response_json` column.
     pub response_json: String,
     /// The provider's request id (`x-request-id` / `request-id`), for support tickets.
     pub request_id: Option<String>,
     /// What the answer's rate-limit headers said of the account, if it sent them.
     pub limits: Option<LimitReport>,
+}
+
+impl Completion {
+    /// The tokens billed, as one figure set.
+    pub fn usage(&self) -> schemas::TokenUsage {
+        schemas::TokenUsage {
+            input: self.input_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write_5m: self.cache_write_5m_tokens,
+            cache_write_1h: self.cache_write_1h_tokens,
+            output: self.output_tokens,
+        }
+    }
 }
 
 /// Whose fault an error is, which decides what the worker does next (DESIGN §5); the rule

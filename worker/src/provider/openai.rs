@@ -129,12 +129,24 @@ struct Function {
     arguments: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Usage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    /// OpenAI's (and most compatible hosts') cached part of `prompt_tokens`.
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's name for the same.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 /// Reads a 2xx answer into a [`Completion`]: the first choice's text or, when it calls tools,
@@ -164,16 +176,22 @@ pub(crate) fn parse(provider: &str, answer: &Answer) -> Result<Completion, Provi
     };
     let usage = resp.usage.unwrap_or_else(|| {
         tracing::warn!(provider, "response has no usage; counting zero tokens");
-        Usage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-        }
+        Usage::default()
     });
+    let cached = usage
+        .prompt_tokens_details
+        .and_then(|d| d.cached_tokens)
+        .or(usage.prompt_cache_hit_tokens)
+        .unwrap_or(0)
+        .min(usage.prompt_tokens);
     Ok(Completion {
         text,
         finish_reason: choice.finish_reason,
         input_tokens: usage.prompt_tokens,
         output_tokens: usage.completion_tokens,
+        cache_read_tokens: cached,
+        cache_write_5m_tokens: 0,
+        cache_write_1h_tokens: 0,
         response_json: String::from_utf8_lossy(&answer.body).into_owned(),
         request_id: answer.request_id.clone(),
         limits: answer.limits(),
@@ -208,6 +226,37 @@ impl Provider for OpenAiProvider {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn answered(body: Value) -> Completion {
+        let answer = Answer {
+            status: 200,
+            headers: Default::default(),
+            body: serde_json::to_vec(&body).unwrap(),
+            request_id: None,
+        };
+        parse("p", &answer).unwrap()
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_read_from_openai_and_deepseek_usage() {
+        let choice = json!([{"message": {"content": "A"}, "finish_reason": "stop"}]);
+        let openai = answered(json!({"choices": choice, "usage": {"prompt_tokens": 2100,
+            "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 1920}}}));
+        assert_eq!(
+            (openai.input_tokens, openai.cache_read_tokens),
+            (2100, 1920)
+        );
+        let deepseek = answered(json!({"choices": choice, "usage": {"prompt_tokens": 2100,
+            "completion_tokens": 5, "prompt_cache_hit_tokens": 2048, "prompt_cache_miss_tokens": 52}}));
+        assert_eq!(deepseek.cache_read_tokens, 2048);
+        let plain = answered(
+            json!({"choices": choice, "usage": {"prompt_tokens": 30, "completion_tokens": 5}}),
+        );
+        assert_eq!(
+            (plain.cache_read_tokens, plain.cache_write_5m_tokens),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn params_are_merged_at_top_level_but_cannot_replace_model_or_messages() {
