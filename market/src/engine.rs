@@ -575,13 +575,8 @@ impl<'s, P: SimPolicy> Sim<'s, P> {
             }
             Step::Wait(until, due) => {
                 let wait = (until - now).num_milliseconds();
-                let inline_ms = if due {
-                    self.inline_ms
-                        .max((router::DUE_INLINE_WAIT_S * 1000.0) as i64)
-                } else {
-                    self.inline_ms
-                };
-                if wait <= inline_ms {
+                let in_place_s = router::in_place_wait_s(due, self.inline_ms as f64 / 1000.0);
+                if wait as f64 <= in_place_s * 1000.0 {
                     // The runner sleeps short waits in place, holding its slot.
                     self.push(now + Duration::milliseconds(wait.max(5)), Ev::Resume(j));
                 } else {

@@ -394,3 +394,14 @@ const CONTENDED_WAIT_MS: i64 = 50;
 /// at any worker and meet that one's pacing again (a 6-worker local run deferred such jobs up
 /// to 20 times, 1.2 s each).
 pub const DUE_INLINE_WAIT_S: f64 = 5.0;
+
+/// The longest wait a runner takes in place rather than through the broker: its configured
+/// `inline_wait_s`, or [`DUE_INLINE_WAIT_S`] for a job that is `due` (the worker's runner and
+/// the market bench's engine both ask here).
+pub fn in_place_wait_s(due: bool, inline_wait_s: f64) -> f64 {
+    if due {
+        inline_wait_s.max(DUE_INLINE_WAIT_S)
+    } else {
+        inline_wait_s
+    }
+}

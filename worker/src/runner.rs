@@ -633,19 +633,8 @@ impl Worker {
             let decision = self.router.decide(&ticket, now);
             // The turn goes back with a deferral through the broker; a job sent, batched or
             // failed has none (a wait in place keeps the one it came with).
-            let inline_s = match &decision {
-                Decision::Defer { due: true, .. } => {
-                    self.cfg.inline_wait_s.max(router::DUE_INLINE_WAIT_S)
-                }
-                _ => self.cfg.inline_wait_s,
-            };
-            match &decision {
-                Decision::Defer { until, turn, .. } => {
-                    if (*until - now).num_milliseconds() as f64 / 1000.0 > inline_s {
-                        job.env.turn = turn.clone();
-                    }
-                }
-                _ => job.env.turn = None,
+            if !matches!(decision, Decision::Defer { .. }) {
+                job.env.turn = None;
             }
             let call = match decision {
                 Decision::Fail { kind, reason } => {
@@ -655,12 +644,18 @@ impl Worker {
                     };
                     return self.fail(job, kind, reason, tx).await;
                 }
-                Decision::Defer { until, reason, .. } => {
+                Decision::Defer {
+                    until,
+                    reason,
+                    turn,
+                    due,
+                } => {
                     let wait = (until - now).to_std().unwrap_or_default();
-                    if wait.as_secs_f64() <= inline_s {
+                    if wait.as_secs_f64() <= router::in_place_wait_s(due, self.cfg.inline_wait_s) {
                         tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
                         continue;
                     }
+                    job.env.turn = turn;
                     return self.defer(job, wait, reason.to_string()).await;
                 }
                 Decision::Batch { to, reason } => {
